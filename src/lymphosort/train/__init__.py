@@ -1,0 +1,1 @@
+"""lymphosort.train"""

@@ -86,8 +86,11 @@ class _Unreadable(Exception):
     """Internal: a file could not be turned into an image; the message is the reason."""
 
 
-def _to_grey_array(im: Image.Image) -> np.ndarray:
-    """Pillow image -> 2-D float32 array on the 0..255 scale (see the module rules)."""
+def _to_grey_array(im: Image.Image, tags: Any = None) -> np.ndarray:
+    """Pillow image -> 2-D float32 array on the 0..255 scale (see the module rules).
+
+    ``tags``: the TIFF tags of the file as opened (a transposed copy no longer has them).
+    """
     mode = im.mode
     if mode == "L":
         return np.asarray(im, dtype=np.float32)
@@ -95,7 +98,6 @@ def _to_grey_array(im: Image.Image) -> np.ndarray:
         bits = 16
     elif mode == "I":
         bits = 16
-        tags = getattr(im, "tag_v2", None)
         if tags is not None:
             bps = tags.get(258)  # BitsPerSample
             if isinstance(bps, tuple):
@@ -166,8 +168,8 @@ def _read(path: Path, size: int, mode: ResizeMode) -> np.ndarray:
     try:
         with Image.open(path, formats=_FORMATS) as im:
             im.load()
-            im = ImageOps.exif_transpose(im) or im
-            arr = _to_grey_array(im)
+            tags = getattr(im, "tag_v2", None)
+            arr = _to_grey_array(ImageOps.exif_transpose(im) or im, tags)
     except _Unreadable:
         raise
     except Image.UnidentifiedImageError:

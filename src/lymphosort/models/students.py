@@ -1,0 +1,109 @@
+"""Small students built only from FPGA-friendly layers: conv, ReLU, max/avg pooling, linear.
+
+No batch norm (nothing to fold), no softmax in the module. Every student is one class,
+`ConvStudent`: a `features` stack named `conv{i}`, `relu{i}`, `pool{i}` (and `avgpool`),
+flattened into a linear `head`. Feature-distillation module paths: "features.conv{i}",
+"features.relu{i}", "features.pool{i}" (`feature_modules()` lists the ReLU outputs).
+
+- `paper-student2`: the reference 5,682-parameter CNN at 48x48: conv 1->16 3x3 (valid),
+  ReLU, max pool 2, conv 16->16 3x3 (valid), ReLU, max pool 2, flatten (1,600), linear.
+- `tiny-*`: our candidates (<= 6,000 parameters each): 3-4 blocks of "same"-padded conv +
+  ReLU + max pool 2, then an average pool down to `pool_out` x `pool_out`, then linear.
+  Which one is best is decided by measurement, not here.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from lymphosort.errors import ConfigError
+from lymphosort.models.registry import ClassifierMixin, register_model
+
+__all__ = ["ConvStudent", "TINY_VARIANTS"]
+
+
+class ConvStudent(ClassifierMixin, nn.Module):
+    """conv -> ReLU -> max pool blocks, optional average pool, flatten, linear head.
+
+    `padding="valid"` keeps the reference network's shapes; `"same"` halves the map per block
+    exactly (input sizes divisible by 2**blocks). `pool_out` (if set) average-pools the last
+    map down to `pool_out` x `pool_out` with a fixed kernel (a plain AvgPool2d, which FPGA
+    flows support, rather than an adaptive pool).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        input_size: int,
+        channels: Sequence[int],
+        kernel: int = 3,
+        padding: str = "same",
+        pool_out: int | None = None,
+    ) -> None:
+        super().__init__()
+        if padding not in ("same", "valid"):
+            raise ConfigError(f"padding must be 'same' or 'valid', not {padding!r}")
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        c_in, size = 1, int(input_size)
+        for i, c_out in enumerate(channels, start=1):
+            pad = kernel // 2 if padding == "same" else 0
+            layers[f"conv{i}"] = nn.Conv2d(c_in, int(c_out), kernel, padding=pad)
+            layers[f"relu{i}"] = nn.ReLU()
+            layers[f"pool{i}"] = nn.MaxPool2d(2)
+            size = (size + 2 * pad - kernel + 1) // 2
+            c_in = int(c_out)
+        if size < 1:
+            raise ConfigError(f"input size {input_size} is too small for {len(channels)} blocks")
+        if pool_out is not None and pool_out < size:
+            if size % pool_out:
+                raise ConfigError(f"final map {size}x{size} is not divisible into {pool_out}x{pool_out}")
+            layers["avgpool"] = nn.AvgPool2d(size // pool_out)
+            size = pool_out
+        self.features = nn.Sequential(layers)
+        self.head = nn.Linear(c_in * size * size, num_classes)
+        self.FEATURE_MODULES = tuple(f"features.relu{i}" for i in range(1, len(channels) + 1))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.features(x), 1)
+
+
+@register_model("paper-student2", input_size=48, kind="student")
+def paper_student2(num_classes: int = 2, input_size: int = 48) -> ConvStudent:
+    """The reference 5,682-parameter CNN (two valid 3x3 convs of 16, max pools, linear)."""
+    return ConvStudent(num_classes, input_size, channels=(16, 16), kernel=3, padding="valid")
+
+
+#: name -> (input size, channels per block, kernel, pool_out). Parameters at 2 classes:
+#: tiny-32 4,778; tiny-48 5,394; tiny-48-s2 3,698; tiny-64 5,922.
+TINY_VARIANTS: dict[str, tuple[int, tuple[int, ...], int, int]] = {
+    # 32 -> 16 -> 8 -> 4, global average: cheapest in MACs.
+    "tiny-32": (32, (8, 16, 24), 3, 1),
+    # 48 -> 24 -> 12 -> 6, global average: the reference student's input size.
+    "tiny-48": (48, (12, 16, 24), 3, 1),
+    # 48 with a 2x2 spatial summary instead of global average (keeps coarse layout).
+    "tiny-48-s2": (48, (8, 16, 16), 3, 2),
+    # 64 (native resolution), four blocks 64 -> 32 -> 16 -> 8 -> 4, global average.
+    "tiny-64": (64, (8, 16, 16, 16), 3, 1),
+}
+
+
+def _register_tiny(name: str, size: int, channels: tuple[int, ...], kernel: int, pool_out: int) -> None:
+    def factory(
+        num_classes: int = 2,
+        input_size: int = size,
+        channels: Sequence[int] = channels,
+        kernel: int = kernel,
+        pool_out: int = pool_out,
+    ) -> ConvStudent:
+        return ConvStudent(num_classes, input_size, channels=channels, kernel=kernel, pool_out=pool_out)
+
+    factory.__doc__ = f"Tiny CNN at {size}x{size}: conv{kernel}x{kernel} blocks {list(channels)}, avg pool to {pool_out}x{pool_out}, linear."
+    register_model(name, input_size=size, kind="student")(factory)
+
+
+for _name, (_size, _channels, _kernel, _pool_out) in TINY_VARIANTS.items():
+    _register_tiny(_name, _size, _channels, _kernel, _pool_out)

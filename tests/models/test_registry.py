@@ -1,0 +1,88 @@
+"""Registry and model interface: every registered network honours the same contract."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lymphosort.errors import ConfigError
+from lymphosort.models import ModelSpec, create_model, get_spec, list_models
+
+# paper-teacher (ResNet-50) is built once in the checkpoint tests; here the rest.
+SMALL = [n for n in list_models() if n not in ("paper-teacher",)]
+
+
+def test_list_models_has_presets_and_kinds() -> None:
+    names = list_models()
+    for expected in ("paper-teacher", "paper-student1", "paper-student2", "resnet18", "compact-teacher",
+                     "compact-student", "tiny-32", "tiny-48", "tiny-64"):
+        assert expected in names
+    assert set(list_models("teacher")) | set(list_models("student")) == set(names)
+    assert "compact-teacher" in list_models("teacher") and "tiny-48" in list_models("student")
+
+
+def test_unknown_model_lists_names() -> None:
+    with pytest.raises(ConfigError, match="compact-teacher"):
+        create_model("no-such-net")
+
+
+def test_bad_factory_kwarg_is_config_error() -> None:
+    with pytest.raises(ConfigError, match="tiny-48"):
+        create_model("tiny-48", not_an_arg=3)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_interface(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3).eval()
+    spec = model.spec
+    assert isinstance(spec, ModelSpec) and spec.name == name and spec.num_classes == 3
+    assert spec.mean == 0.5 and spec.std == 0.25
+    x = torch.randn(2, 1, spec.input_size, spec.input_size)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        logits = model(x)
+        assert feats.ndim == 2 and feats.shape[0] == 2 and feats.shape[1] == model.num_features
+        assert logits.shape == (2, 3)
+        assert torch.allclose(model.forward_head(feats), logits)
+        # Logits, not probabilities.
+        assert not torch.allclose(logits.softmax(1).sum(1), logits.sum(1))
+        before = model.forward_features(x)
+        model.reset_classifier(5)
+        assert model.spec.num_classes == 5
+        assert model(x).shape == (2, 5)
+        assert torch.equal(model.forward_features(x), before)  # features kept
+    paths = model.feature_modules()
+    assert paths and all(isinstance(m, torch.nn.Module) for m in paths.values())
+
+
+def test_paper_student2_is_the_reference_network() -> None:
+    m = create_model("paper-student2")
+    assert sum(p.numel() for p in m.parameters()) == 5682
+    assert m.spec.input_size == 48
+    assert m.head.in_features == 1600
+    kinds = [type(l).__name__ for l in m.features]
+    assert kinds == ["Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d"]
+
+
+@pytest.mark.parametrize("name", [n for n in list_models("student") if n.startswith("tiny-")])
+def test_tiny_students_are_small_and_fpga_friendly(name: str) -> None:
+    m = create_model(name)
+    assert sum(p.numel() for p in m.parameters()) <= 6000
+    allowed = (torch.nn.Conv2d, torch.nn.ReLU, torch.nn.MaxPool2d, torch.nn.AvgPool2d, torch.nn.Linear, torch.nn.Sequential)
+    assert all(isinstance(mod, allowed) for mod in m.modules() if mod is not m)
+
+
+def test_overrides_recorded_in_spec() -> None:
+    m = create_model("tiny-48", input_size=32, channels=[4, 8, 8], mean=0.4)
+    assert m.spec.input_size == 32 and m.spec.mean == 0.4
+    assert m.spec.create_kwargs == {"input_size": 32, "channels": [4, 8, 8], "mean": 0.4}
+    assert get_spec("tiny-48", 2, input_size=32).input_size == 32
+    assert m(torch.zeros(1, 1, 32, 32)).shape == (1, 2)
+
+
+def test_compact_student_is_cheaper_than_compact_teacher() -> None:
+    from lymphosort.evaluate.efficiency import count_macs
+
+    t, s = create_model("compact-teacher"), create_model("compact-student")
+    assert count_macs(s, 64) <= 0.5 * count_macs(t, 64)

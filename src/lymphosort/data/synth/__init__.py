@@ -1,0 +1,10 @@
+"""LymphoSim: a procedural bright-field simulator of lymphocytes in a microfluidic channel.
+
+See docs/lymphosim.md for the image model, the class traits, the presets and the
+calibration against real crops.
+"""
+
+from lymphosort.data.synth.crops import render_crops
+from lymphosort.data.synth.presets import PRESETS, SIM_VERSION, ClassMorphology, SimPreset, get_preset
+
+__all__ = ["PRESETS", "SIM_VERSION", "ClassMorphology", "SimPreset", "get_preset", "render_crops"]

@@ -1,0 +1,173 @@
+"""LymphoSim presets: per-class morphology distributions and per-session nuisance ranges.
+
+All lengths are in pixels at the real LymphoMNIST pixel scale (a lymphocyte is ~15-20 px
+across). Class traits are Normal(mean, sd) clipped to [lo, hi]; the classes overlap on
+purpose so that nothing separates them perfectly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Mapping
+
+from lymphosort.errors import ConfigError
+
+#: Bumped whenever the image model changes what a (preset, seed) renders.
+SIM_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class Trait:
+    """A clipped normal distribution of one generative parameter."""
+
+    mean: float
+    sd: float
+    lo: float
+    hi: float
+
+
+@dataclass(frozen=True)
+class ClassMorphology:
+    """Generative traits of one cell class.
+
+    radius: mean body radius (px); aspect: long/short axis; roughness: scale of the
+    boundary's harmonic perturbation (fraction of the radius, harmonics 2-6); granularity:
+    amplitude of the band-pass cytoplasm texture (fraction of transmitted light);
+    nucleus_ratio: nucleus radius / body radius; nucleus_offset: how far the nucleus sits
+    off-centre, as a fraction of the room left (R - Rn).
+    """
+
+    name: str
+    radius: Trait
+    aspect: Trait
+    roughness: Trait
+    granularity: Trait
+    nucleus_ratio: Trait
+    nucleus_offset: Trait
+
+
+@dataclass(frozen=True)
+class SessionRanges:
+    """Uniform ranges (lo, hi) of the per-session acquisition nuisances."""
+
+    background_levels: tuple[float, ...] = (128.0, 170.0)  # the two levels in the real crops
+    background_jitter: float = 3.0  # sd of a session's level around its nominal value
+    read_noise: tuple[float, float] = (2.4, 3.0)  # grey levels, camera read noise sd
+    shot_gain: tuple[float, float] = (0.0, 0.015)  # shot-noise variance per grey level
+    psf_sigma: tuple[float, float] = (0.7, 1.2)  # in-focus blur of the optics (px)
+    defocus_sigma: tuple[float, float] = (1.0, 1.8)  # spread of the defocus (halo width, px)
+    defocus: tuple[float, float] = (0.11, 0.22)  # strength of the Laplacian (halo/rim) term
+    absorption: tuple[float, float] = (0.18, 0.32)  # body absorption at the thickest point
+    motion_px: tuple[float, float] = (0.0, 2.0)  # motion blur length along x during exposure
+    illumination: float = 0.05  # max fractional illumination change across the crop
+    pattern: float = 0.006  # sd of the static fixed-pattern background texture
+    p_wall: tuple[float, float] = (0.0, 0.35)  # chance a crop shows a channel wall band
+    debris_rate: tuple[float, float] = (0.2, 1.2)  # mean debris dots per 64x64 crop
+    p_pad: float = 0.02  # chance of black padding rows (crop ran past the camera frame)
+    center_jitter: float = 1.2  # sd (px) of the cell centre around the crop centre
+
+
+@dataclass(frozen=True)
+class SimPreset:
+    """Everything that decides what LymphoSim renders, besides the seed."""
+
+    name: str
+    description: str
+    classes: tuple[ClassMorphology, ...]
+    sessions: SessionRanges = field(default_factory=SessionRanges)
+    #: session ids 0..n_sessions-1 form the default pool of `render_crops`.
+    n_sessions: int = 16
+    #: sessions `write_lymphomnist` gives the train and the (held-out) test split.
+    n_train_sessions: int = 12
+    n_test_sessions: int = 4
+    version: str = SIM_VERSION
+
+
+def _t(mean: float, sd: float, lo: float, hi: float) -> Trait:
+    return Trait(mean, sd, lo, hi)
+
+
+# B cells: a little larger, round, smooth membrane, big central nucleus (thin cytoplasm rim),
+# fine texture. T4: smaller, rougher outline, coarser granular cytoplasm, smaller eccentric
+# nucleus. T8 shares T4's texture and nucleus traits but its size and outline sit between
+# B and T4, so a T4-vs-B boundary transfers to T8-vs-B only in part.
+_DEFAULT_CLASSES = (
+    ClassMorphology(
+        "B",
+        radius=_t(10.6, 0.85, 7.0, 14.0),
+        aspect=_t(1.05, 0.04, 1.0, 1.3),
+        roughness=_t(0.025, 0.012, 0.0, 0.12),
+        granularity=_t(0.035, 0.015, 0.0, 0.2),
+        nucleus_ratio=_t(0.80, 0.045, 0.5, 0.95),
+        nucleus_offset=_t(0.30, 0.20, 0.0, 1.0),
+    ),
+    ClassMorphology(
+        "T4",
+        radius=_t(9.8, 0.85, 7.0, 14.0),
+        aspect=_t(1.10, 0.05, 1.0, 1.3),
+        roughness=_t(0.055, 0.018, 0.0, 0.12),
+        granularity=_t(0.075, 0.022, 0.0, 0.2),
+        nucleus_ratio=_t(0.70, 0.05, 0.5, 0.95),
+        nucleus_offset=_t(0.60, 0.20, 0.0, 1.0),
+    ),
+    ClassMorphology(
+        "T8",
+        radius=_t(10.2, 0.85, 7.0, 14.0),
+        aspect=_t(1.08, 0.05, 1.0, 1.3),
+        roughness=_t(0.04, 0.016, 0.0, 0.12),
+        granularity=_t(0.075, 0.022, 0.0, 0.2),
+        nucleus_ratio=_t(0.71, 0.05, 0.5, 0.95),
+        nucleus_offset=_t(0.58, 0.20, 0.0, 1.0),
+    ),
+)
+
+
+def _scaled(classes: tuple[ClassMorphology, ...], k: float) -> tuple[ClassMorphology, ...]:
+    """Widen (k > 1) or narrow (k < 1) every class trait's spread: harder or easier."""
+
+    def sc(t: Trait) -> Trait:
+        return replace(t, sd=t.sd * k)
+
+    return tuple(
+        replace(c, radius=sc(c.radius), aspect=sc(c.aspect), roughness=sc(c.roughness),
+                granularity=sc(c.granularity), nucleus_ratio=sc(c.nucleus_ratio),
+                nucleus_offset=sc(c.nucleus_offset))
+        for c in classes
+    )
+
+
+PRESETS: Mapping[str, SimPreset] = MappingProxyType(
+    {
+        "default": SimPreset(
+            "default",
+            "calibrated to the real crops; T4 vs B learnable from shape/texture, not from global statistics",
+            _DEFAULT_CLASSES,
+        ),
+        "easy": SimPreset(
+            "easy",
+            "narrower class traits and milder nuisances (smoke tests, quick demos)",
+            _scaled(_DEFAULT_CLASSES, 0.6),
+            SessionRanges(read_noise=(2.0, 2.5), motion_px=(0.0, 1.0), p_wall=(0.0, 0.15)),
+        ),
+        "hard": SimPreset(
+            "hard",
+            "wider class traits and stronger nuisances (more overlap, more defocus, more walls)",
+            _scaled(_DEFAULT_CLASSES, 1.35),
+            SessionRanges(defocus=(0.12, 0.40), motion_px=(0.0, 3.0), p_wall=(0.0, 0.5),
+                          debris_rate=(0.3, 1.5), read_noise=(2.6, 3.4)),
+        ),
+    }
+)
+
+
+def get_preset(preset: str | SimPreset) -> SimPreset:
+    """A preset by name (or a `SimPreset` passed through); `ConfigError` lists the names."""
+    if isinstance(preset, SimPreset):
+        return preset
+    try:
+        return PRESETS[preset]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown LymphoSim preset {preset!r}; choose one of {', '.join(PRESETS)}"
+        ) from None

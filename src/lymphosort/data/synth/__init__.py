@@ -5,6 +5,8 @@ calibration against real crops.
 """
 
 from lymphosort.data.synth.crops import render_crops
-from lymphosort.data.synth.presets import PRESETS, SIM_VERSION, ClassMorphology, SimPreset, get_preset
+from lymphosort.data.synth.presets import PRESETS, SIM_VERSION, ClassMorphology, SimPreset, Trait, get_preset
+from lymphosort.data.synth.writer import write_lymphomnist
 
-__all__ = ["PRESETS", "SIM_VERSION", "ClassMorphology", "SimPreset", "get_preset", "render_crops"]
+__all__ = ["PRESETS", "SIM_VERSION", "ClassMorphology", "SimPreset", "Trait", "get_preset",
+           "render_crops", "write_lymphomnist"]

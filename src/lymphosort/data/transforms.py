@@ -117,7 +117,9 @@ class AugmentConfig:
         if not 0.0 <= self.translate <= 1.0:
             raise ConfigError(f"AugmentConfig.translate must be in [0, 1], got {self.translate!r}")
         if self.padding_mode not in ("border", "reflection", "zeros"):
-            raise ConfigError(f"AugmentConfig.padding_mode {self.padding_mode!r} is not border/reflection/zeros")
+            raise ConfigError(
+                f"AugmentConfig.padding_mode must be border, reflection or zeros, got {self.padding_mode!r}"
+            )
         _check_range("scale", self.scale)
         if self.scale[0] <= 0:
             raise ConfigError(f"AugmentConfig.scale must be positive, got {self.scale!r}")
@@ -164,7 +166,9 @@ class AugmentConfig:
         )
 
 
-def _uniform(n: int, r: tuple[float, float], gen: torch.Generator | None, device: torch.device) -> torch.Tensor:
+def _uniform(
+    n: int, r: tuple[float, float], gen: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
     return _rand((n,), gen, device).mul_(r[1] - r[0]).add_(r[0])
 
 

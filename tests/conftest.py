@@ -43,11 +43,19 @@ def tiny_root(tmp_path: Path) -> Path:
 def no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
     """Refuse every socket connection that is not to the loopback interface."""
     real_connect = socket.socket.connect
+    real_getaddrinfo = socket.getaddrinfo
+    loopback = ("127.0.0.1", "::1", "localhost")
 
     def guarded(self: socket.socket, address: object) -> None:
         host = address[0] if isinstance(address, tuple) else address
-        if host not in ("127.0.0.1", "::1", "localhost"):
+        if host not in loopback:
             raise OSError(f"test tried to reach {host!r}; tests stay offline")
         return real_connect(self, address)
 
+    def resolve(host: object, *args: object, **kwargs: object) -> object:
+        if host not in loopback:  # fail like an offline resolver, without waiting for DNS
+            raise socket.gaierror(socket.EAI_NONAME, f"offline test: no DNS for {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+
     monkeypatch.setattr(socket.socket, "connect", guarded)
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)

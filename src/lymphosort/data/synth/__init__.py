@@ -5,8 +5,9 @@ calibration against real crops.
 """
 
 from lymphosort.data.synth.crops import render_crops
+from lymphosort.data.synth.flow import CellTruth, FlowFrame, render_flow
 from lymphosort.data.synth.presets import PRESETS, SIM_VERSION, ClassMorphology, SimPreset, Trait, get_preset
 from lymphosort.data.synth.writer import write_lymphomnist
 
-__all__ = ["PRESETS", "SIM_VERSION", "ClassMorphology", "SimPreset", "Trait", "get_preset",
-           "render_crops", "write_lymphomnist"]
+__all__ = ["CellTruth", "FlowFrame", "PRESETS", "SIM_VERSION", "ClassMorphology", "SimPreset", "Trait", "get_preset",
+           "render_crops", "render_flow", "write_lymphomnist"]

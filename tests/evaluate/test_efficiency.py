@@ -1,0 +1,31 @@
+"""Efficiency helpers: exact counts on a hand-checkable network; latency structure only."""
+
+from __future__ import annotations
+
+import torch
+
+from lymphosort.evaluate.efficiency import count_macs, count_params, measure_latency
+from lymphosort.models import create_model
+
+
+def test_paper_student2_counts() -> None:
+    m = create_model("paper-student2")
+    assert count_params(m) == 5682
+    # conv1 46*46*16*9 + conv2 21*21*16*16*9 + linear 1600*2 (one MAC per multiply-add).
+    assert count_macs(m) == 46 * 46 * 16 * 9 + 21 * 21 * 16 * 16 * 9 + 1600 * 2
+    assert count_macs(m, 48) == count_macs(m)
+    m.head.weight.requires_grad_(False)
+    assert count_params(m, trainable_only=True) == 5682 - 3200
+    assert m.training  # mode restored after counting
+
+
+def test_measure_latency_structure() -> None:
+    models = {"a": create_model("tiny-32"), "b": create_model("paper-student2")}
+    before = torch.get_num_threads()
+    out = measure_latency(models, batch_sizes=(1, 4), threads=1, warmup=1, repeats=3)
+    assert torch.get_num_threads() == before
+    assert out["threads"] == 1 and out["repeats"] == 3 and out["device"] == "cpu"
+    for name in models:
+        for bs in (1, 4):
+            r = out["models"][name][bs]
+            assert r["median_ms"] > 0 and r["min_ms"] > 0 and r["ms_per_image"] > 0

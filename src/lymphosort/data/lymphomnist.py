@@ -70,16 +70,20 @@ def _missing(root: str | os.PathLike[str]) -> list[Path]:
     return [p for p in raw_files(root).values() if not p.is_file()]
 
 
-def not_found_message(root: str | os.PathLike[str], missing: Sequence[Path] | None = None) -> str:
-    """One sentence: what is missing and the three ways to get it."""
-    missing = _missing(root) if missing is None else missing
+def how_to_get(root: str | os.PathLike[str]) -> str:
+    """The ways to get the files, as one clause (shared by errors and ``data info``)."""
     names = ", ".join(_files().values())
     return (
-        f"LymphoMNIST files not found ({', '.join(p.name for p in missing)} missing in {raw_folder(root)}): "
         f"download them with `lymphosort data download --root {root}` (or download=True), "
         f"pass a mirror with --mirror URL_OR_PATH or {MIRROR_ENV}, place {names} (IDX, optionally .gz) "
-        f"there by hand, or generate LymphoSim data with `lymphosort data synth --root {root}`"
+        f"in {raw_folder(root)} by hand, or generate LymphoSim data with `lymphosort data synth --root {root}`"
     )
+
+
+def not_found_message(root: str | os.PathLike[str], missing: Sequence[Path] | None = None) -> str:
+    """One sentence: what is missing and the ways to get it."""
+    missing = _missing(root) if missing is None else missing
+    return f"LymphoMNIST files not found ({', '.join(p.name for p in missing)} missing): {how_to_get(root)}"
 
 
 def read_provenance(root: str | os.PathLike[str]) -> dict[str, Any]:

@@ -1,0 +1,174 @@
+"""``lymphosort data info|download|synth|show``.
+
+Handlers import numpy/torch/matplotlib lazily, so registering costs nothing at startup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from lymphosort.data.info import CLASSES, INFO, MIRROR_ENV, SPLITS, TASKS
+
+DEFAULT_ROOT = Path("data")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("data", help="LymphoMNIST: metadata, download, LymphoSim synthesis, sample grids")
+    sub = p.add_subparsers(dest="data_command", required=True)
+
+    def root_arg(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--root", type=Path, default=DEFAULT_ROOT,
+                       help="data root; files live in ROOT/LymphoMNIST/raw (default: %(default)s)")
+
+    q = sub.add_parser("info", help="the metadata table and what is on disk")
+    root_arg(q)
+    q.set_defaults(func=_info)
+
+    q = sub.add_parser("download", help="fetch LymphoMNIST from a mirror (resumable, validated)")
+    root_arg(q)
+    q.add_argument("--mirror", action="append", default=None, metavar="URL_OR_PATH",
+                   help=f"a zip, base URL or local folder/zip, tried first (repeatable; also ${MIRROR_ENV})")
+    q.add_argument("--force", action="store_true", help="download even when the files are present")
+    q.set_defaults(func=_download)
+
+    q = sub.add_parser("synth", help="write a LymphoSim data set in LymphoMNIST's layout")
+    root_arg(q)
+    q.add_argument("--n-train", type=int, default=int(INFO["n_train"]))  # type: ignore[call-overload]
+    q.add_argument("--n-test", type=int, default=int(INFO["n_test"]))  # type: ignore[call-overload]
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--preset", default="default", help="LymphoSim preset (default: %(default)s)")
+    q.set_defaults(func=_synth)
+
+    q = sub.add_parser("show", help="PNG grid of sample images, one row per class")
+    root_arg(q)
+    q.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    q.add_argument("--split", default="test", choices=("train", "val", "test"))
+    q.add_argument("--task", default="3-class", choices=tuple(TASKS))
+    q.add_argument("--n", type=int, default=16, help="images per class (default: %(default)s)")
+    q.add_argument("--seed", type=int, default=0, help="which images are drawn")
+    q.set_defaults(func=_show)
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def _info(args: argparse.Namespace) -> int:
+    from lymphosort.data import lymphomnist as lm
+    from lymphosort.errors import LymphosortError
+
+    size = INFO["image_size"]
+    print(f"{INFO['name']}: {INFO['description']}")
+    print(f"  classes (on disk): {', '.join(f'{c}={i}' for i, c in enumerate(CLASSES))}")
+    print(f"  image size: {size[0]}x{size[1]} uint8; official counts: "  # type: ignore[index]
+          f"train {INFO['n_train']}, test {INFO['n_test']}")
+    print("  tasks:")
+    for view in TASKS.values():
+        labels = ", ".join(f"{c}={i}" for i, c in enumerate(view.classes))
+        print(f"    {view.name:<8} {labels:<16} {view.description}")
+    print("  splits:")
+    for version, spec in SPLITS.items():
+        print(f"    {version}: {spec.id}: train = train file; val = {spec.val_fraction:.0%} of the test file "
+              f"(stratified, seed {spec.seed}); test = the rest")
+    print(f"  mirrors: {'; '.join(INFO['mirrors'])}")  # type: ignore[arg-type]
+    print(f"  extra mirrors (${MIRROR_ENV}): {os.environ.get(MIRROR_ENV) or 'unset'}")
+    print(f"  citation: {INFO['citation']}")
+    print()
+    raw = lm.raw_folder(args.root)
+    print(f"On disk: {raw}")
+    files = lm.raw_files(args.root)
+    for key, path in files.items():
+        state = f"{path.stat().st_size} bytes" if path.is_file() else "missing"
+        print(f"  {path.name:<16} {state}")
+    missing = [p for p in files.values() if not p.is_file()]
+    if missing:
+        print(f"  to get them: {lm.how_to_get(args.root)}")
+        return 0
+    try:
+        prov = lm.read_provenance(args.root)
+        print(f"  provenance: {', '.join(f'{k}={v}' for k, v in prov.items())}")
+        rows = []
+        for split in ("train", "val", "test"):
+            _, _, labels, split_id, _ = lm._split_rows(args.root, split, "v1", None)
+            counts = [int((labels == c).sum()) for c in range(len(CLASSES))]
+            rows.append((split, counts))
+    except LymphosortError as exc:
+        print(f"  problem: {exc}")
+        return 1
+    print(f"  split id: {split_id}")
+    print("  " + f"{'split':<6}" + "".join(f"{c:>8}" for c in (*CLASSES, "total")))
+    for split, counts in rows:
+        print("  " + f"{split:<6}" + "".join(f"{n:>8}" for n in (*counts, sum(counts))))
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from lymphosort.data import lymphomnist as lm
+
+    raw = lm.download(args.root, args.mirror, force=args.force)
+    print(f"LymphoMNIST is in {raw}")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from lymphosort.data.synth import write_lymphomnist
+
+    out = write_lymphomnist(args.root, n_train=args.n_train, n_test=args.n_test, seed=args.seed, preset=args.preset)
+    print(f"LymphoSim data ({args.n_train} train, {args.n_test} test, preset {args.preset}, seed {args.seed}) in {out}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    out = write_sample_grid(args.root, args.out, split=args.split, n=args.n, task=args.task, seed=args.seed)
+    print(f"wrote {out}")
+    return 0
+
+
+def write_sample_grid(
+    root: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    split: str = "test",
+    n: int = 16,
+    task: str = "3-class",
+    seed: int = 0,
+) -> Path:
+    """A PNG with one row per class of up to ``n`` seeded-random images, labelled by name.
+
+    Uses matplotlib's Agg canvas directly, so no global backend is switched.
+    """
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from lymphosort.data import lymphomnist as lm
+    from lymphosort.errors import ConfigError
+
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
+    data = lm.load_split(root, split, task)
+    labels = data.labels.numpy()
+    rng = np.random.default_rng(seed)
+    fig = Figure(figsize=(0.8 * n + 0.8, 0.85 * len(data.classes) + 0.4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(data.classes), n, squeeze=False)
+    for c, name in enumerate(data.classes):
+        rows = np.flatnonzero(labels == c)
+        pick = np.sort(rng.choice(rows, size=min(n, len(rows)), replace=False)) if len(rows) else rows
+        for j in range(n):
+            ax: Any = axes[c][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(pick):
+                ax.imshow(data.images[pick[j]].numpy(), cmap="gray", vmin=0, vmax=255)
+            else:
+                ax.set_axis_off()
+        axes[c][0].set_axis_on()
+        axes[c][0].set_ylabel(f"{name} ({len(rows)})", rotation=0, ha="right", va="center")
+    prov = data.provenance.get("source", "?")
+    fig.suptitle(f"LymphoMNIST {split}, {data.task} ({prov}, {data.split_id})", fontsize=9)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png", dpi=80, bbox_inches="tight")
+    return out

@@ -17,6 +17,8 @@ from lymphosort.errors import LymphosortError
 #: Modules that add subcommands, in data-flow order.
 COMMAND_MODULES: tuple[str, ...] = (
     "lymphosort.data.cli",
+    "lymphosort.train.cli",
+    "lymphosort.distill.cli",
     "lymphosort.pipeline",
 )
 

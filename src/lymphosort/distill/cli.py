@@ -1,0 +1,79 @@
+"""`lymphosort distill`: train a student against a trained teacher's run folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lymphosort.distill import BEST_SETTING
+from lymphosort.train.cli import add_common_args, report, resolve_config
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    from lymphosort.distill.losses import parse_method_args
+    from lymphosort.errors import ConfigError
+    from lymphosort.train.fit import fit, is_rank_zero
+
+    resuming = args.resume and (Path(args.out) / "config.yaml").is_file()
+    fields: dict = {}
+    if not resuming:
+        if not args.teacher:
+            raise ConfigError("distill needs --teacher RUN (a run folder written by `lymphosort train`)")
+        from lymphosort.train.checkpoint import read_card
+
+        card = read_card(args.teacher)
+        # Same task and data as the teacher unless told otherwise.
+        fields["task"] = args.task or card.task
+        if args.data_root is None and card.config.get("data_root"):
+            fields["data_root"] = card.config["data_root"]
+        method = args.method or BEST_SETTING["method"]
+        fields.update(
+            teacher=str(args.teacher),
+            model=args.student or BEST_SETTING["student"],
+            method=method,
+            method_kwargs={
+                **(dict(BEST_SETTING["method_kwargs"]) if method == BEST_SETTING["method"] else {}),
+                **parse_method_args(args.method_arg),
+            },
+        )
+    else:
+        for key, value in (("teacher", args.teacher), ("model", args.student), ("method", args.method)):
+            if value is not None:
+                fields[key] = value
+    if args.student_layers:
+        fields["student_layers"] = args.student_layers.split(",")
+    if args.teacher_layers:
+        fields["teacher_layers"] = args.teacher_layers.split(",")
+    cfg = resolve_config(args, **fields)
+    result = fit(cfg, args.out, resume=args.resume, quiet=args.quiet, evaluate=not args.no_eval)
+    if is_rank_zero():
+        report(result)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from lymphosort.distill.losses import DISTILL_LOSSES
+
+    p = subparsers.add_parser(
+        "distill",
+        help="distil a trained teacher into a small student",
+        description="Train --student against the frozen teacher in --teacher RUN. Teacher and student "
+        "see the same augmented images, each resized and normalised for its own input. Methods: "
+        "kd (Hinton), dkd (decoupled KD), at (attention transfer + KD), none (labels only), paper "
+        "(the reference recipe: mixup soft labels, teacher unused). Defaults: the documented best "
+        f"setting, --student {BEST_SETTING['student']} --method {BEST_SETTING['method']}.",
+    )
+    p.add_argument("--teacher", default=None, metavar="RUN", help="run folder of the trained teacher")
+    p.add_argument("--student", default=None, help=f"registered student (default {BEST_SETTING['student']})")
+    p.add_argument("--method", choices=tuple(DISTILL_LOSSES), default=None, help=f"default {BEST_SETTING['method']}")
+    p.add_argument(
+        "--method-arg",
+        action="append",
+        metavar="KEY=VALUE",
+        help="loss hyper-parameter, repeatable (kd: temperature, alpha; dkd: alpha, beta, temperature, "
+        "ce_weight; at: beta, p, base, temperature, alpha; paper: mixup_alpha)",
+    )
+    p.add_argument("--student-layers", default=None, help="comma-separated module paths for feature losses")
+    p.add_argument("--teacher-layers", default=None, help="comma-separated module paths for feature losses")
+    add_common_args(p)
+    p.set_defaults(func=run_distill)

@@ -1,0 +1,127 @@
+"""Lightning callbacks and the learning-rate schedule used by `train.fit`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+import torch
+
+#: Columns of `history.json` / `metrics.csv`, one row per epoch.
+HISTORY_KEYS: tuple[str, ...] = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_bacc", "lr")
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up from ~0 to 1, then cosine decay to `min_ratio`.
+
+    Returned as a closure (not a callable object) on purpose: LambdaLR stores the
+    __dict__ of callable objects in its state, which would pin the old step count when a
+    run is resumed with more epochs.
+    """
+    warmup_steps = max(0, int(warmup_steps))
+    total_steps = max(1, int(total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(1, total_steps - warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / span)
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _scalar(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        value = value.detach().float().cpu().item()
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class HistoryCallback(L.Callback):
+    """Per-epoch train/val loss and accuracy, written to RUN/history.json and RUN/metrics.csv.
+
+    The history is part of the callback's checkpoint state, so a resumed run continues
+    the same file instead of starting over. Only global rank 0 writes.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.history: list[dict[str, float | int | None]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Since Lightning 2.0 this runs after the epoch's validation, so val metrics are in.
+        m = trainer.callback_metrics
+        row: dict[str, float | int | None] = {"epoch": int(trainer.current_epoch) + 1}
+        row["train_loss"] = _scalar(m.get("train_loss_epoch", m.get("train_loss")))
+        row["train_acc"] = _scalar(m.get("train_acc"))
+        for k in ("val_loss", "val_acc", "val_bacc"):
+            row[k] = _scalar(m.get(k))
+        opt = trainer.optimizers[0] if trainer.optimizers else None
+        row["lr"] = float(opt.param_groups[0]["lr"]) if opt is not None else None
+        # A resumed epoch replaces a row written before an interruption.
+        self.history = [h for h in self.history if h["epoch"] != row["epoch"]] + [row]
+        if trainer.is_global_zero:
+            self.write()
+
+    def write(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "history.json").write_text(json.dumps(self.history, indent=1) + "\n")
+        with open(self.run_dir / "metrics.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(HISTORY_KEYS))
+            w.writeheader()
+            for row in self.history:
+                w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in HISTORY_KEYS})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [dict(h) for h in self.history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [dict(h) for h in state_dict.get("history", [])]
+
+
+def plot_history(history: list[dict[str, Any]], path: str | Path) -> Path | None:
+    """Loss and accuracy curves (train vs val) as a PNG; None when there is nothing to plot."""
+    if not history:
+        return None
+    try:
+        from lymphosort.evaluate import plots  # the shared plotting module, when present
+
+        fn = getattr(plots, "plot_training_curves", None) or getattr(plots, "training_curves", None)
+    except ImportError:
+        fn = None
+    if fn is not None:
+        try:
+            out = fn(history, path)
+            return Path(path) if out is None else Path(out)
+        except TypeError:
+            pass  # a different signature: fall back to the local plot below
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, keys, title in (
+        (axes[0], ("train_loss", "val_loss"), "loss"),
+        (axes[1], ("train_acc", "val_acc", "val_bacc"), "accuracy"),
+    ):
+        for k in keys:
+            ys = [h.get(k) for h in history]
+            if any(y is not None for y in ys):
+                ax.plot(epochs, [float("nan") if y is None else y for y in ys], marker="o", label=k)
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,132 @@
+"""The training configuration: one dataclass, saved resolved to every run folder.
+
+Configs are plain data (YAML read with `yaml.safe_load`, or JSON): nothing in them is
+executed, so a run folder can be shared and re-read safely.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from lymphosort.errors import ConfigError
+
+#: The embedded default dataset (written by `lymphosort data synth`).
+DEFAULT_DATA_ROOT = "data/lymphosim"
+#: Model trained by `lymphosort train` when `--model` is not given.
+DEFAULT_TEACHER = "compact-teacher"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training or distillation run depends on (besides the data files)."""
+
+    model: str = DEFAULT_TEACHER
+    #: extra keyword arguments for `create_model` (must be plain data).
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    task: str = "t4-vs-b"
+    data_root: str = DEFAULT_DATA_ROOT
+    split_version: str = "v1"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    #: fraction of all optimiser steps spent in linear warm-up before the cosine decay.
+    warmup_frac: float = 0.05
+    #: epochs without improvement of `monitor` before early stopping (0 disables it).
+    patience: int = 8
+    monitor: str = "val_bacc"
+    seed: int = 0
+    #: keyword arguments of `data.transforms.AugmentConfig`; None disables augmentation.
+    augment: dict[str, Any] | None = field(default_factory=dict)
+    #: draw every class equally often (sampling with replacement, 1/class-count weights).
+    balanced: bool = True
+    #: cap the training / validation sets (seeded random subset) for quick runs.
+    max_train_samples: int | None = None
+    max_val_samples: int | None = None
+    num_workers: int = 0
+    accelerator: str = "auto"
+    #: "auto" = 1 process, or the process count torchrun started (LOCAL_WORLD_SIZE).
+    devices: int | str = "auto"
+    #: "auto" = single process, "ddp" when launched by torchrun with WORLD_SIZE > 1.
+    strategy: str = "auto"
+    precision: str = "32-true"
+    # --- distillation (unused by plain training: method "none", no teacher) ---
+    #: run folder of a trained teacher, or None.
+    teacher: str | None = None
+    #: name in `distill.losses.DISTILL_LOSSES`.
+    method: str = "none"
+    method_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: dotted module paths hooked for feature losses (None = the loss's automatic choice).
+    student_layers: list[str] | None = None
+    teacher_layers: list[str] | None = None
+
+    def validate(self) -> "TrainConfig":
+        from lymphosort.data.info import SPLITS, task_view
+
+        task_view(self.task)
+        if self.split_version not in SPLITS:
+            raise ConfigError(f"unknown split version {self.split_version!r}; choose one of {', '.join(SPLITS)}")
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+        if not 0.0 <= self.warmup_frac < 1.0:
+            raise ConfigError(f"warmup_frac must be in [0, 1), got {self.warmup_frac!r}")
+        if self.monitor not in ("val_bacc", "val_acc", "val_loss"):
+            raise ConfigError(f"monitor must be val_bacc, val_acc or val_loss, got {self.monitor!r}")
+        for name in ("max_train_samples", "max_val_samples"):
+            v = getattr(self, name)
+            if v is not None and int(v) < 1:
+                raise ConfigError(f"{name} must be >= 1 or unset, got {v!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        return cls(**dict(data))
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with `changes` applied; None values are ignored (unset CLI flags)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> Path:
+    """Write `cfg` as YAML (or JSON when the suffix is .json)."""
+    path = Path(path)
+    data = cfg.to_dict()
+    if path.suffix == ".json":
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    else:
+        import yaml
+
+        path.write_text(yaml.safe_dump(data, sort_keys=True))
+    return path
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a YAML/JSON config (safe loaders only: a config never executes code)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    if path.suffix == ".json":
+        data = json.loads(text)
+    else:
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping of keys to values")
+    return TrainConfig.from_dict(data)

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lymphosort.errors import ConfigError
+from lymphosort.train.callbacks import warmup_cosine
+from lymphosort.train.config import TrainConfig
+from lymphosort.train.fit import BalancedSampler, TensorBatches, fit
+from tests.train.helpers import toy_split
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(model="tiny-32", epochs=3, batch_size=32, lr=5e-3, patience=0, seed=0, warmup_frac=0.1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_learns_a_separable_toy_set_and_writes_the_run_folder(tmp_path: Path) -> None:
+    from lymphosort.train.checkpoint import load_checkpoint
+
+    train, val, test = toy_split(192, 0), toy_split(64, 1, "val"), toy_split(64, 2, "test")
+    res = fit(_cfg(), tmp_path / "run", quiet=True, train=train, val=val, test=test)
+    assert res.best_val["val_bacc"] >= 0.9
+    assert res.test_metrics is not None and res.test_metrics["balanced_accuracy"] >= 0.9
+    run = res.run_dir
+    for name in ("model.safetensors", "model.json", "last.ckpt", "config.yaml", "history.json", "metrics.csv",
+                 "metrics.json", "curves.png", "train.log"):
+        assert (run / name).is_file(), name
+    hist = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert all(h["train_loss"] is not None and h["val_loss"] is not None for h in hist)
+    model, card = load_checkpoint(run)
+    assert card.task == "t4-vs-b" and card.classes == ["B", "T"] and card.split_id == "toy-split"
+    assert card.data["preset"] == "toy" and card.config["model"] == "tiny-32"
+    assert card.metrics["val"]["val_bacc"] == res.best_val["val_bacc"]
+    # The saved weights are the best epoch's and reproduce its validation accuracy.
+    from lymphosort.data.transforms import to_model_input
+
+    s = model.spec
+    pred = model(to_model_input(val.images, s.input_size, s.mean, s.std)).argmax(1)
+    assert (pred == val.labels).float().mean().item() == pytest.approx(res.best_val["val_acc"], abs=1e-6)
+
+
+def test_resume_continues_history_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    train, val = toy_split(96, 0), toy_split(32, 1, "val")
+    out = tmp_path / "run"
+    r1 = fit(_cfg(epochs=1), out, quiet=True, train=train, val=val, evaluate=False)
+    assert [h["epoch"] for h in r1.history] == [1]
+    with pytest.raises(ConfigError, match="--resume"):
+        fit(_cfg(epochs=1), out, quiet=True, train=train, val=val, evaluate=False)
+    r2 = fit(_cfg(epochs=2), out, resume=True, quiet=True, train=train, val=val, evaluate=False)
+    assert [h["epoch"] for h in r2.history] == [1, 2]
+    assert r2.history[0] == r1.history[0]  # epoch 1 kept, not retrained
+    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2]
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        fit(_cfg(), tmp_path / "other", resume=True, quiet=True, train=train, val=val)
+
+
+def test_seeded_runs_are_reproducible(tmp_path: Path) -> None:
+    train, val = toy_split(64, 0), toy_split(32, 1, "val")
+    a = fit(_cfg(epochs=1), tmp_path / "a", quiet=True, train=train, val=val, evaluate=False)
+    b = fit(_cfg(epochs=1), tmp_path / "b", quiet=True, train=train, val=val, evaluate=False)
+    assert a.history[0]["train_loss"] == pytest.approx(b.history[0]["train_loss"], rel=1e-5)
+
+
+def test_balanced_sampler_equalises_classes_and_is_deterministic_per_epoch() -> None:
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    s = BalancedSampler(labels, num_samples=4000, seed=3)
+    s.set_epoch(0)
+    first = list(s)
+    frac1 = (labels[first] == 1).float().mean().item()
+    assert 0.45 < frac1 < 0.55
+    s.set_epoch(0)
+    assert list(s) == first
+    s.set_epoch(1)
+    assert list(s) != first
+
+
+def test_tensor_batches_fetch_whole_batches_and_independent_teacher_images() -> None:
+    images = torch.arange(10, dtype=torch.uint8)[:, None, None].expand(10, 64, 64).contiguous()
+    labels = torch.arange(10) % 2
+    perm = torch.randperm(10, generator=torch.Generator().manual_seed(0))
+    ds = TensorBatches(images, labels, perm)
+    x, y, tx = ds.__getitems__([0, 3, 5])
+    assert x.shape == (3, 64, 64) and y.tolist() == [0, 1, 1]
+    assert tx[:, 0, 0].tolist() == perm[[0, 3, 5]].tolist()
+
+
+def test_warmup_cosine_schedule_shape() -> None:
+    f = warmup_cosine(10, 110)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0)
+    assert all(f(i) >= f(i + 1) for i in range(10, 110))

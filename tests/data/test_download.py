@@ -155,6 +155,20 @@ def test_resume_after_dropped_connection(server: Server, source: dict[str, bytes
     assert ranges == [None, f"bytes={half}-"]
 
 
+def test_part_file_survives_a_failed_run_and_is_resumed(server: Server, source: dict[str, bytes], tmp_path: Path) -> None:
+    server.files["/data.zip"] = _zip({f"x/{n}": b for n, b in source.items()})
+    server.drop_once.add("/data.zip")
+    root, url = tmp_path / "root", f"{server.url}/data.zip"
+    with pytest.raises(DownloadError, match="IncompleteRead"):
+        dl.download(root, url, include_default=False, validate_official=False, retries=0)
+    parts = list((root / "LymphoMNIST" / "raw" / ".download").glob("*.part"))
+    half = len(server.files["/data.zip"]) // 2
+    assert len(parts) == 1 and parts[0].stat().st_size == half
+    dl.download(root, url, include_default=False, validate_official=False, retries=0)
+    _assert_installed(root, source)
+    assert [r for p, r in server.requests] == [None, f"bytes={half}-"]
+
+
 def test_server_ignoring_range_restarts(server: Server, source: dict[str, bytes], tmp_path: Path) -> None:
     server.files["/data.zip"] = _zip({f"x/{n}": b for n, b in source.items()})
     server.honor_range = False
@@ -196,16 +210,20 @@ def test_zip_slip_rejected(source: dict[str, bytes], tmp_path: Path, member: str
 
 def test_all_mirrors_fail_with_one_clear_message(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(MIRROR_ENV, str(tmp_path / "nope"))
+    server.files["/page"] = b"<html>not a zip</html>"
     root = tmp_path / "root"
     with pytest.raises(DownloadError) as info:
-        dl.download(root, [f"{server.url}/missing.zip", "http://127.0.0.1:1/x.zip"], progress=False)
+        dl.download(root, [f"{server.url}/missing.zip", "http://127.0.0.1:1/x.zip", f"{server.url}/page"],
+                    progress=False)
     msg = str(info.value)
     assert f"{server.url}/missing.zip (neither a zip nor a folder with train_images (HTTP 404))" in msg
     assert "http://127.0.0.1:1/x.zip (unreachable:" in msg
     assert f"{tmp_path / 'nope'} (no such file or directory)" in msg
     assert "www.dropbox.com" in msg and "offline test: no DNS" in msg  # the default mirror, offline
     assert "--mirror URL_OR_PATH" in msg and MIRROR_ENV in msg
+    assert f"{server.url}/page (neither a zip" in msg
     assert str(root / "LymphoMNIST" / "raw") in msg and "\n" not in msg
+    assert list((root / "LymphoMNIST" / "raw").iterdir()) == []  # no leftovers
 
 
 def test_official_counts_are_checked_for_real_data(source: dict[str, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -365,6 +365,9 @@ def download(
         log.info("LymphoMNIST from %s is in %s", mirror, raw)
         return raw
     shutil.rmtree(work / "extract", ignore_errors=True)
+    for leftover in work.glob("*"):
+        if not leftover.name.endswith(".part"):
+            leftover.unlink(missing_ok=True)  # complete but unusable downloads
     try:
         work.rmdir()  # kept only while it holds .part files to resume
     except OSError:

@@ -33,7 +33,8 @@ def sample_cells(preset: SimPreset, labels: np.ndarray, rng: np.random.Generator
     out["roughness"] = np.sqrt((out["harmonics"] ** 2).sum(axis=(1, 2)))
     out["angle"] = rng.uniform(0, np.pi, n)
     out["nucleus_angle"] = rng.uniform(0, 2 * np.pi, n)
-    out["absorption_jitter"] = rng.uniform(0.8, 1.2, n)
+    out["absorption_jitter"] = rng.uniform(0.75, 1.25, n)
+    out["z_factor"] = np.exp(rng.normal(0.0, preset.sessions.z_jitter, n))
     return out
 
 
@@ -86,7 +87,10 @@ def cell_maps(
     nuc = np.sqrt(np.clip(1.0 - ((g[None, None, :] - nx) ** 2 + (g[None, :, None] - ny) ** 2) / rn**2, 0.0, None))
     tex = _texture(n, w, rng, workers)
     a = col(absorption * p["absorption_jitter"])
-    absorb = a * (0.6 * body + 0.5 * nuc) + col(p["granularity"]) * tex * np.sqrt(body)
+    # same DNA content in every nucleus: a bigger nucleus is less dense (density ~ 1/volume),
+    # so the nucleus darkens the cell by about the same total amount whatever its size
+    dens = col((0.72 / p["nucleus_ratio"]) ** 3)
+    absorb = a * (0.6 * body + 0.5 * dens * nuc) + col(p["granularity"]) * tex * np.sqrt(body)
     # optical path in px of cell-equivalent thickness: the body, plus the denser nucleus
     phase = r * body + 0.35 * rn * nuc
     return absorb.astype(np.float32), phase.astype(np.float32)

@@ -125,7 +125,7 @@ def _render_batch(pre: SimPreset, lab: np.ndarray, sess: np.ndarray, size: int,
     np.add.at(phase, (bi, dy, dx), rng.uniform(0.0, 2.0, tot).astype(np.float32))
 
     t = form_image(absorb, phase, psf_sigma=st["psf_sigma"], defocus_sigma=st["defocus_sigma"],
-                   defocus=st["defocus"], motion_px=st["motion_px"], workers=workers)
+                   defocus=st["defocus"] * cells["z_factor"], motion_px=st["motion_px"], workers=workers)
     t = t[:, crop0:crop0 + size, crop0:crop0 + size]
     # illumination: a session-wide linear gradient plus its static background pattern
     g = np.arange(size, dtype=np.float32) - (size - 1) / 2
@@ -155,6 +155,6 @@ def _render_batch(pre: SimPreset, lab: np.ndarray, sess: np.ndarray, size: int,
         "center_x": (size - 1) / 2 + jit[:, 0], "center_y": (size - 1) / 2 + jit[:, 1],
         "wall": has_wall, "n_debris": n_deb.astype(np.int64), "pad_rows": pad.astype(np.int64),
         "background": st["background"], "noise_std": noise_sd, "psf_sigma": st["psf_sigma"],
-        "defocus": st["defocus"], "defocus_sigma": st["defocus_sigma"], "motion_px": st["motion_px"],
+        "defocus": st["defocus"] * cells["z_factor"], "defocus_sigma": st["defocus_sigma"], "motion_px": st["motion_px"],
     }
     return img, meta

@@ -66,6 +66,9 @@ class SessionRanges:
     debris_rate: tuple[float, float] = (0.2, 1.2)  # mean debris dots per 64x64 crop
     p_pad: float = 0.02  # chance of black padding rows (crop ran past the camera frame)
     center_jitter: float = 1.2  # sd (px) of the cell centre around the crop centre
+    #: cells flow at different heights in the channel: per-cell log-sd of the defocus
+    #: strength around the session's focus (changes halo and rim contrast cell by cell)
+    z_jitter: float = 0.3
 
 
 @dataclass(frozen=True)

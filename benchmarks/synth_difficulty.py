@@ -1,0 +1,114 @@
+"""LymphoSim difficulty and throughput on a preset (T4 vs B, held-out sessions in test).
+
+Measures:
+  * global-statistics baseline: standardised logistic regression on whole-image grey-level
+    statistics (should stay <= 85%: global intensity is dominated by session nuisances);
+  * generative-parameter ceiling: logistic regression and gradient boosting on the TRUE
+    class traits from meta (must stay clearly below 100%: the classes overlap);
+  * transfer: the T4-vs-B parameter model applied to T8 vs B (imperfect by design);
+  * throughput of render_crops (images/s) with the given torch/scipy thread count.
+
+    .venv/bin/python benchmarks/synth_difficulty.py --preset default --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from lymphosort.data.synth import get_preset, render_crops
+from lymphosort.data.synth.writer import split_sessions
+
+TRAITS = ("radius", "aspect", "roughness", "granularity", "nucleus_ratio", "nucleus_offset")
+
+
+def global_features(images: np.ndarray) -> np.ndarray:
+    """Whole-image statistics a classifier could use without looking at shape."""
+    x = images.reshape(len(images), -1).astype(np.float32)
+    med = np.median(x, axis=1, keepdims=True)
+    pct = np.percentile(x, [1, 5, 10, 25, 50, 75, 90, 95, 99], axis=1).T
+    mean, std = x.mean(1, keepdims=True), x.std(1, keepdims=True)
+    z = (x - mean) / (std + 1e-6)
+    feats = [mean, std, pct, x.min(1, keepdims=True), x.max(1, keepdims=True),
+             (z**3).mean(1, keepdims=True), (z**4).mean(1, keepdims=True)]
+    for d in (10, 20, 30, 45, 60):
+        feats.append((x < med - d).sum(1, keepdims=True))
+    for d in (5, 10, 15, 25):
+        feats.append((x > med + d).sum(1, keepdims=True))
+    feats.append(pct / (med + 1e-6))
+    return np.concatenate(feats, axis=1)
+
+
+def fit_score(model, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray) -> float:
+    model.fit(xtr, ytr)
+    return float((model.predict(xte) == yte).mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--n-train", type=int, default=12000)
+    ap.add_argument("--n-test", type=int, default=4000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--throughput-n", type=int, default=80000, help="images timed for throughput (0: skip)")
+    ap.add_argument("--out", default="runs/synth_difficulty.json")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    pre = get_preset(a.preset)
+    tr_s, te_s = split_sessions(a.seed, pre)
+
+    def split(n: int, classes: tuple[int, int], seed: int, pool: list[int]):
+        lab = np.resize(np.array(classes), n)
+        return render_crops(n, seed=seed, preset=pre, labels=lab, sessions=pool)
+
+    res: dict[str, object] = {"preset": pre.name, "version": pre.version, "seed": a.seed,
+                              "n_train": a.n_train, "n_test": a.n_test, "threads": a.threads}
+    xtr, ytr, mtr = split(a.n_train, (0, 1), a.seed * 10 + 1, tr_s)
+    xte, yte, mte = split(a.n_test, (0, 1), a.seed * 10 + 2, te_s)
+    x8, y8, m8 = split(a.n_test, (0, 2), a.seed * 10 + 3, te_s)
+    btr, bte = (ytr == 1).astype(int), (yte == 1).astype(int)
+    b8 = (y8 == 2).astype(int)
+
+    lr = lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))  # noqa: E731
+    gtr, gte = global_features(xtr), global_features(xte)
+    res["global_stats_logreg_t4_vs_b"] = fit_score(lr(), gtr, btr, gte, bte)
+    res["global_stats_hgb_t4_vs_b"] = fit_score(HistGradientBoostingClassifier(random_state=0), gtr, btr, gte, bte)
+
+    ptr = np.stack([mtr[k] for k in TRAITS], 1)
+    pte = np.stack([mte[k] for k in TRAITS], 1)
+    p8 = np.stack([m8[k] for k in TRAITS], 1)
+    m_lr = lr()
+    res["params_logreg_t4_vs_b"] = fit_score(m_lr, ptr, btr, pte, bte)
+    m_gb = HistGradientBoostingClassifier(random_state=0)
+    res["params_hgb_t4_vs_b"] = fit_score(m_gb, ptr, btr, pte, bte)
+    res["params_hgb_t4_vs_b_model_on_t8_vs_b"] = float((m_gb.predict(p8) == b8).mean())
+    res["params_per_trait_logreg_t4_vs_b"] = {
+        k: fit_score(lr(), ptr[:, [i]], btr, pte[:, [i]], bte) for i, k in enumerate(TRAITS)
+    }
+    res["class_trait_means"] = {
+        k: {c: float(np.concatenate([mtr[k][ytr == i], m8[k][y8 == i]]).mean()) for i, c in ((0, "B"), (1, "T4"), (2, "T8"))}
+        for k in TRAITS
+    }
+    if a.throughput_n:
+        t0 = time.perf_counter()
+        render_crops(a.throughput_n, seed=a.seed, preset=pre)
+        dt = time.perf_counter() - t0
+        res["throughput"] = {"n": a.throughput_n, "seconds": round(dt, 2), "images_per_s": round(a.throughput_n / dt, 1)}
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lymphosort.data.cli",
     "lymphosort.train.cli",
     "lymphosort.distill.cli",
+    "lymphosort.evaluate.cli",
     "lymphosort.pipeline",
 )
 

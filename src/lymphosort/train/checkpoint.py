@@ -30,6 +30,7 @@ __all__ = [
     "ModelCard",
     "load_checkpoint",
     "read_card",
+    "jsonable",
     "save_checkpoint",
 ]
 
@@ -42,22 +43,22 @@ class CheckpointError(LymphosortError, ValueError):
     """A checkpoint is missing, unreadable, or its weights do not fit its model card."""
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """Plain JSON types: tuples -> lists, paths -> str, numpy/torch scalars -> numbers."""
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _jsonable(dataclasses.asdict(obj))
+        return jsonable(dataclasses.asdict(obj))
     if isinstance(obj, float) and not math.isfinite(obj):
         return None  # NaN/inf are not JSON
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        return _jsonable(obj.item())
+        return jsonable(obj.item())
     raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
 
 
@@ -94,7 +95,7 @@ class ModelCard:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": CARD_FORMAT, **_jsonable(dataclasses.asdict(self))}
+        return {"format": CARD_FORMAT, **jsonable(dataclasses.asdict(self))}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelCard":
@@ -139,7 +140,7 @@ def save_checkpoint(run_dir: str | os.PathLike[str], model: nn.Module, card: Mod
     spec = getattr(model, "spec", None)
     if spec is not None:
         own = ModelCard.from_model(model)
-        if card.model != own.model or _jsonable(card.create_kwargs) != _jsonable(own.create_kwargs):
+        if card.model != own.model or jsonable(card.create_kwargs) != jsonable(own.create_kwargs):
             raise CheckpointError(
                 f"card describes {card.model!r} {card.create_kwargs} but the model is {own.model!r} {own.create_kwargs}"
             )

@@ -1,0 +1,166 @@
+"""``lymphosort evaluate RUN --task ...``: test-set metrics, cost and plots for one run folder.
+
+`evaluate_run` is the reusable core (the pipeline and transfer code call it). A 2-class
+model evaluated on another 2-class task reads its class 1 as that task's class 1 (a
+t4-vs-b model on t8-vs-b: "T" is read as T8, which the task view already maps to 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from lymphosort.data.info import TASKS
+
+__all__ = ["evaluate_run", "predict_proba", "register"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_ROOT = Path("data")
+LATENCY_BATCHES = (1, 256)
+
+
+def predict_proba(model: Any, images: Any, *, batch_size: int = 256, device: str | None = None) -> Any:
+    """Softmax probabilities float64 [N, C] (numpy) for uint8 images [N, 64, 64].
+
+    Each batch is converted with the model's own spec (`to_model_input`); `device`
+    defaults to the model's.
+    """
+    import numpy as np
+    import torch
+
+    from lymphosort.data.transforms import to_model_input
+
+    spec = model.spec
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = to_model_input(images[start : start + batch_size].to(dev), spec.input_size, spec.mean, spec.std)
+            out.append(torch.softmax(model(x).double(), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, spec.num_classes))
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike[str],
+    task: str,
+    data_root: str | os.PathLike[str],
+    split: str = "test",
+    out: str | os.PathLike[str] | None = None,
+    *,
+    split_version: str = "v1",
+    batch_size: int = 256,
+    device: str = "cpu",
+    n_boot: int = 1000,
+    seed: int = 0,
+    latency: bool = True,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate the checkpoint in `run_dir` on `split` of `task`; write results to `out`.
+
+    `out` defaults to `RUN/eval/TASK-SPLIT`. Writes `metrics.json` (task, data provenance
+    and split id, n, accuracy, balanced_accuracy, f1, roc_auc, ece, confusion, intervals,
+    params, macs, cpu_latency_ms per batch size), `predictions.npz` (probs, labels, row
+    indices) and roc.png, confusion.png, reliability.png. Returns the metrics dict.
+    """
+    import numpy as np
+
+    from lymphosort.data.info import task_view
+    from lymphosort.data.lymphomnist import load_split
+    from lymphosort.errors import ConfigError
+    from lymphosort.evaluate.efficiency import count_macs, count_params, measure_latency
+    from lymphosort.evaluate.metrics import classification_metrics
+    from lymphosort.evaluate.plots import plot_confusion, plot_reliability, plot_roc
+    from lymphosort.train.checkpoint import jsonable, load_checkpoint
+
+    view = task_view(task)
+    model, card = load_checkpoint(run_dir, map_location=device)
+    if model.spec.num_classes != view.num_classes:
+        raise ConfigError(
+            f"model {card.model!r} has {model.spec.num_classes} outputs but task {task!r} has "
+            f"{view.num_classes} classes ({', '.join(view.classes)})"
+        )
+    if card.task and card.task != task:
+        log.info("model trained on %s, evaluated on %s: its class i is read as %s", card.task, task, view.classes)
+    data = load_split(data_root, split, task, split_version)
+    probs = predict_proba(model, data.images, batch_size=batch_size, device=device)
+    labels = data.labels.numpy()
+    metrics = classification_metrics(labels, probs, n_boot=n_boot, seed=seed, class_names=list(view.classes))
+
+    result: dict[str, Any] = {
+        "run": str(run_dir),
+        "model": card.model,
+        "model_task": card.task,
+        "model_classes": list(card.classes),
+        "task": task,
+        "classes": list(view.classes),
+        "split": split,
+        "data": {**dict(data.provenance), "split": split, "split_id": data.split_id, "root": str(data_root)},
+        **metrics,
+        "params": count_params(model),
+        "macs": count_macs(model),
+        "input_size": model.spec.input_size,
+    }
+    if latency:
+        cpu_model = copy.deepcopy(model).cpu() if device != "cpu" else model
+        lat = measure_latency({card.model: cpu_model}, LATENCY_BATCHES, threads=threads, warmup=3, repeats=10)
+        per_batch = lat["models"][card.model]
+        result["cpu_latency_ms"] = {str(bs): per_batch[bs]["median_ms"] for bs in LATENCY_BATCHES}
+        result["latency"] = {k: v for k, v in lat.items() if k != "models"}
+
+    out_dir = Path(out) if out is not None else Path(run_dir) / "eval" / f"{task}-{split}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(jsonable(result), indent=2, allow_nan=False) + "\n")
+    np.savez_compressed(
+        out_dir / "predictions.npz", probs=probs.astype(np.float32), labels=labels, indices=data.indices.numpy()
+    )
+    names = list(view.classes)
+    plot_roc(labels, probs, out_dir / "roc.png", names, title=f"{card.model} on {task} ({split})")
+    plot_confusion(metrics["confusion"], out_dir / "confusion.png", names)
+    plot_reliability(labels, probs, out_dir / "reliability.png")
+    result["out"] = str(out_dir)
+    return result
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evaluate", help="metrics with 95%% intervals, cost and plots for a run folder")
+    p.add_argument("run", type=Path, help="run folder holding model.safetensors + model.json")
+    p.add_argument("--task", required=True, choices=tuple(TASKS))
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT,
+                   help="data root; files live in ROOT/LymphoMNIST/raw (default: %(default)s)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/eval/TASK-SPLIT)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu", help="inference device (latency is always measured on CPU)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the latency measurement")
+    p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    r = evaluate_run(
+        args.run, args.task, args.data_root, args.split, args.out,
+        batch_size=args.batch_size, device=args.device, n_boot=args.n_boot,
+        latency=not args.no_latency, threads=args.threads,
+    )
+
+    def ci(k: str) -> str:
+        iv = (r.get("intervals") or {}).get(k)
+        return f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else ""
+
+    auc = f"{r['roc_auc']:.4f}" if r["roc_auc"] is not None else "n/a"
+    print(f"{r['model']} on {r['task']} {r['split']} (n={r['n']}, {r['data'].get('source', '?')} data)")
+    print(f"  accuracy {r['accuracy']:.4f}{ci('accuracy')}  balanced {r['balanced_accuracy']:.4f}{ci('balanced_accuracy')}")
+    print(f"  f1 {r['f1']:.4f}{ci('f1')}  roc_auc {auc}{ci('roc_auc')}  ece {r['ece']:.4f}")
+    lat = r.get("cpu_latency_ms")
+    lat_s = f", CPU latency {lat['1']:.2f} ms @1, {lat['256']:.1f} ms @256" if lat else ""
+    print(f"  {r['params']:,} params, {r['macs']:,} MACs{lat_s}")
+    print(f"  wrote {r['out']}")
+    return 0

@@ -86,42 +86,12 @@ class HistoryCallback(L.Callback):
         self.history = [dict(h) for h in state_dict.get("history", [])]
 
 
-def plot_history(history: list[dict[str, Any]], path: str | Path) -> Path | None:
+def plot_history(history: list[dict[str, Any]], path: str | Path, title: str = "Training") -> Path | None:
     """Loss and accuracy curves (train vs val) as a PNG; None when there is nothing to plot."""
-    if not history:
+    from lymphosort.evaluate.plots import plot_training_curves
+
+    keys = [k for k in HISTORY_KEYS if k not in ("epoch", "lr")]
+    rows = [{k: v for k, v in h.items() if v is not None and (k == "epoch" or k in keys)} for h in history]
+    if not any(len(r) > 1 for r in rows):
         return None
-    try:
-        from lymphosort.evaluate import plots  # the shared plotting module, when present
-
-        fn = getattr(plots, "plot_training_curves", None) or getattr(plots, "training_curves", None)
-    except ImportError:
-        fn = None
-    if fn is not None:
-        try:
-            out = fn(history, path)
-            return Path(path) if out is None else Path(out)
-        except TypeError:
-            pass  # a different signature: fall back to the local plot below
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, keys, title in (
-        (axes[0], ("train_loss", "val_loss"), "loss"),
-        (axes[1], ("train_acc", "val_acc", "val_bacc"), "accuracy"),
-    ):
-        for k in keys:
-            ys = [h.get(k) for h in history]
-            if any(y is not None for y in ys):
-                ax.plot(epochs, [float("nan") if y is None else y for y in ys], marker="o", label=k)
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return plot_training_curves(rows, path, keys=[k for k in keys if any(k in r for r in rows)], title=title)

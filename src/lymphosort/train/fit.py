@@ -451,7 +451,8 @@ def _best_student_state(path: str | Path) -> dict[str, torch.Tensor] | None:
 
 
 def _evaluate(run_dir: Path, cfg: TrainConfig, model: nn.Module, test: "SplitData | None") -> dict[str, Any] | None:
-    """Test-split metrics: the shared `evaluate_run` when present, else accuracy here."""
+    """Test-split metrics: the shared `evaluate_run` (writes the evaluation files) when it is
+    available and the data come from `data_root`; otherwise `classification_metrics` here."""
     try:
         from lymphosort.evaluate.cli import evaluate_run
     except ImportError:
@@ -471,14 +472,9 @@ def _evaluate(run_dir: Path, cfg: TrainConfig, model: nn.Module, test: "SplitDat
             probs.append(F.softmax(model(x), dim=1))
     p = torch.cat(probs)
     y = torch.as_tensor(test.labels).long()
-    try:
-        from lymphosort.evaluate.metrics import classification_metrics
+    from lymphosort.evaluate.metrics import classification_metrics
 
-        return dict(classification_metrics(y.numpy(), p.numpy()))
-    except ImportError:
-        pred = p.argmax(1)
-        recalls = [float((pred[y == c] == c).float().mean()) for c in y.unique()]
-        return {"n": int(len(y)), "accuracy": float((pred == y).float().mean()), "balanced_accuracy": sum(recalls) / len(recalls)}
+    return dict(classification_metrics(y.numpy(), p.numpy(), class_names=list(test.classes)))
 
 
 def _make_card(cfg: TrainConfig, model: nn.Module, train: "SplitData", metrics: dict[str, Any]) -> Any:
@@ -527,7 +523,12 @@ def fit(
     try:
         with warnings.catch_warnings():
             # Lightning advice that does not apply here (in-memory tensors, our run folder).
-            for msg in (".*does not have many workers.*", ".*exists and is not empty.*", ".*treespec.*LeafSpec.*"):
+            for msg in (
+                ".*does not have many workers.*",
+                ".*exists and is not empty.*",
+                ".*treespec.*LeafSpec.*",
+                ".*module\\(s\\) in eval mode.*",  # the frozen teacher, on purpose
+            ):
                 warnings.filterwarnings("ignore", msg)
             return _fit(cfg, run_dir, last, resume, quiet, train, val, test, evaluate)
     finally:

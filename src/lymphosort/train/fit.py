@@ -458,7 +458,7 @@ def _evaluate(run_dir: Path, cfg: TrainConfig, model: nn.Module, test: "SplitDat
     except ImportError:
         evaluate_run = None
     if evaluate_run is not None and test is None:
-        return dict(evaluate_run(run_dir, cfg.task, cfg.data_root, split="test"))
+        return dict(evaluate_run(run_dir, cfg.task, cfg.data_root, split="test", split_version=cfg.split_version))
     if test is None:
         from lymphosort.data.lymphomnist import load_split
 
@@ -588,6 +588,11 @@ def _fit(
         save_config(cfg, run_dir / "config.yaml")
 
     trainer = _make_trainer(cfg, run_dir, quiet, n_train=min(len(dm.train_split), cfg.max_train_samples or 10**12))
+    log.info(
+        "%s %s (method %s): %d train / %d val images, world_size=%d, accelerator=%s, precision=%s",
+        "resuming" if resume else "training", cfg.model, cfg.method, len(dm.train_split), len(dm.val_split),
+        trainer.world_size, type(trainer.accelerator).__name__, trainer.precision,
+    )
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
 
     history = next(cb for cb in trainer.callbacks if isinstance(cb, HistoryCallback)).history

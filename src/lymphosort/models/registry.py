@@ -111,7 +111,7 @@ def register_model(
 def _ensure_builtin() -> None:
     # Importing the modules runs their @register_model decorators; done lazily so the
     # registry module itself has no import cycle with teachers/students.
-    from lymphosort.models import students, teachers  # noqa: F401
+    from lymphosort.models import quant, students, teachers  # noqa: F401
 
 
 def list_models(kind: Kind | None = None) -> list[str]:

@@ -1,0 +1,211 @@
+"""Brevitas (QAT) versions of the conv students, built for a bit-exact FPGA port.
+
+Every quantiser is fixed point: per-tensor power-of-two scale, zero point 0, round half to
+even, saturating. That is what an ``ap_fixed``/``ap_ufixed`` type is, so hls4ml maps each
+quantiser to a type rather than a multiplier, and the emulation can match bit for bit (the
+default float-scale quantisers either break the conversion or drift).
+
+Layout of `QuantConvStudent` (same module paths as `ConvStudent`, so a float checkpoint
+fine-tunes straight into it):
+
+- ``quant_in``: signed ``input_bits`` quantiser on the normalised input;
+- ``features.conv{i}``: weights signed ``bits[i]``, bias int32 in accumulator units
+  (scale = input scale * weight scale, so the bias adds exactly);
+- ``features.relu{i}``: unsigned ``bits[i]`` activation quantiser (the ReLU is its clip);
+- ``features.pool{i}``: max pool 2 (exact on quantised values);
+- ``features.avgpool`` (when the float student has one): the window area must be a power of
+  two, so the mean of a fixed-point map is exact with log2(area) more fractional bits (no
+  re-quantiser needed) and folds into the head for export (``export.fixedpoint``);
+- ``head``: weights signed ``bits[-1]``, int32 bias; returns float logits.
+
+Registered as ``<student>-q8`` and ``<student>-q4`` (every student, including
+``paper-student2``); ``bits`` (one int or one per quantised layer) and ``input_bits``
+override the widths. `quantize_from_float` copies a trained float student in.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from lymphosort.errors import ConfigError
+from lymphosort.models.registry import ClassifierMixin, register_model
+
+__all__ = ["QUANT_BITS", "QuantConvStudent", "float_name", "quant_name", "quantize_from_float"]
+
+#: registered widths: ``<student>-q<bits>``.
+QUANT_BITS: tuple[int, ...] = (8, 4)
+
+
+def _per_layer(bits: int | Sequence[int], n: int) -> list[int]:
+    widths = [int(bits)] * n if isinstance(bits, (int, float)) else [int(b) for b in bits]
+    if len(widths) != n:
+        raise ConfigError(f"need one bit width or {n} (one per conv/head layer), got {len(widths)}")
+    if any(not 2 <= b <= 16 for b in widths):
+        raise ConfigError(f"bit widths must lie in [2, 16], got {widths}")
+    return widths
+
+
+class QuantConvStudent(ClassifierMixin, nn.Module):
+    """The fixed-point QAT twin of `students.ConvStudent` (see the module docstring)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        input_size: int,
+        channels: Sequence[int],
+        kernel: int = 3,
+        padding: str = "same",
+        pool_out: int | None = None,
+        bits: int | Sequence[int] = 8,
+        input_bits: int = 8,
+    ) -> None:
+        super().__init__()
+        import brevitas.nn as qnn
+        from brevitas.quant import Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Int32Bias
+        from brevitas.quant import Uint8ActPerTensorFixedPoint
+
+        if padding not in ("same", "valid"):
+            raise ConfigError(f"padding must be 'same' or 'valid', not {padding!r}")
+        widths = _per_layer(bits, len(channels) + 1)
+        self.bits = widths
+        self.input_bits = int(input_bits)
+        self.quant_in = qnn.QuantIdentity(
+            act_quant=Int8ActPerTensorFixedPoint, bit_width=self.input_bits, return_quant_tensor=True
+        )
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        c_in, size = 1, int(input_size)
+        for i, (c_out, b) in enumerate(zip(channels, widths), start=1):
+            pad = kernel // 2 if padding == "same" else 0
+            layers[f"conv{i}"] = qnn.QuantConv2d(
+                c_in, int(c_out), kernel, padding=pad, weight_quant=Int8WeightPerTensorFixedPoint,
+                weight_bit_width=b, bias_quant=Int32Bias, return_quant_tensor=False,
+            )
+            layers[f"relu{i}"] = qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=b, return_quant_tensor=True)
+            layers[f"pool{i}"] = nn.MaxPool2d(2)
+            size = (size + 2 * pad - kernel + 1) // 2
+            c_in = int(c_out)
+        if size < 1:
+            raise ConfigError(f"input size {input_size} is too small for {len(channels)} blocks")
+        self.pool_area = 1
+        if pool_out is not None and pool_out < size:
+            if size % pool_out:
+                raise ConfigError(f"final map {size}x{size} is not divisible into {pool_out}x{pool_out}")
+            k = size // pool_out
+            if (k * k) & (k * k - 1):
+                raise ConfigError(
+                    f"average pool window {k}x{k} is not a power of two in area: the mean would need a "
+                    "divider in hardware and could not match bit for bit; choose an input size with a "
+                    f"final map of {pool_out * 2}x{pool_out * 2} or {pool_out * 4}x{pool_out * 4}"
+                )
+            layers["avgpool"] = nn.AvgPool2d(k)
+            size = pool_out
+            self.pool_area = k * k
+        self.features = nn.Sequential(layers)
+        self.head = qnn.QuantLinear(
+            c_in * size * size, num_classes, bias=True, weight_quant=Int8WeightPerTensorFixedPoint,
+            weight_bit_width=widths[-1], bias_quant=Int32Bias, return_quant_tensor=False,
+        )
+        self.FEATURE_MODULES = tuple(f"features.relu{i}" for i in range(1, len(channels) + 1))
+
+    def forward_features(self, x: torch.Tensor) -> Any:
+        from brevitas.quant_tensor import IntQuantTensor
+
+        x = self.quant_in(x)
+        for name, layer in self.features.named_children():
+            if name == "avgpool" and hasattr(x, "scale"):
+                # Mean over a power-of-two window: exact, a finer scale and wider integer.
+                shift = self.pool_area.bit_length() - 1
+                x = IntQuantTensor(layer(x.value), x.scale / self.pool_area, x.zero_point,
+                                   x.bit_width + shift, x.signed, x.training)
+            else:
+                x = layer(x)
+        return x.flatten(1) if hasattr(x, "value") else torch.flatten(x, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.forward_head(self.forward_features(x))
+        return out.value if hasattr(out, "value") else out
+
+    def reset_classifier(self, num_classes: int) -> None:
+        raise ConfigError("reset the float student's classifier, then quantize_from_float it")
+
+
+def quant_name(name: str, bits: int) -> str:
+    """The registered QAT twin of float student `name` at `bits`: ``tiny-32`` -> ``tiny-32-q8``."""
+    return f"{name}-q{int(bits)}"
+
+
+def float_name(name: str) -> str | None:
+    """The float student a ``...-q<bits>`` name was derived from (None for other names)."""
+    head, sep, tail = name.rpartition("-q")
+    return head if sep and tail.isdigit() else None
+
+
+def _student_args(name: str) -> dict[str, Any]:
+    from lymphosort.models.students import TINY_VARIANTS
+
+    if name == "paper-student2":
+        return {"input_size": 48, "channels": (16, 16), "kernel": 3, "padding": "valid", "pool_out": None}
+    size, channels, kernel, pool_out = TINY_VARIANTS[name]
+    return {"input_size": size, "channels": channels, "kernel": kernel, "padding": "same", "pool_out": pool_out}
+
+
+def _register(name: str, bits: int) -> None:
+    base = _student_args(name)
+
+    def factory(
+        num_classes: int = 2,
+        input_size: int = base["input_size"],
+        bits: int | Sequence[int] = bits,
+        input_bits: int = 8,
+    ) -> QuantConvStudent:
+        kw = {k: v for k, v in base.items() if k != "input_size"}
+        return QuantConvStudent(num_classes, input_size, bits=bits, input_bits=input_bits, **kw)
+
+    factory.__doc__ = f"{name} with {bits}-bit power-of-two fixed-point weights and activations (Brevitas QAT)."
+    register_model(quant_name(name, bits), input_size=base["input_size"], kind="student")(factory)
+
+
+def quantize_from_float(model: nn.Module, bits: int | Sequence[int] = 8, input_bits: int = 8) -> nn.Module:
+    """A QAT twin of float student `model` with its trained weights copied in (eval mode).
+
+    The quantiser scales start from their defaults and are learned during fine-tuning; call
+    `calibrate` with a few batches first for a sensible start.
+    """
+    from lymphosort.models.registry import create_model
+
+    spec = model.spec
+    single = bits if isinstance(bits, int) else None
+    name = quant_name(spec.name, single if single in QUANT_BITS else QUANT_BITS[0])
+    kwargs: dict[str, Any] = {k: v for k, v in spec.create_kwargs.items() if k == "input_size"}
+    if single not in QUANT_BITS:
+        kwargs["bits"] = list(bits) if not isinstance(bits, int) else int(bits)
+    if input_bits != 8:
+        kwargs["input_bits"] = int(input_bits)
+    q = create_model(name, num_classes=spec.num_classes, **kwargs)
+    missing, unexpected = q.load_state_dict(model.state_dict(), strict=False)
+    if unexpected:
+        raise ConfigError(f"float weights do not fit {name}: unexpected {unexpected}")
+    if any(not ("quant" in k or "scaling" in k) for k in missing):
+        raise ConfigError(f"float weights do not fit {name}: missing {missing}")
+    return q.eval()
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, batches: Any) -> nn.Module:
+    """Initialise activation scales from data (Brevitas' calibration mode), then eval mode."""
+    from brevitas.graph.calibrate import calibration_mode
+
+    model.eval()
+    with calibration_mode(model):
+        for x in batches:
+            model(x)
+    return model.eval()
+
+
+for _student in ("paper-student2", "tiny-32", "tiny-48", "tiny-48-s2", "tiny-64"):
+    for _bits in QUANT_BITS:
+        _register(_student, _bits)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -12,6 +13,8 @@ import lightning as L
 import torch
 
 #: Columns of `history.json` / `metrics.csv`, one row per epoch.
+log = logging.getLogger(__name__)
+
 HISTORY_KEYS: tuple[str, ...] = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_bacc", "lr")
 
 
@@ -69,6 +72,13 @@ class HistoryCallback(L.Callback):
         self.history = [h for h in self.history if h["epoch"] != row["epoch"]] + [row]
         if trainer.is_global_zero:
             self.write()
+            # One line per epoch, so long runs show progress even without a progress bar.
+            log.info(
+                "epoch %d/%d: %s",
+                row["epoch"],
+                trainer.max_epochs,
+                ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and v is not None),
+            )
 
     def write(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,178 @@
+"""Classifier backends: one interface, `predict_proba(crops_uint8[N,64,64]) -> [N, C]`.
+
+- `torch`: a run folder (model.safetensors + model.json), `to_model_input` + softmax.
+- `onnx`: an `lymphosort export onnx` folder (model.onnx + model.json), ONNX Runtime with
+  1 intra-op thread by default (predictable latency; the sorter is one core per stream).
+- `hls`: an hls export bundle through `export.fixedpoint.load_fixedpoint` (bit-exact with the
+  FPGA design); the bundle's model.json supplies the classes.
+
+Every backend reads the preprocessing from the model card; none re-declares it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from lymphosort.errors import ConfigError, LymphosortError
+from lymphosort.realtime.crop import CROP_SIZE, Preprocessor
+
+__all__ = ["BACKENDS", "Backend", "BackendError", "load_backend", "register_backend", "softmax"]
+
+
+class BackendError(LymphosortError, RuntimeError):
+    """A backend cannot load its model folder (missing files, missing optional package)."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    classes: list[str]
+    card: dict[str, Any]  # the model card (model.json) as a dict
+
+    def predict_proba(self, crops: np.ndarray) -> np.ndarray: ...
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+BACKENDS: dict[str, Callable[..., Backend]] = {}
+
+
+def register_backend(name: str) -> Callable[[Callable[..., Backend]], Callable[..., Backend]]:
+    def deco(factory: Callable[..., Backend]) -> Callable[..., Backend]:
+        BACKENDS[name] = factory
+        return factory
+
+    return deco
+
+
+def load_backend(name: str, path: str | Path, *, threads: int = 1) -> Backend:
+    """Open the model folder `path` with backend `name` (see `BACKENDS`)."""
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
+    p = Path(path)
+    if not p.is_dir():
+        raise BackendError(f"--model {p}: not a folder")
+    return BACKENDS[name](p, threads=threads)
+
+
+def _read_card(folder: Path) -> dict[str, Any]:
+    f = folder / "model.json"
+    if not f.is_file():
+        raise BackendError(f"{folder} has no model.json (the model card with classes and preprocessing)")
+    return json.loads(f.read_text(encoding="utf-8"))
+
+
+def _classes(card: dict[str, Any]) -> list[str]:
+    classes = list(card.get("classes") or [])
+    if not classes:
+        n = int(card.get("spec", {}).get("num_classes", 2))
+        classes = [str(i) for i in range(n)]
+    return classes
+
+
+def _preprocessor(card: dict[str, Any]) -> Preprocessor:
+    spec = card.get("spec", {})
+    try:
+        return Preprocessor(int(spec["input_size"]), float(spec["mean"]), float(spec["std"]), CROP_SIZE)
+    except KeyError as exc:
+        raise BackendError(f"model card spec lacks {exc}; cannot prepare the input") from None
+
+
+def _check(crops: np.ndarray) -> None:
+    if crops.dtype != np.uint8 or crops.ndim != 3:
+        raise ValueError(f"expected uint8 [N, H, W] crops, got {crops.dtype} {crops.shape}")
+
+
+@register_backend("torch")
+class TorchBackend:
+    """PyTorch on the CPU with `threads` threads (for reference and for GPU-less checks)."""
+
+    name = "torch"
+
+    def __init__(self, run: Path, *, threads: int = 1) -> None:
+        import torch
+
+        from lymphosort.train.checkpoint import load_checkpoint
+
+        if not (run / "model.safetensors").is_file():
+            raise BackendError(f"{run} has no model.safetensors; the torch backend needs a run folder")
+        self._torch = torch
+        torch.set_num_threads(max(1, int(threads)))
+        self.model, card = load_checkpoint(run)
+        self.model.eval()
+        self.card = card.to_dict()
+        self.classes = _classes(self.card)
+        self.spec = self.model.spec
+
+    def predict_proba(self, crops: np.ndarray) -> np.ndarray:
+        from lymphosort.data.transforms import to_model_input
+
+        _check(crops)
+        if len(crops) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        with self._torch.inference_mode():
+            x = to_model_input(self._torch.from_numpy(crops), self.spec.input_size, self.spec.mean, self.spec.std)
+            return softmax(self.model(x).float().numpy())
+
+
+@register_backend("onnx")
+class OnnxBackend:
+    """ONNX Runtime (CPU) on an `export onnx` folder; numpy preprocessing (no torch per call)."""
+
+    name = "onnx"
+
+    def __init__(self, folder: Path, *, threads: int = 1) -> None:
+        onnx_file = folder / "model.onnx"
+        if not onnx_file.is_file():
+            raise BackendError(f"{folder} has no model.onnx; make one with `lymphosort export onnx RUN --out DIR`")
+        try:
+            from lymphosort.export.onnx import onnx_session
+        except ImportError as exc:  # pragma: no cover - onnxruntime is a dependency
+            raise BackendError(f"the onnx backend needs onnxruntime: {exc}") from None
+        self.card = _read_card(folder)
+        self.classes = _classes(self.card)
+        self._pre = _preprocessor(self.card)
+        self._sess = onnx_session(onnx_file, threads=threads)
+        self._in = self._sess.get_inputs()[0].name
+        self._out = self._sess.get_outputs()[0].name
+
+    def predict_proba(self, crops: np.ndarray) -> np.ndarray:
+        _check(crops)
+        if len(crops) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return softmax(self._sess.run([self._out], {self._in: self._pre(crops)})[0])
+
+
+@register_backend("hls")
+class HlsBackend:
+    """Bit-exact fixed-point model of the FPGA design, from an hls export bundle."""
+
+    name = "hls"
+
+    def __init__(self, bundle: Path, *, threads: int = 1) -> None:
+        try:
+            from lymphosort.export.fixedpoint import load_fixedpoint  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise BackendError(
+                f"the hls backend needs lymphosort.export.fixedpoint (bit-exact fast path) which is not available: {exc}"
+            ) from None
+        self._fx = load_fixedpoint(bundle)
+        card = getattr(self._fx, "card", None)
+        if card is None:
+            card = _read_card(bundle)
+        self.card = card.to_dict() if hasattr(card, "to_dict") else dict(card)
+        self.classes = list(getattr(self._fx, "classes", None) or _classes(self.card))
+
+    def predict_proba(self, crops: np.ndarray) -> np.ndarray:
+        _check(crops)
+        if len(crops) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return softmax(np.asarray(self._fx.predict_logits(crops), dtype=np.float32))

@@ -1,0 +1,71 @@
+"""Crops around detected cells and their conversion to a model's input, in numpy.
+
+A crop is the dataset's 64x64 at native pixel scale (LymphoSim crops and flow frames share
+optics and pixel scale), centred on the detection as the dataset centres its cells (centre
+at (size-1)/2). Where the window leaves the frame (cells near the channel walls in a
+96-px strip), the border rows/columns are repeated: the frame's outer rows are background
+beyond the wall, so this looks like the dataset's crops, not like black padding.
+
+`Preprocessor` reproduces `data.transforms.to_model_input` (uint8/255, antialiased
+bilinear resize, (x - mean)/std) without torch: the resize is linear and separable, so it is
+one matrix per axis, measured once from `to_model_input` itself. That keeps torch (and its
+per-call overhead, tens of microseconds) out of the ONNX and hls per-frame paths.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["CROP_SIZE", "Preprocessor", "crop_cells"]
+
+CROP_SIZE = 64
+
+
+def crop_cells(image: np.ndarray, centers: list[tuple[float, float]] | np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """uint8 [N, size, size] windows of `image` centred on (x, y) centres (edge-replicated)."""
+    h, w = image.shape
+    out = np.empty((len(centers), size, size), dtype=np.uint8)
+    half = (size - 1) / 2
+    ar = np.arange(size)
+    for i, (cx, cy) in enumerate(centers):
+        x0, y0 = int(round(cx - half)), int(round(cy - half))
+        if 0 <= x0 and x0 + size <= w and 0 <= y0 and y0 + size <= h:
+            out[i] = image[y0:y0 + size, x0:x0 + size]
+        else:
+            rows = np.clip(ar + y0, 0, h - 1)
+            cols = np.clip(ar + x0, 0, w - 1)
+            out[i] = image[rows[:, None], cols[None, :]]
+    return out
+
+
+class Preprocessor:
+    """uint8 [N, S0, S0] crops -> float32 [N, 1, size, size] as `to_model_input` makes them."""
+
+    def __init__(self, size: int, mean: float, std: float, crop_size: int = CROP_SIZE) -> None:
+        self.size, self.mean, self.std, self.crop_size = int(size), float(mean), float(std), int(crop_size)
+        self._a = None if self.size == self.crop_size else _resize_matrix(self.crop_size, self.size)
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        if crops.ndim != 3 or crops.shape[1:] != (self.crop_size, self.crop_size):
+            raise ValueError(f"expected uint8 [N, {self.crop_size}, {self.crop_size}] crops, got {crops.shape}")
+        x = crops.astype(np.float32)
+        if self._a is not None:
+            x = self._a @ x @ self._a.T  # batched: [s, S0] @ [N, S0, S0] @ [S0, s]
+        x *= 1.0 / (255.0 * self.std)
+        x -= self.mean / self.std
+        return np.ascontiguousarray(x[:, None])
+
+
+def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Rows of the 1-D resize that `to_model_input` applies along each axis."""
+    import torch
+
+    from lymphosort.data.transforms import to_model_input
+
+    # Column images e_i (n_in x 1): the width axis is untouched, so each output column is
+    # the i-th column of the height-axis resize matrix. mean 0, std 1 keeps values raw.
+    eye = torch.eye(n_in, dtype=torch.float32).reshape(n_in, 1, n_in, 1)
+    # to_model_input resizes to a square; resize the e_i images to (n_out, n_out), take column 0
+    wide = eye.expand(n_in, 1, n_in, n_in).contiguous()  # constant along width: width resize is exact
+    cols = to_model_input(wide, n_out, 0.0, 1.0)[:, 0, :, 0]  # [n_in, n_out]
+    return cols.T.contiguous().numpy().astype(np.float32)

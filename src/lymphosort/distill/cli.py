@@ -40,6 +40,8 @@ def run_distill(args: argparse.Namespace) -> int:
         for key, value in (("teacher", args.teacher), ("model", args.student), ("method", args.method)):
             if value is not None:
                 fields[key] = value
+    if getattr(args, "qat", None):
+        _apply_qat(args.qat, fields, resuming)
     if args.student_layers:
         fields["student_layers"] = args.student_layers.split(",")
     if args.teacher_layers:
@@ -49,6 +51,22 @@ def run_distill(args: argparse.Namespace) -> int:
     if is_rank_zero():
         report(result)
     return 0
+
+
+def _apply_qat(bits: int, fields: dict, resuming: bool) -> None:
+    """--qat BITS: train the student's Brevitas fixed-point twin (`<student>-q8`, bits as kwarg)."""
+    from lymphosort.errors import ConfigError
+    from lymphosort.models.quant import QUANT_BITS, float_name, quant_name
+
+    if resuming:
+        return  # the saved config already names the quantised model
+    if not 2 <= bits <= 8:
+        raise ConfigError(f"--qat takes 2..8 bits, got {bits}")
+    student = fields["model"]
+    base = float_name(student) or student
+    fields["model"] = quant_name(base, bits if bits in QUANT_BITS else QUANT_BITS[0])
+    if bits not in QUANT_BITS:
+        fields["model_kwargs"] = {"bits": int(bits)}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,5 +93,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--student-layers", default=None, help="comma-separated module paths for feature losses")
     p.add_argument("--teacher-layers", default=None, help="comma-separated module paths for feature losses")
+    p.add_argument("--qat", type=int, default=None, metavar="BITS",
+                   help="quantisation-aware training: the student's Brevitas fixed-point twin with BITS-bit "
+                   "weights and activations (e.g. 8 or 4), for `lymphosort export hls`")
     add_common_args(p)
     p.set_defaults(func=run_distill)

@@ -14,7 +14,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "export_onnx_run", "check_images"]
+__all__ = ["register", "export_onnx_run", "export_hls_run", "check_images", "MIN_AGREEMENT"]
+
+#: `export hls` fails below this emulation-vs-quantised-model argmax agreement.
+MIN_AGREEMENT = 0.999
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,180 @@ def export_onnx_run(
     return record
 
 
+def export_hls_run(
+    run: str | Path,
+    out: str | Path,
+    *,
+    data_root: str | Path | None = None,
+    n_check: int = 2000,
+    part: str | None = None,
+    clock_ns: float | None = None,
+    io_type: str = "io_stream",
+    config: str | Path | None = None,
+    reuse_factor: int = 1,
+    n_tb: int = 100,
+    synth: bool = False,
+) -> dict[str, Any]:
+    """The FPGA hand-off bundle of a QAT run (see docs/fpga.md); raises `ExportError` when the
+    compiled emulation agrees with the quantised model on fewer than 99.9% of `n_check` crops."""
+    import time
+
+    import numpy as np
+    import torch
+    import yaml
+
+    from lymphosort.data.transforms import to_model_input
+    from lymphosort.errors import ConfigError
+    from lymphosort.export.estimate import estimate_stream
+    from lymphosort.export.fixedpoint import from_quant_model
+    from lymphosort.export.hls import DEFAULT_CLOCK_NS, DEFAULT_PART, check_agreement, convert
+    from lymphosort.export.onnx import ExportError
+    from lymphosort.models.quant import QuantConvStudent
+    from lymphosort.train.checkpoint import CARD_FILE, load_checkpoint
+
+    run, out = Path(run), Path(out)
+    part = part or DEFAULT_PART
+    clock_ns = float(clock_ns or DEFAULT_CLOCK_NS)
+    model, card = load_checkpoint(run)
+    if not isinstance(model, QuantConvStudent):
+        raise ConfigError(
+            f"{run} holds the float model {card.model!r}; the FPGA path takes a QAT student "
+            f"(train one with `lymphosort distill ... --qat 8`)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run / CARD_FILE, out / CARD_FILE)
+    fp = from_quant_model(model, classes=card.classes)
+    fp.save(out)
+    images, source = check_images(card, Path(data_root) if data_root else None, n_check)
+    x = to_model_input(torch.as_tensor(images), fp.input_size, fp.mean, fp.std)
+    with torch.inference_mode():
+        brevitas_logits = model(x).double().numpy()
+    ir_logits = fp.predict_from_input(x)
+    user_cfg = None
+    if config is not None:
+        user_cfg = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+        if not isinstance(user_cfg, dict) or "LayerName" not in user_cfg:
+            raise ConfigError(f"{config} is not an hls4ml config (a mapping with Model and LayerName)")
+    t0 = time.perf_counter()
+    hm, cfg = convert(fp, out, config=user_cfg, part=part, clock_ns=clock_ns, io_type=io_type,
+                      tb_input=x[:n_tb].numpy(), reuse_factor=reuse_factor)
+    if user_cfg is None and reuse_factor != 1:
+        log.warning("--reuse-factor only applies to the generated config")
+    hm.compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    agreement = check_agreement(hm, fp, x.numpy())
+    emu_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fp.predict_logits(images)
+    fast_s = time.perf_counter() - t0
+    est = estimate_stream(fp, clock_ns, reuse_factor)
+    bits = sorted({lay.w_bits for lay in fp.layers} | {lay.out_bits for lay in fp.layers if lay.out_bits})
+    record: dict[str, Any] = {
+        "format": "hls4ml",
+        "run": str(run),
+        "model": card.model,
+        "classes": list(card.classes),
+        "checked_on": source,
+        **agreement,
+        "ir_vs_quant_model": {
+            "agreement": float(np.mean(ir_logits.argmax(1) == brevitas_logits.argmax(1))) if len(x) else None,
+            "max_abs_diff": float(np.max(np.abs(ir_logits - brevitas_logits))) if len(x) else None,
+        },
+        "bits": max(bits),
+        "bits_per_layer": [{"w": lay.w_bits, "act": lay.out_bits} for lay in fp.layers],
+        "input_bits": fp.input_bits,
+        "part": part,
+        "clock_ns": clock_ns,
+        "io_type": io_type,
+        "latency_us_estimate": est["latency_us_estimate"],
+        "estimate": est,
+        "speed": {
+            "compile_s": compile_s,
+            "emulation_images_per_s": len(x) / emu_s if emu_s else None,
+            "fixedpoint_images_per_s": len(x) / fast_s if fast_s else None,
+        },
+        "synthesis": None,
+    }
+    if synth:
+        record["synthesis"] = _synthesise(hm)
+    _write_json(out / "export.json", record)
+    (out / "README.md").write_text(_readme(record, cfg), encoding="utf-8")
+    if agreement["agreement"] is not None and agreement["agreement"] < MIN_AGREEMENT:
+        raise ExportError(
+            f"hls4ml emulation agrees with the quantised model on only {agreement['agreement']:.4%} of "
+            f"{agreement['n_checked']} crops (< {MIN_AGREEMENT:.1%}); see {out / 'export.json'}"
+        )
+    record["out"] = str(out)
+    return record
+
+
+def _synthesise(hm: Any) -> dict[str, Any]:
+    if not (shutil.which("vitis_hls") or shutil.which("vitis-run")):
+        msg = "Vitis HLS is not on PATH: synthesis skipped. Run `vitis_hls -f build_prj.tcl` in hls_prj/ on a Vitis machine."
+        log.warning(msg)
+        return {"ran": False, "reason": msg}
+    report = hm.build(csim=True, synth=True, cosim=False)
+    return {"ran": True, "report": report}
+
+
+def _readme(r: dict[str, Any], cfg: dict[str, Any]) -> str:
+    est = r["estimate"]
+    stages = "\n".join(
+        f"| {s['layer']} | {s.get('in', '')} | {s.get('out', '')} | {s.get('weights', '')} | "
+        f"{s.get('w_bits', '')} | {s.get('act_bits', '') or ''} | {s['depth_cycles']} |"
+        for s in est["stages"]
+    )
+    return f"""# FPGA bundle: {r['model']} ({', '.join(r['classes'])})
+
+Generated by `lymphosort export hls`. What runs on the FPGA is the integer network checked
+here: the hls4ml C++ emulation agreed with the quantised model on {r['agreement']:.4%} of
+{r['n_checked']} crops ({r['checked_on']}), max |logit difference| {r['max_abs_diff']:.3g}
+(bit exact: {r['bit_exact']}).
+
+## Target
+- part `{r['part']}`, clock {r['clock_ns']} ns ({1000 / r['clock_ns']:.0f} MHz), hls4ml Vitis backend, `{r['io_type']}`
+- weights and activations: {r['bits']} bits at most (per layer: {r['bits_per_layer']}), input {r['input_bits']} bits
+
+## Interface
+- input: an AXI stream of the normalised image, one pixel per beat, row-major, {est['input_stream_cycles'] // est['reuse_factor']} beats,
+  type `fixed<40,4>` (the first layer quantises it to {r['input_bits']} bits). Normalise on the host or in
+  the camera pipeline as `model.json` says: uint8 / 255, resize to the input size, (x - mean) / std.
+- output: an AXI stream of {len(r['classes'])} logits (classes in `model.json` order). No softmax: decide by
+  argmax, or threshold the logit difference (class 1 - class 0) for a tunable sort gate.
+
+## Build (on a machine with Vitis HLS)
+```
+cd hls_prj
+vitis_hls -f build_prj.tcl "csim=1 synth=1 cosim=1"   # C sim, synthesis, RTL co-simulation
+```
+C and co-simulation read `tb_data/` (inputs and the expected logits of the integer model, from
+`tb_vectors/`). Edit `hls_config.yaml` (types, reuse factors, strategy) and regenerate with
+`lymphosort export hls RUN --out DIR --config hls_config.yaml`.
+
+## Expected latency (an estimate until synthesised)
+{est['latency_cycles']} cycles = **{est['latency_us_estimate']:.2f} us** at {r['clock_ns']} ns; a new image every
+{est['initiation_interval_cycles']} cycles ({est['throughput_per_s_estimate']:,.0f} images/s).
+Model: {est['model']}
+
+| stage | in | out | weights | w bits | act bits | depth (cycles) |
+|---|---|---|---|---|---|---|
+{stages}
+
+{est['params']:,} parameters, {est['weight_bits_total']:,} weight+bias bits, {est['macs']:,} MACs,
+<= {est['multipliers_upper_bound']:,} multipliers at reuse factor {est['reuse_factor']} (small products map to LUTs).
+Conv layers after a pool receive a pixel only every 4 (8, 16) cycles, so their ReuseFactor can be
+raised to 4 (16, 64) in `hls_config.yaml` to save multipliers without adding latency.
+
+## Files
+- `hls_prj/`: the hls4ml project (firmware/, weights, testbench, build_prj.tcl)
+- `hls_config.yaml`: the config used; `model.qonnx.onnx` (+ `_clean`): the QONNX the project came from
+- `fixedpoint.json` + `fixedpoint.npz`: the integer network (bit-exact software model:
+  `lymphosort.export.fixedpoint.load_fixedpoint(DIR).predict_logits(images_uint8)`)
+- `model.json`: the model card; `export.json`: checks, estimate and speeds
+"""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("export", help="ONNX and FPGA (hls4ml) bundles from a run folder")
     sub = p.add_subparsers(dest="export_format", metavar="FORMAT", required=True)
@@ -102,10 +279,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     o.add_argument("--opset", type=int, default=17)
     o.set_defaults(func=_main_onnx)
 
+    h = sub.add_parser("hls", help="QONNX -> hls4ml bundle of a QAT run, compiled and checked bit for bit")
+    h.add_argument("run", type=Path, help="run folder of a QAT student (distill --qat BITS)")
+    h.add_argument("--out", type=Path, required=True, help="bundle folder")
+    h.add_argument("--data-root", type=Path, default=None, help="data root for the check crops (default: the run's)")
+    h.add_argument("--n-check", type=int, default=2000, help="test crops for the agreement check (default %(default)s)")
+    h.add_argument("--part", default=None, help="FPGA part (default xczu7ev-ffvc1156-2-e)")
+    h.add_argument("--clock-ns", type=float, default=None, help="clock period in ns (default 5.0)")
+    h.add_argument("--io", dest="io_type", choices=("stream",), default="stream", help="hls4ml IO type (io_stream)")
+    h.add_argument("--config", type=Path, default=None, help="edited hls_config.yaml to use instead of the generated one")
+    h.add_argument("--reuse-factor", type=int, default=1, help="reuse factor of the generated config and the estimate")
+    h.add_argument("--n-tb", type=int, default=100, help="test vectors written for C/co-simulation")
+    h.add_argument("--synth", action="store_true", help="also run Vitis HLS synthesis (needs vitis_hls on PATH)")
+    h.set_defaults(func=_main_hls)
+
 
 def _main_onnx(args: argparse.Namespace) -> int:
     r = export_onnx_run(args.run, args.out, data_root=args.data_root, n_check=args.n_check, opset=args.opset)
     print(f"{r['model']}: wrote {r['out']}/model.onnx (opset {r['opset']})")
     print(f"  onnx.checker ok; ONNX Runtime vs torch on {r['n_checked']} crops ({r['checked_on']}): "
           f"max |diff| {r['max_abs_diff']:.2e}, argmax agreement {r['argmax_agreement']:.4f}")
+    return 0
+
+
+def _main_hls(args: argparse.Namespace) -> int:
+    r = export_hls_run(
+        args.run, args.out, data_root=args.data_root, n_check=args.n_check, part=args.part,
+        clock_ns=args.clock_ns, io_type=f"io_{args.io_type}", config=args.config,
+        reuse_factor=args.reuse_factor, n_tb=args.n_tb, synth=args.synth,
+    )
+    print(f"{r['model']}: wrote {r['out']} (hls4ml project, config, test vectors, README)")
+    print(f"  emulation vs quantised model on {r['n_checked']} crops: agreement {r['agreement']:.4%}, "
+          f"max |diff| {r['max_abs_diff']:.3g}")
+    print(f"  estimated latency {r['latency_us_estimate']:.2f} us at {r['clock_ns']} ns (estimate, not synthesised)")
+    if r["synthesis"] and not r["synthesis"].get("ran"):
+        print(f"  {r['synthesis']['reason']}")
     return 0

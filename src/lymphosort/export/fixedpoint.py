@@ -61,6 +61,7 @@ class FixedLayer:
     out_bits: int | None = None  # unsigned activation width after the ReLU (conv only)
     out_exp: int | None = None
     pool: int = 1  # max-pool window after the activation (1: none)
+    fold: int = 1  # dense only: average-pool area folded in (each weight repeated `fold` times)
 
     @property
     def acc_exp(self) -> int:
@@ -157,7 +158,8 @@ class FixedPointModel:
     # -- facts for estimates and the README ---------------------------------------------------
     @property
     def params(self) -> int:
-        return int(sum(lay.weight.size + lay.bias.size for lay in self.layers))
+        """Trained parameters (a folded average pool repeats weights, it adds none)."""
+        return int(sum(lay.weight.size // lay.fold + lay.bias.size for lay in self.layers))
 
     def check_exact(self) -> None:
         for i, layer in enumerate(self.layers):
@@ -201,7 +203,7 @@ def load_fixedpoint(bundle_dir: str | os.PathLike[str]) -> FixedPointModel:
         raise FixedPointError(f"cannot read the fixed-point model in {d}: {exc}") from None
     layers = [
         FixedLayer(weight=arrays[f"w{i}"].astype(np.int64), bias=arrays[f"b{i}"].astype(np.int64),
-                   **{k: lm[k] for k in _LAYER_FIELDS})
+                   **{k: lm[k] for k in _LAYER_FIELDS}, fold=int(lm.get("fold", 1)))
         for i, lm in enumerate(meta["layers"])
     ]
     fp = FixedPointModel(
@@ -276,7 +278,7 @@ def from_quant_model(model: Any, classes: Sequence[str] = ()) -> FixedPointModel
             w = np.repeat(w, area, axis=1)
         layers.append(FixedLayer(
             kind="dense", weight=w, bias=bias.numpy().astype(np.int64), in_exp=in_exp, in_bits=in_bits,
-            in_signed=in_signed, w_exp=w_exp - shift, w_bits=int(wq.bit_width),
+            in_signed=in_signed, w_exp=w_exp - shift, w_bits=int(wq.bit_width), fold=area,
         ))
     fp = FixedPointModel(
         input_size=spec.input_size, mean=spec.mean, std=spec.std, input_bits=input_bits, input_exp=input_exp,

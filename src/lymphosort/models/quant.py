@@ -66,7 +66,14 @@ class QuantConvStudent(ClassifierMixin, nn.Module):
         super().__init__()
         import brevitas.nn as qnn
         from brevitas.quant import Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Int32Bias
+        from brevitas.inject.enum import ScalingImplType
         from brevitas.quant import Uint8ActPerTensorFixedPoint
+
+        # Learned power-of-two scales initialised from a fixed range (not from runtime
+        # statistics, whose parameter only exists after ~30 training steps and would make a
+        # short run's checkpoint unloadable). Normalised input spans [-2, 2]; ReLU outputs
+        # start at [0, 4]; both are learned by QAT.
+        param = {"scaling_impl_type": ScalingImplType.PARAMETER}
 
         if padding not in ("same", "valid"):
             raise ConfigError(f"padding must be 'same' or 'valid', not {padding!r}")
@@ -74,7 +81,8 @@ class QuantConvStudent(ClassifierMixin, nn.Module):
         self.bits = widths
         self.input_bits = int(input_bits)
         self.quant_in = qnn.QuantIdentity(
-            act_quant=Int8ActPerTensorFixedPoint, bit_width=self.input_bits, return_quant_tensor=True
+            act_quant=Int8ActPerTensorFixedPoint, bit_width=self.input_bits, return_quant_tensor=True,
+            min_val=-2.0, max_val=2.0, **param,
         )
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         c_in, size = 1, int(input_size)
@@ -84,7 +92,9 @@ class QuantConvStudent(ClassifierMixin, nn.Module):
                 c_in, int(c_out), kernel, padding=pad, weight_quant=Int8WeightPerTensorFixedPoint,
                 weight_bit_width=b, bias_quant=Int32Bias, return_quant_tensor=False,
             )
-            layers[f"relu{i}"] = qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=b, return_quant_tensor=True)
+            layers[f"relu{i}"] = qnn.QuantReLU(
+                act_quant=Uint8ActPerTensorFixedPoint, bit_width=b, return_quant_tensor=True, max_val=4.0, **param
+            )
             layers[f"pool{i}"] = nn.MaxPool2d(2)
             size = (size + 2 * pad - kernel + 1) // 2
             c_in = int(c_out)

@@ -1,0 +1,95 @@
+"""Brevitas QAT students: registry, fixed-point scales, float fine-tune start, QAT training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("brevitas")
+
+from lymphosort.errors import ConfigError  # noqa: E402
+from lymphosort.models import create_model, list_models  # noqa: E402
+from lymphosort.models.quant import float_name, quant_name, quantize_from_float  # noqa: E402
+
+
+def test_registered_twins_and_names() -> None:
+    names = list_models("student")
+    assert {"tiny-32-q8", "tiny-32-q4", "paper-student2-q8", "tiny-64-q4"} <= set(names)
+    assert quant_name("tiny-32", 4) == "tiny-32-q4" and float_name("tiny-32-q4") == "tiny-32"
+    assert float_name("tiny-32") is None
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_scales_are_powers_of_two_and_output_is_float(bits: int) -> None:
+    torch.manual_seed(0)
+    m = create_model(f"tiny-32-q{bits}").eval()
+    y = m(torch.randn(3, 1, 32, 32))
+    assert y.shape == (3, 2) and isinstance(y, torch.Tensor) and type(y) is torch.Tensor
+    wq = m.features.conv2.quant_weight()
+    assert float(torch.log2(wq.scale)).is_integer() and int(wq.bit_width) == bits
+    assert int(wq.int().abs().max()) <= 2 ** (bits - 1) - 1
+
+
+def test_non_power_of_two_average_pool_is_refused() -> None:
+    with pytest.raises(ConfigError, match="power of two"):
+        create_model("tiny-48-q8")  # final map 6x6: a mean over 36 needs a divider
+
+
+def test_per_layer_bits_and_checkpoint_round_trip(tmp_path: Path) -> None:
+    from lymphosort.train.checkpoint import ModelCard, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    m = create_model("tiny-32-q8", bits=[8, 6, 6, 8]).eval()
+    assert m.bits == [8, 6, 6, 8]
+    save_checkpoint(tmp_path, m, ModelCard.from_model(m, task="t4-vs-b", classes=["B", "T4"]))
+    m2, card = load_checkpoint(tmp_path)
+    x = torch.randn(4, 1, 32, 32)
+    assert card.model == "tiny-32-q8" and torch.equal(m(x), m2(x))
+
+
+def test_quantize_from_float_keeps_the_float_weights() -> None:
+    torch.manual_seed(0)
+    f = create_model("tiny-32")
+    q = quantize_from_float(f, bits=8)
+    assert q.spec.name == "tiny-32-q8"
+    assert torch.equal(q.features.conv1.weight, f.features.conv1.weight)
+    q6 = quantize_from_float(f, bits=6)
+    assert q6.bits == [6, 6, 6, 6]
+
+
+def test_qat_distill_trains(tmp_path: Path) -> None:
+    """A short distillation run of the 8-bit twin learns the toy task (QAT trains)."""
+    from lymphosort.train.checkpoint import load_checkpoint
+    from lymphosort.train.config import TrainConfig
+    from lymphosort.train.fit import fit
+    from tests.train.helpers import toy_split
+
+    teacher = tmp_path / "teacher"
+    fit(TrainConfig(model="tiny-32", epochs=2, batch_size=32, lr=5e-3, patience=0), teacher, quiet=True,
+        train=toy_split(128, 0), val=toy_split(32, 1, "val"), evaluate=False)
+    cfg = TrainConfig(model="tiny-32-q8", teacher=str(teacher), method="kd", epochs=3, batch_size=32, lr=5e-3,
+                      patience=0)
+    fit(cfg, tmp_path / "qat", quiet=True, train=toy_split(128, 2), val=toy_split(64, 3, "val"), evaluate=False)
+    model, card = load_checkpoint(tmp_path / "qat")
+    assert card.model == "tiny-32-q8"
+    val = toy_split(64, 4, "val")
+    from lymphosort.data.transforms import to_model_input
+
+    with torch.no_grad():
+        pred = model(to_model_input(val.images, 32, model.spec.mean, model.spec.std)).argmax(1)
+    assert (pred == val.labels).float().mean() >= 0.9
+
+
+def test_distill_cli_qat_flag_picks_the_twin() -> None:
+    from lymphosort.distill.cli import _apply_qat
+
+    fields = {"model": "tiny-32"}
+    _apply_qat(8, fields, resuming=False)
+    assert fields["model"] == "tiny-32-q8"
+    fields = {"model": "tiny-64"}
+    _apply_qat(6, fields, resuming=False)
+    assert fields == {"model": "tiny-64-q8", "model_kwargs": {"bits": 6}}
+    with pytest.raises(ConfigError):
+        _apply_qat(12, {"model": "tiny-32"}, resuming=False)

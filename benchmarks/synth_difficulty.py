@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--throughput-n", type=int, default=80000, help="images timed for throughput (0: skip)")
-    ap.add_argument("--out", default="runs/synth_difficulty.json")
+    ap.add_argument("--out", default="benchmarks/results/synth_difficulty.json")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     pre = get_preset(a.preset)

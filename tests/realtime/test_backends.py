@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lymphosort.errors import ConfigError
+from lymphosort.realtime.backends import BACKENDS, Backend, BackendError, load_backend
+
+
+def _crops(n: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    from lymphosort.data.synth import render_crops
+
+    images, labels, _ = render_crops(n, seed=7)
+    return images, (labels > 0).astype(int)
+
+
+def test_torch_and_onnx_agree(tiny_run: Path, tiny_onnx: Path) -> None:
+    images, _ = _crops()
+    pt = load_backend("torch", tiny_run)
+    ox = load_backend("onnx", tiny_onnx)
+    assert isinstance(pt, Backend) and isinstance(ox, Backend)
+    a, b = pt.predict_proba(images), ox.predict_proba(images)
+    assert a.shape == b.shape == (16, 2)
+    np.testing.assert_allclose(a.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    assert pt.classes == ox.classes == ["B", "T"]
+    assert ox.predict_proba(images[:0]).shape == (0, 2)
+
+
+def test_registry_and_errors(tmp_path: Path, tiny_run: Path) -> None:
+    assert {"torch", "onnx", "hls"} <= set(BACKENDS)
+    with pytest.raises(ConfigError):
+        load_backend("tensorrt", tiny_run)
+    with pytest.raises(BackendError, match="not a folder"):
+        load_backend("onnx", tmp_path / "missing")
+    with pytest.raises(BackendError, match="model.onnx"):
+        load_backend("onnx", tiny_run)  # a run folder, not an export
+    with pytest.raises(ValueError):
+        load_backend("torch", tiny_run).predict_proba(np.zeros((2, 64, 64), np.float32))
+
+
+def test_hls_backend_needs_a_bundle(tmp_path: Path) -> None:
+    try:
+        import lymphosort.export.fixedpoint  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendError, match="fixedpoint"):
+            load_backend("hls", tmp_path)
+        return
+    with pytest.raises(Exception):  # fast path present: an empty folder is not a bundle
+        load_backend("hls", tmp_path)

@@ -501,10 +501,13 @@ def fit(
     val: "SplitData | None" = None,
     test: "SplitData | None" = None,
     evaluate: bool = True,
+    model: nn.Module | None = None,
 ) -> FitResult:
     """Train (or distil, when `cfg.teacher` is set) and write the run folder `out`.
 
-    `train`/`val`/`test` replace `load_split` (tests, notebooks). With `resume`, training
+    `train`/`val`/`test` replace `load_split` (tests, notebooks). `model` replaces the fresh
+    `create_model(cfg.model)`: a network already initialised (e.g. from a checkpoint for
+    fine-tuning) whose parameters with `requires_grad=False` stay frozen. With `resume`, training
     continues from `out/last.ckpt` (epochs, optimiser, schedule, early stopping, history).
     Returns on every rank; only global rank 0 writes files.
     """
@@ -530,7 +533,7 @@ def fit(
                 ".*module\\(s\\) in eval mode.*",  # the frozen teacher, on purpose
             ):
                 warnings.filterwarnings("ignore", msg)
-            return _fit(cfg, run_dir, last, resume, quiet, train, val, test, evaluate)
+            return _fit(cfg, run_dir, last, resume, quiet, train, val, test, evaluate, model)
     finally:
         if handler is not None:
             for name in ("lymphosort", "lightning.pytorch"):
@@ -548,6 +551,7 @@ def _fit(
     val: "SplitData | None",
     test: "SplitData | None",
     evaluate: bool,
+    model: nn.Module | None = None,
 ) -> FitResult:
     from lymphosort.data.info import task_view
     from lymphosort.models.registry import create_model
@@ -560,7 +564,13 @@ def _fit(
         teacher, _ = _load_teacher(cfg, view.classes)
     elif loss.needs_teacher:
         raise ConfigError(f"method {cfg.method!r} needs a teacher run (--teacher RUN)")
-    student = create_model(cfg.model, num_classes=view.num_classes, **cfg.model_kwargs)
+    if model is not None:
+        spec = getattr(model, "spec", None)
+        if spec is None or spec.name != cfg.model or spec.num_classes != view.num_classes:
+            raise ConfigError(f"the given model ({spec}) is not a {view.num_classes}-class {cfg.model!r}")
+        student = model
+    else:
+        student = create_model(cfg.model, num_classes=view.num_classes, **cfg.model_kwargs)
     s_layers, t_layers = list(cfg.student_layers or ()), list(cfg.teacher_layers or ())
     if loss.uses_features and teacher is not None and not (s_layers and t_layers):
         auto_s, auto_t = default_feature_layers(student, teacher)

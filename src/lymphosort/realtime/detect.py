@@ -18,6 +18,7 @@ are kept but flagged `doublet` (the sorter must reject them, not miss them).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -57,16 +58,16 @@ class Detection:
     doublet: bool  # too large or elongated for one cell
 
 
-def _blobs(diff: np.ndarray, thr: float, step: int, width: int, height: int,
-           cfg: DetectorConfig) -> list[Detection]:
-    """Components of |diff| > thr (diff on a grid of `step` px) as detections.
+def _blobs(mask: np.ndarray, weight: Callable[[np.ndarray, np.ndarray], np.ndarray], step: int, width: int,
+           height: int, cfg: DetectorConfig) -> list[Detection]:
+    """Components of a foreground `mask` (on a grid of `step` px) as detections; `weight(gy, gx)`
+    gives |frame - background| at mask pixels (for the weighted centroid).
 
     Fragments of one cell (dark body, bright halo, texture) are joined by labelling a
     coarse occupancy map (blocks of `block` grid px, 8-connected), which is much cheaper
     than labelling the grid and then merging boxes in Python. Statistics (area, weighted
     centroid, exact box) come from the mask pixels, vectorised.
     """
-    mask = diff > thr
     idx = np.flatnonzero(mask)
     if idx.size == 0:
         return []
@@ -74,11 +75,12 @@ def _blobs(diff: np.ndarray, thr: float, step: int, width: int, height: int,
     c = max(1, int(round(cfg.merge_gap / step)))
     hc, wc = -(-gh // c), -(-gw // c)
     gy, gx = np.divmod(idx, gw)
+    cy_, cx_ = gy // c, gx // c
     occ = np.zeros((hc, wc), dtype=bool)
-    occ[gy // c, gx // c] = True
+    occ[cy_, cx_] = True
     lab, n = ndi.label(occ, structure=_EIGHT)
-    li = lab[gy // c, gx // c]
-    w = diff.ravel()[idx].astype(np.float64)
+    li = lab[cy_, cx_]
+    w = weight(gy, gx)
     counts = np.bincount(li, minlength=n + 1)
     wsum = np.bincount(li, weights=w, minlength=n + 1)
     wx = np.bincount(li, weights=w * gx, minlength=n + 1)
@@ -93,51 +95,65 @@ def _blobs(diff: np.ndarray, thr: float, step: int, width: int, height: int,
     np.maximum.at(y1, li, gy)
     area = counts * float(step * step)
     keep = np.flatnonzero(area[1:] >= cfg.min_area) + 1
+    if keep.size == 0:
+        return []
+    # plain Python numbers from here: per-blob numpy scalar arithmetic costs microseconds
+    ws = wsum[keep]
+    rows = zip((x0[keep] * step).tolist(), (y0[keep] * step).tolist(), ((x1[keep] + 1) * step).tolist(),
+               ((y1[keep] + 1) * step).tolist(), area[keep].tolist(), (wx[keep] / ws * step).tolist(),
+               (wy[keep] / ws * step).tolist())
     out = []
-    for i in keep.tolist():
-        bx0, by0 = int(x0[i]) * step, int(y0[i]) * step
-        bx1, by1 = min(width, (int(x1[i]) + 1) * step), min(height, (int(y1[i]) + 1) * step)
+    for bx0, by0, bx1, by1, a, cx, cy in rows:
+        bx1, by1 = min(width, bx1), min(height, by1)
         bw, bh = bx1 - bx0, by1 - by0
-        aspect = max(bw, bh) / max(1, min(bw, bh))
-        if aspect > cfg.wall_aspect and max(bw, bh) > cfg.max_extent:
+        long_side, short_side = max(bw, bh), max(1, min(bw, bh))
+        aspect = long_side / short_side
+        if aspect > cfg.wall_aspect and long_side > cfg.max_extent:
             continue  # a wall or a streak, not a cell
-        a = float(area[i])
-        doublet = a > cfg.max_single_area or max(bw, bh) > cfg.max_extent or aspect > cfg.doublet_aspect
+        doublet = a > cfg.max_single_area or long_side > cfg.max_extent or aspect > cfg.doublet_aspect
         partial = bx0 <= cfg.edge_margin or bx1 >= width - cfg.edge_margin
-        ws = wsum[i]  # |diff|-weighted centroid (body and halo): robust to a clipped halo pixel
-        out.append(Detection(float(wx[i] / ws * step), float(wy[i] / ws * step), (bx0, by0, bx1, by1),
-                             a, bool(partial), bool(doublet)))
+        # centre: |diff|-weighted centroid of body and halo (robust to a clipped halo pixel)
+        out.append(Detection(cx, cy, (bx0, by0, bx1, by1), a, partial, doublet))
     return out
 
 
 class Detector:
-    """Stream detector with a running-mean background (call `detect` once per frame)."""
+    """Stream detector with a running-mean background (call `detect` once per frame).
+
+    Per frame it only compares the subsampled frame with two precomputed uint8 bounds
+    (background -/+ threshold): no float image, no full-size difference image.
+    """
 
     def __init__(self, config: DetectorConfig = DetectorConfig()) -> None:
         self.config = config
         self._bg: np.ndarray | None = None  # float32 full resolution
-        self._bg_sub: np.ndarray | None = None  # int16 on the search grid
+        self._bg_sub: np.ndarray | None = None  # float32 on the search grid
+        self._lo: np.ndarray | None = None  # uint8 bounds on the search grid: foreground outside [lo, hi]
+        self._hi: np.ndarray | None = None
         self._thr = float(config.min_threshold)
         self._n = 0
         self.noise_sigma = float("nan")
 
     def reset(self) -> None:
         self._bg = None
-        self._bg_sub = None
         self._n = 0
 
     def _init_background(self, image: np.ndarray) -> None:
         # Until frames accumulate, the image's own row/column medians are the best guess.
-        bg = _self_background(image.astype(np.float32))
-        self._set_background(bg, image)
-
-    def _set_background(self, bg: np.ndarray, image: np.ndarray) -> None:
         s = self.config.step
-        self._bg = bg
-        self._bg_sub = np.rint(bg[::s, ::s]).astype(np.int16)
+        bg = _self_background(image.astype(np.float32))
         resid = image[::s, ::s].astype(np.float32) - bg[::s, ::s]
         self.noise_sigma = float(1.4826 * np.median(np.abs(resid - np.median(resid))))
         self._thr = max(self.config.min_threshold, self.config.threshold_sigma * self.noise_sigma)
+        self._set_background(bg)
+
+    def _set_background(self, bg: np.ndarray) -> None:
+        s = self.config.step
+        self._bg = bg
+        self._bg_sub = np.ascontiguousarray(bg[::s, ::s])
+        # sub > floor(bg + thr)  <=>  sub - bg > thr for integer pixels; likewise below
+        self._hi = np.clip(np.floor(self._bg_sub + self._thr), 0, 255).astype(np.uint8)
+        self._lo = np.clip(np.ceil(self._bg_sub - self._thr), 0, 255).astype(np.uint8)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         if image.ndim != 2 or image.dtype != np.uint8:
@@ -146,8 +162,11 @@ class Detector:
             self._init_background(image)
         s, cfg = self.config.step, self.config
         h, w = image.shape
-        diff = np.abs(image[::s, ::s].astype(np.int16) - self._bg_sub)
-        dets = _blobs(diff, self._thr, s, w, h, cfg)
+        sub = image[::s, ::s]
+        mask = sub > self._hi
+        mask |= sub < self._lo
+        bg = self._bg_sub
+        dets = _blobs(mask, lambda gy, gx: np.abs(sub[gy, gx] - bg[gy, gx]), s, w, h, cfg)
         self._n += 1
         if self._n % cfg.bg_every == 0:
             self._update(image, dets)
@@ -160,9 +179,9 @@ class Detector:
         for d in dets:  # do not learn the cells into the background
             x0, y0, x1, y1 = d.box
             delta[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2] = 0.0
-        self._bg += self.config.bg_alpha * delta
-        s = self.config.step
-        self._bg_sub = np.rint(self._bg[::s, ::s]).astype(np.int16)
+        delta *= self.config.bg_alpha
+        self._bg += delta
+        self._set_background(self._bg)
 
 
 def _self_background(img: np.ndarray) -> np.ndarray:
@@ -184,5 +203,7 @@ def detect_still(image: np.ndarray, config: DetectorConfig = DetectorConfig()) -
     sigma = float(1.4826 * np.median(np.abs(resid - np.median(resid))))
     thr = max(config.min_threshold * 0.5, config.threshold_sigma * sigma)
     h, w = image.shape
-    dets = [d for d in _blobs(np.abs(resid), thr, 1, w, h, config) if d.area >= config.still_min_area]
+    diff = np.abs(resid)
+    found = _blobs(diff > thr, lambda gy, gx: diff[gy, gx], 1, w, h, config)
+    dets = [d for d in found if d.area >= config.still_min_area]
     return sorted(dets, key=lambda d: -d.area)

@@ -147,6 +147,7 @@ class RealtimeRunner:
         self.evaluator: Evaluator | None = None
         self.error: BaseException | None = None
         self._t_start = 0.0
+        self.consumer_cpu_s = 0.0
 
     # --- producer -------------------------------------------------------------------
     def _produce(self) -> None:
@@ -242,6 +243,7 @@ class RealtimeRunner:
         sys.setswitchinterval(self.config.switch_interval_s)
         producer = threading.Thread(target=self._produce, name="realtime-producer", daemon=True)
         self._t_start = time.perf_counter()
+        cpu0 = time.thread_time()
         seq = None
         try:
             producer.start()
@@ -268,6 +270,7 @@ class RealtimeRunner:
             sys.setswitchinterval(old_switch)
             if self.sink is not None:
                 self.sink.close()
+        self.consumer_cpu_s = time.thread_time() - cpu0
         if self.error is not None:
             raise self.error
         wall = time.perf_counter() - self._t_start
@@ -304,6 +307,11 @@ class RealtimeRunner:
             "deadline_us": self.config.deadline_us,
             "late_decisions": s["late_decisions"],
             "stage_us_per_frame": {k: v / n * 1e6 for k, v in self.stage_s.items()},
+            # CPU time the decision thread actually got: on a shared machine the wall-clock
+            # numbers above include time stolen by other processes; these do not
+            "consumer_cpu_s": self.consumer_cpu_s,
+            "consumer_cpu_us_per_frame": self.consumer_cpu_s / n * 1e6,
+            "cells_per_cpu_s": s["decisions"] / self.consumer_cpu_s if self.consumer_cpu_s > 0 else None,
             "classify_us_per_cell": self.stage_s["classify"] / s["classified"] * 1e6 if s["classified"] else None,
             "backend": self.backend.name,
             "classes": list(self.backend.classes),

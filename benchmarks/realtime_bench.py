@@ -1,0 +1,201 @@
+"""Real-time sorting path benchmarks: throughput/latency on one core, and crop accuracy.
+
+throughput (default): pre-render a LymphoSim pool (timed and reported apart), then replay
+it paced in real time at --fps for --duration seconds through the full pipeline (detect,
+track, crop, classify, gate) on one pinned CPU core; report what the pipeline achieved
+(cells/s decided, p50/p99/max latency from frame arrival to decision, dropped frames) and
+the ground-truth scores. Writes JSON and prints a markdown row with the command.
+
+    python benchmarks/realtime_bench.py throughput --model EXPORT_ONNX_DIR --backend onnx \\
+        --duration 30 --out runs/realtime_bench.json
+
+accuracy: the classifier's accuracy on crops the pipeline detected in LymphoSim streams
+versus on LymphoSim test crops of the same sessions (the dataset's held-out test sessions
+when the model card names a simulated data set), and whether they agree within 1 point.
+
+    python benchmarks/realtime_bench.py accuracy --model RUN_OR_EXPORT --backend onnx --out runs/rt_acc.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _pin(cpu: int | None) -> list[int] | None:
+    """Pin this process to one core (and every library to one thread) for an honest 1-core number."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
+def _env() -> dict[str, Any]:
+    import onnxruntime
+    import scipy
+
+    cpu = ""
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                   if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+            "onnxruntime": onnxruntime.__version__, "cpu": cpu, "cpus_online": os.cpu_count(),
+            "loadavg_before": os.getloadavg() if hasattr(os, "getloadavg") else None}
+
+
+def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from lymphosort.realtime import Gate, RealtimeRunner, RunConfig, SimConfig, SimSource, load_backend
+
+    torch.set_num_threads(1)
+    env = _env()
+    env["affinity"] = _pin(args.cpu)
+    backend = load_backend(args.backend, args.model, threads=1)
+    classes = list(backend.classes)
+    sim = SimConfig(preset=args.preset, seed=args.seed, fps=args.fps, flow_px_per_frame=args.flow_px,
+                    cell_rate=args.cell_rate, p_pair=args.p_pair, pool_frames=args.pool_frames)
+    source = SimSource(sim)
+    cfg = RunConfig(duration_s=args.duration, realtime=not args.afap, queue_size=args.queue_size,
+                    drop="block" if args.afap else "oldest")
+    rep = RealtimeRunner(source, backend, Gate(len(classes) - 1, args.threshold), None, cfg).run()
+    env["loadavg_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    rep["sim"] = {**vars(sim), "render_s": source.render_s, "render_frames_per_s": sim.pool_frames / source.render_s,
+                  "offered_cells_per_s": sim.cells_per_s}
+    rep["env"] = env
+    rep["model"] = str(args.model)
+    return rep
+
+
+def _row(rep: dict[str, Any], cmd: str) -> str:
+    def f(v: Any, fmt: str = "{:.0f}") -> str:
+        return "n/a" if v is None else fmt.format(v)
+
+    return (f"| {rep['backend']} | {f(rep['sim']['fps'])} | {f(rep['cells_per_s'])} | {f(rep['p50_latency_us'])} | "
+            f"{f(rep['p99_latency_us'])} | {f(rep['max_latency_us'])} | {rep['dropped_frames']}/{rep['frames']} | "
+            f"{f(rep['detection_precision'], '{:.4f}')} | {f(rep['detection_recall'], '{:.4f}')} | "
+            f"{f(rep['accuracy'], '{:.4f}')} | {f(rep['sim']['render_frames_per_s'])} | `{cmd}` |")
+
+
+HEADER = ("| backend | frames/s offered | cells/s decided | p50 us | p99 us | max us | dropped/frames | "
+          "det. precision | det. recall | accuracy | sim render frames/s | command |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def accuracy(args: argparse.Namespace) -> dict[str, Any]:
+    from lymphosort.data.synth import get_preset, render_crops
+    from lymphosort.data.synth.writer import split_sessions
+    from lymphosort.realtime import Gate, RealtimeRunner, RunConfig, SimConfig, SimSource, load_backend
+    from lymphosort.realtime.runner import task_label_map
+
+    backend = load_backend(args.backend, args.model, threads=1)
+    card, lm = backend.card, task_label_map(backend.card)
+    if lm is None:
+        raise SystemExit("the model card names no task: cannot score accuracy")
+    data = card.get("data") or {}
+    preset = data.get("preset") or args.preset
+    if data.get("source") == "simulated" and "seed" in data:
+        sessions = split_sessions(int(data["seed"]), get_preset(preset))[1][: args.sessions]
+        which = f"held-out test sessions of data seed {data['seed']}"
+    else:
+        sessions = list(range(args.sessions))
+        which = "preset sessions 0..n-1 (card names no simulated data set)"
+    # 1) test crops of those sessions
+    imgs, labels, _ = render_crops(args.n_crops, seed=args.seed + 1, preset=preset, sessions=sessions)
+    y = np.array([lm.get(int(c), -1) for c in labels])
+    keep = y >= 0
+    probs = np.concatenate([backend.predict_proba(imgs[i:i + 256]) for i in range(0, len(imgs), 256)])
+    acc_crops = float((probs.argmax(1)[keep] == y[keep]).mean())
+    # 2) detected crops in flow streams of the same sessions (lossless replay, every cell decided)
+    n_ok = n_all = 0
+    per_stream = []
+    for k, sid in enumerate(sessions):
+        src = SimSource(SimConfig(preset=preset, seed=args.seed + 100 + k, session=sid, pool_frames=args.frames,
+                                  fps=1000.0, flow_px_per_frame=args.flow_px, cell_rate=args.cell_rate * 0.5))
+        rep = RealtimeRunner(src, backend, Gate(len(backend.classes) - 1), None,
+                             RunConfig(max_frames=args.frames, realtime=False, drop="block")).run()
+        if rep["accuracy"] is not None:
+            n_ok += round(rep["accuracy"] * rep["accuracy_n"])
+            n_all += rep["accuracy_n"]
+        per_stream.append({"session": sid, "accuracy": rep["accuracy"], "n": rep["accuracy_n"],
+                           "detection_recall": rep["detection_recall"],
+                           "detection_precision": rep["detection_precision"]})
+    acc_det = n_ok / n_all if n_all else None
+    diff = None if acc_det is None else acc_det - acc_crops
+    # binomial standard error of the difference: with ~1,000 detected crops it is ~1.3 points,
+    # so "within 1 point" needs several thousand crops to mean something (raise --frames)
+    se = None if not n_all else float(np.sqrt(acc_det * (1 - acc_det) / n_all + acc_crops * (1 - acc_crops) / keep.sum()))
+    return {"model": str(args.model), "backend": args.backend, "preset": preset, "sessions": sessions,
+            "sessions_from": which, "accuracy_test_crops": acc_crops, "n_test_crops": int(keep.sum()),
+            "accuracy_detected_crops": acc_det, "n_detected_crops": n_all, "difference": diff, "se_difference": se,
+            "within_1_point": None if diff is None else abs(diff) <= 0.01, "streams": per_stream}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="mode")
+    t = sub.add_parser("throughput")
+    a = sub.add_parser("accuracy")
+    for q in (t, a):
+        q.add_argument("--model", type=Path, required=True)
+        q.add_argument("--backend", default="onnx", choices=("torch", "onnx", "hls"))
+        q.add_argument("--preset", default="default")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--flow-px", type=float, default=96.0)
+        q.add_argument("--cell-rate", type=float, default=1.3)
+        q.add_argument("--out", type=Path, default=None)
+    t.add_argument("--fps", type=float, default=3700.0)
+    t.add_argument("--p-pair", type=float, default=0.15)
+    t.add_argument("--duration", type=float, default=30.0)
+    t.add_argument("--pool-frames", type=int, default=1500)
+    t.add_argument("--queue-size", type=int, default=8)
+    t.add_argument("--threshold", type=float, default=0.5)
+    t.add_argument("--cpu", type=int, default=0, help="pin to this core (default 0; -1: no pinning)")
+    t.add_argument("--afap", action="store_true", help="as fast as possible, lossless (max throughput)")
+    a.add_argument("--sessions", type=int, default=4)
+    a.add_argument("--frames", type=int, default=1000, help="frames per session stream")
+    a.add_argument("--n-crops", type=int, default=4000)
+    args = p.parse_args(argv)
+    if args.mode is None:
+        p.error("choose a mode: throughput or accuracy")
+    cmd = "python benchmarks/realtime_bench.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
+    t0 = time.perf_counter()
+    if args.mode == "throughput":
+        if args.cpu is not None and args.cpu < 0:
+            args.cpu = None
+        rep = throughput(args)
+    else:
+        rep = accuracy(args)
+    rep["command"] = cmd
+    rep["bench_wall_s"] = time.perf_counter() - t0
+    text = json.dumps(rep, indent=2, default=str)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n", encoding="utf-8")
+    if args.mode == "throughput":
+        keys = ("frames", "frames_processed", "dropped_frames", "decisions", "cells_per_s", "p50_latency_us",
+                "p99_latency_us", "max_latency_us", "late_decisions", "detection_precision", "detection_recall",
+                "accuracy", "purity", "yield", "stage_us_per_frame", "classify_us_per_cell")
+        print(json.dumps({k: rep.get(k) for k in keys} | {"render_frames_per_s": rep["sim"]["render_frames_per_s"],
+                                                          "env": rep["env"]}, indent=1, default=str))
+        print(HEADER)
+        print(_row(rep, cmd))
+    else:
+        print(json.dumps({k: v for k, v in rep.items() if k != "streams"}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

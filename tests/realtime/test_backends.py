@@ -41,6 +41,31 @@ def test_registry_and_errors(tmp_path: Path, tiny_run: Path) -> None:
         load_backend("torch", tiny_run).predict_proba(np.zeros((2, 64, 64), np.float32))
 
 
+def test_hls_backend_is_the_bit_exact_fixed_point_model(tmp_path: Path) -> None:
+    pytest.importorskip("brevitas", reason="brevitas (fpga extra) is needed to build a quantised student")
+    import json
+
+    import torch
+
+    import lymphosort.models.quant  # noqa: F401  (registers the '-q<bits>' students)
+    from lymphosort.export.fixedpoint import from_quant_model
+    from lymphosort.models import create_model
+    from lymphosort.train.checkpoint import ModelCard
+
+    torch.manual_seed(0)
+    m = create_model("tiny-32-q8").eval()
+    fp = from_quant_model(m, classes=["B", "T"])
+    fp.save(tmp_path)
+    card = ModelCard.from_model(m, task="t-vs-b", classes=["B", "T"])
+    (tmp_path / "model.json").write_text(json.dumps(card.to_dict()))
+    hls = load_backend("hls", tmp_path)
+    images, _ = _crops(8)
+    got = hls.predict_proba(images)
+    assert hls.classes == ["B", "T"] and got.shape == (8, 2)
+    np.testing.assert_allclose(got, fp.predict_proba(images), atol=1e-6)
+    assert np.array_equal(got.argmax(1), fp.predict_logits(images).argmax(1))
+
+
 def test_hls_backend_needs_a_bundle(tmp_path: Path) -> None:
     try:
         import lymphosort.export.fixedpoint  # noqa: F401

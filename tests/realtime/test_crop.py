@@ -37,3 +37,13 @@ def test_numpy_preprocessor_matches_to_model_input(size: int) -> None:
 def test_preprocessor_rejects_wrong_shape() -> None:
     with pytest.raises(ValueError):
         Preprocessor(32, 0.5, 0.25)(np.zeros((2, 32, 32), np.uint8))
+
+
+def test_edge_crops_equal_padding_by_edge_replication() -> None:
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (96, 320), dtype=np.uint8)
+    padded = np.pad(img, 64, mode="edge")
+    for cx, cy in [(5.0, 5.0), (318.0, 90.0), (160.0, 2.0), (40.0, 95.0), (-10.0, 48.0), (330.0, -3.0)]:
+        x0, y0 = int(round(cx - 31.5)), int(round(cy - 31.5))
+        ref = padded[y0 + 64:y0 + 128, x0 + 64:x0 + 128]
+        np.testing.assert_array_equal(crop_cells(img, [(cx, cy)])[0], ref)

@@ -26,15 +26,28 @@ def crop_cells(image: np.ndarray, centers: list[tuple[float, float]] | np.ndarra
     h, w = image.shape
     out = np.empty((len(centers), size, size), dtype=np.uint8)
     half = (size - 1) / 2
-    ar = np.arange(size)
     for i, (cx, cy) in enumerate(centers):
         x0, y0 = int(round(cx - half)), int(round(cy - half))
         if 0 <= x0 and x0 + size <= w and 0 <= y0 and y0 + size <= h:
             out[i] = image[y0:y0 + size, x0:x0 + size]
-        else:
-            rows = np.clip(ar + y0, 0, h - 1)
-            cols = np.clip(ar + x0, 0, w - 1)
-            out[i] = image[rows[:, None], cols[None, :]]
+            continue
+        # copy the part inside the frame, then repeat its outermost rows / columns outwards
+        ya, yb = min(max(0, y0), h - 1), max(min(h, y0 + size), 1)
+        xa, xb = min(max(0, x0), w - 1), max(min(w, x0 + size), 1)
+        ra, rb = ya - y0, ya - y0 + (yb - ya)  # rows of `out` the frame covers
+        ca, cb = xa - x0, xa - x0 + (xb - xa)
+        o = out[i]
+        o[max(0, ra):min(size, rb), max(0, ca):min(size, cb)] = image[
+            ya + max(0, -ra):yb - max(0, rb - size), xa + max(0, -ca):xb - max(0, cb - size)]
+        ra, rb, ca, cb = max(0, ra), min(size, rb), max(0, ca), min(size, cb)
+        if ca > 0:
+            o[ra:rb, :ca] = o[ra:rb, ca:ca + 1]
+        if cb < size:
+            o[ra:rb, cb:] = o[ra:rb, cb - 1:cb]
+        if ra > 0:
+            o[:ra] = o[ra]
+        if rb < size:
+            o[rb:] = o[rb - 1]
     return out
 
 

@@ -11,10 +11,15 @@ pytest.importorskip("brevitas")
 
 from lymphosort.errors import ConfigError  # noqa: E402
 from lymphosort.models import create_model, list_models  # noqa: E402
-from lymphosort.models.quant import float_name, quant_name, quantize_from_float  # noqa: E402
+
+# lymphosort.models.quant is imported inside the tests: importing it registers the quantised
+# twins, and test_registry's float-student checks are parametrised at collection time.
 
 
 def test_registered_twins_and_names() -> None:
+    from lymphosort.models.quant import float_name, quant_name
+
+    create_model("tiny-32-q8")  # first use registers the twins
     names = list_models("student")
     assert {"tiny-32-q8", "tiny-32-q4", "paper-student2-q8", "tiny-64-q4"} <= set(names)
     assert quant_name("tiny-32", 4) == "tiny-32-q4" and float_name("tiny-32-q4") == "tiny-32"
@@ -50,6 +55,8 @@ def test_per_layer_bits_and_checkpoint_round_trip(tmp_path: Path) -> None:
 
 
 def test_quantize_from_float_keeps_the_float_weights() -> None:
+    from lymphosort.models.quant import quantize_from_float
+
     torch.manual_seed(0)
     f = create_model("tiny-32")
     q = quantize_from_float(f, bits=8)

@@ -33,12 +33,12 @@ def write_disc_root(root: Path, n_train: int = 150, n_test: int = 120) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def disc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_disc_root(tmp_path_factory.mktemp("discs"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def t4_run(disc_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny-32 'T4 vs B' run: random conv features, head fitted on the t4-vs-b train split."""
     from lymphosort.data.lymphomnist import load_split
@@ -52,7 +52,7 @@ def t4_run(disc_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     va = load_split(disc_root, "val", "t4-vs-b")
     cache = FeatureCache(model)
     _fit_head(model.head, cache.get(tr), tr.labels, cache.get(va), va.labels,
-              lr=0.05, weight_decay=0.0, max_steps=300, patience=30, seed=0)
+              lr=0.05, weight_decay=0.0, max_steps=200, patience=10, seed=0)
     run = tmp_path_factory.mktemp("t4run")
     card = ModelCard.from_model(model, task="t4-vs-b", classes=["B", "T"], data=dict(tr.provenance),
                                 split_id=tr.split_id, config={"augment": None})

@@ -43,7 +43,7 @@ def test_draw_shots_balanced_nested_deterministic() -> None:
 def test_linear_run_folder_and_shots_never_meet_validation(t4_run: Path, disc_root: Path, tmp_path: Path) -> None:
     data = lymphomnist_data(disc_root, "t8-vs-b")
     out = tmp_path / "ft"
-    t = finetune(t4_run, data, FinetuneConfig(mode="linear", shots=5, seed=1, n_boot=50), out)
+    t = finetune(t4_run, data, FinetuneConfig(mode="linear", shots=5, seed=1, n_boot=50, head_steps=100), out)
     # Shots are rows of the train file, validation rows of the test file's val part: by
     # construction disjoint; check by indices that they are exactly what they claim.
     train_rows = set(data.pool.indices.tolist())

@@ -362,7 +362,9 @@ def _fit_head(
                 recalls = [float((pred[y_val == c] == c).float().mean()) for c in torch.unique(y_val)]
                 v_bacc = float(np.mean(recalls))
             history.append({"step": step, "val_loss": v_loss, "val_bacc": v_bacc})
-            if (v_bacc, -v_loss) > (best[0], -best[1]):
+            # A loss gain counts only if it is real (>1%): separable shots would otherwise
+            # "improve" forever as the logits grow.
+            if v_bacc > best[0] or (v_bacc == best[0] and v_loss < best[1] * 0.99):
                 best, bad = (v_bacc, v_loss), 0
                 best_state = {k: v.clone() for k, v in head.state_dict().items()}
             else:
@@ -405,7 +407,7 @@ class FinetuneConfig:
     augment: dict[str, Any] | None = None
     reset_head: bool = False
     #: linear mode: most full-batch head steps.
-    head_steps: int = 1000
+    head_steps: int = 500
     n_boot: int = 1000
 
     def resolved_lr(self) -> float:
@@ -505,7 +507,7 @@ def finetune(
             lr=cfg.resolved_lr(),
             weight_decay=cfg.weight_decay,
             max_steps=cfg.head_steps,
-            patience=cfg.patience if cfg.patience is not None else 10,
+            patience=cfg.patience if cfg.patience is not None else 5,
             seed=cfg.seed,
         )
         model.eval()

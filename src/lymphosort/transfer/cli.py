@@ -1,0 +1,170 @@
+"""`lymphosort transfer zero-shot | finetune | few-shot`: adapt a trained run to another task."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from lymphosort.data.info import TASKS
+
+__all__ = ["register"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_ROOT = "data/lymphosim"
+
+
+def _data(args: argparse.Namespace) -> Any:
+    from lymphosort.transfer.finetune import folder_data, lymphomnist_data
+
+    if args.data_folder is not None:
+        classes = args.classes.split(",") if args.classes else None
+        return folder_data(args.data_folder, classes=classes, split_seed=args.split_seed)
+    return lymphomnist_data(args.data_root, args.task)
+
+
+def _base_cfg(args: argparse.Namespace) -> Any:
+    from lymphosort.transfer.finetune import FinetuneConfig
+
+    return FinetuneConfig(
+        lr=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        patience=args.patience,
+        max_val_samples=None if args.max_val_samples == 0 else args.max_val_samples,
+        reset_head=args.reset_head,
+        n_boot=args.n_boot,
+        head_steps=args.head_steps,
+    )
+
+
+def _fmt(m: dict[str, Any], key: str) -> str:
+    v = m.get(key)
+    iv = (m.get("intervals") or {}).get(key)
+    if v is None:
+        return f"{key} n/a"
+    return f"{key} {v:.4f}" + (f" [{iv[0]:.4f}, {iv[1]:.4f}]" if iv else "")
+
+
+def _zero_shot(args: argparse.Namespace) -> int:
+    from lymphosort.transfer.zeroshot import zero_shot
+
+    r = zero_shot(args.run, args.task, args.data_root, args.out, n_boot=args.n_boot, latency=not args.no_latency)
+    z = r["zero_shot"]
+    print(f"{r['model']} ({z['source_task']}) zero-shot on {r['task']} test (n={r['n']})")
+    print(f"  {_fmt(r, 'accuracy')}  {_fmt(r, 'balanced_accuracy')}  {_fmt(r, 'roc_auc')}")
+    op = z.get("operating_point")
+    if op:
+        t = op["test"]
+        print(f"  threshold chosen on val: {op['threshold']:.4f} -> test {_fmt(t, 'balanced_accuracy')}  {_fmt(t, 'accuracy')}")
+    c = z["calibration"]
+    print(
+        f"  temperature {c['temperature']:.3f} (val NLL): test ECE {c['test_ece']['before']:.4f} -> "
+        f"{c['test_ece']['after']:.4f}, NLL {c['test_nll']['before']:.4f} -> {c['test_nll']['after']:.4f}"
+    )
+    print(f"  wrote {r['out']}")
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from lymphosort.errors import ConfigError
+    from lymphosort.transfer.finetune import finetune, parse_shots, redistill
+
+    data = _data(args)
+    seeds = args.seeds or [0]
+    base = _base_cfg(args)
+    shots = parse_shots(args.shots)
+    for seed in seeds:
+        out = Path(args.out) if len(seeds) == 1 else Path(args.out) / f"seed{seed}"
+        cfg = dataclasses.replace(base, mode=args.mode, shots=shots, seed=seed)
+        if args.distill_into:
+            if args.mode == "linear":
+                raise ConfigError("--distill-into fine-tunes the teacher first; use --mode partial or full")
+            t = finetune(args.run, data, cfg, out / "teacher", quiet=args.quiet)
+            s = redistill(out / "teacher", args.distill_into, data, cfg, out, quiet=args.quiet)
+            print(f"seed {seed}: teacher {_fmt(t['test'], 'accuracy')}; re-distilled student {_fmt(s['test'], 'accuracy')}  -> {out}")
+        else:
+            r = finetune(args.run, data, cfg, out, quiet=args.quiet, full_report=not args.no_report)
+            print(f"seed {seed}: {args.mode} K={r['shots']} on {r['task']}: {_fmt(r['test'], 'accuracy')}  "
+                  f"{_fmt(r['test'], 'roc_auc')}  -> {out}")
+    return 0
+
+
+def _few_shot(args: argparse.Namespace) -> int:
+    from lymphosort.transfer.fewshot import few_shot
+    from lymphosort.transfer.finetune import parse_shots
+
+    curve = few_shot(
+        args.run, _data(args), args.out,
+        shots=[parse_shots(s) for s in args.shots], modes=args.modes, seeds=args.seeds,
+        base=_base_cfg(args), quiet=args.quiet,
+    )
+    from lymphosort.transfer.fewshot import table_markdown
+
+    print(table_markdown(curve))
+    print(f"wrote {Path(args.out) / 'curve.json'}, curve.png, table.md")
+    return 0
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", default=DEFAULT_DATA_ROOT, help="LymphoMNIST root (default: %(default)s)")
+    p.add_argument("--data-folder", type=Path, default=None,
+                   help="lab folder of class subfolders (or path,label CSV): new cell types; split here into "
+                   "shot pool / 20%% val / 30%% test per class, deterministically")
+    p.add_argument("--classes", default=None, help="comma-separated class order for --data-folder")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the --data-folder split")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lr", type=float, default=None, help="default: linear 1e-2, partial 1e-3, full 3e-4")
+    p.add_argument("--epochs", type=int, default=None, help="partial/full (default 15 short epochs for K<=100, 4 for all)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--patience", type=int, default=None, help="early-stopping patience on val balanced accuracy")
+    p.add_argument("--max-val-samples", type=int, default=2000, help="stratified cap on validation (0 = all)")
+    p.add_argument("--reset-head", action="store_true", help="start from a fresh head even when the classes match")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--head-steps", type=int, default=500, help="linear mode: most full-batch head steps")
+    p.add_argument("--quiet", action="store_true", help="less Lightning output")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("transfer", help="zero-shot transfer, fine-tuning and few-shot curves")
+    sub = p.add_subparsers(dest="transfer_command", metavar="ACTION", required=True)
+
+    z = sub.add_parser("zero-shot", help="evaluate a run on another task without training (+ threshold, calibration)")
+    z.add_argument("run", type=Path, help="run folder (teacher or student)")
+    z.add_argument("--task", required=True, choices=tuple(TASKS))
+    z.add_argument("--data-root", default=DEFAULT_DATA_ROOT)
+    z.add_argument("--out", type=Path, default=None, help="default: RUN/zero-shot/TASK")
+    z.add_argument("--n-boot", type=int, default=1000)
+    z.add_argument("--no-latency", action="store_true")
+    z.set_defaults(func=_zero_shot)
+
+    f = sub.add_parser("finetune", help="fine-tune a run on K labelled cells per class")
+    f.add_argument("run", type=Path)
+    f.add_argument("--task", default="t8-vs-b", choices=tuple(TASKS), help="ignored with --data-folder")
+    f.add_argument("--mode", choices=("linear", "partial", "full"), default="linear")
+    f.add_argument("--shots", default="25", help="cells per class, or 'all'")
+    f.add_argument("--seeds", type=int, nargs="+", default=None, help="one run per seed (OUT/seedS when several)")
+    f.add_argument("--out", required=True, type=Path)
+    f.add_argument("--distill-into", type=Path, default=None, metavar="STUDENT_RUN",
+                   help="fine-tune RUN (a teacher) into OUT/teacher, then re-distil into this student on the same shots")
+    f.add_argument("--no-report", action="store_true", help="skip the evaluate report (plots) in OUT/eval")
+    _add_data_args(f)
+    _add_train_args(f)
+    f.set_defaults(func=_finetune)
+
+    g = sub.add_parser("few-shot", help="the K x mode x seed grid: curve (PNG, JSON) and a markdown table")
+    g.add_argument("run", type=Path)
+    g.add_argument("--task", default="t8-vs-b", choices=tuple(TASKS))
+    g.add_argument("--shots", nargs="+", default=["5", "10", "25", "100", "all"])
+    g.add_argument("--modes", nargs="+", choices=("linear", "partial", "full"), default=["linear", "partial", "full"])
+    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    g.add_argument("--out", required=True, type=Path)
+    _add_data_args(g)
+    _add_train_args(g)
+    g.set_defaults(func=_few_shot)

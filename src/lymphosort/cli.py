@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lymphosort.distill.cli",
     "lymphosort.evaluate.cli",
     "lymphosort.export.cli",
+    "lymphosort.transfer.cli",
     "lymphosort.realtime.cli",
     "lymphosort.pipeline",
 )

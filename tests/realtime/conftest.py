@@ -14,7 +14,7 @@ REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny(tmp_path_factory.mktemp("rt") / "run", n=600, epochs=4)
+    return train_tiny(tmp_path_factory.mktemp("rt") / "run", n=400, epochs=3)
 
 
 @pytest.fixture(scope="session")

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--p-pair", type=float, default=0.15)
     t.add_argument("--duration", type=float, default=30.0)
     t.add_argument("--pool-frames", type=int, default=1500)
-    t.add_argument("--queue-size", type=int, default=8)
+    t.add_argument("--queue-size", type=int, default=4)
     t.add_argument("--threshold", type=float, default=0.5)
     t.add_argument("--cpu", type=int, default=0, help="pin to this core (default 0; -1: no pinning)")
     t.add_argument("--afap", action="store_true", help="as fast as possible, lossless (max throughput)")

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sort-class", default=None, help="class name to sort (default: the last class)")
     p.add_argument("--as-fast-as-possible", action="store_true",
                    help="do not pace the source at its frame rate (throughput runs)")
-    p.add_argument("--queue-size", type=int, default=8)
+    p.add_argument("--queue-size", type=int, default=4, help="frames buffered (~deadline x fps; default 4)")
     p.add_argument("--drop", default="oldest", choices=("oldest", "newest", "block"))
     p.add_argument("--deadline-us", type=float, default=1000.0)
     p.add_argument("--trigger-x", type=float, default=None, help="trigger line, px from the left (default 40%% of width)")

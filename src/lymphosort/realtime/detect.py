@@ -43,7 +43,7 @@ class DetectorConfig:
     merge_gap: float = 4.0  # px; fragments (dark body, bright halo) within about this form one blob
     edge_margin: int = 1  # px; a box within this of the left/right frame edge is partly out of view
     bg_alpha: float = 0.05  # running-mean rate per background update
-    bg_every: int = 4  # update the background every N frames (it changes slowly; saves time)
+    bg_every: int = 16  # update the background every N frames (it drifts over 100s of frames)
     still_smooth: float = 1.0  # Gaussian sigma (px) before thresholding a still image
     still_min_area: float = 150.0  # px; in stills the smoothed mask of a debris dot reaches ~100
 

@@ -46,7 +46,7 @@ class RunConfig:
     duration_s: float | None = None  # source seconds (real-time) or wall seconds (as fast as possible)
     max_frames: int | None = None
     realtime: bool = True  # pace the source at its fps; False: as fast as the queue takes them
-    queue_size: int = 8  # frames between producer and consumer
+    queue_size: int = 4  # frames between producer and consumer: ~deadline x fps (older frames are useless)
     drop: DropPolicy = "oldest"
     deadline_us: float = 1000.0  # a decision later than this counts as late (reported)
     crop_size: int = CROP_SIZE

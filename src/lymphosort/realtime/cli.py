@@ -36,14 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--drop", default="oldest", choices=("oldest", "newest", "block"))
     p.add_argument("--deadline-us", type=float, default=1000.0)
     p.add_argument("--trigger-x", type=float, default=None, help="trigger line, px from the left (default 40%% of width)")
-    p.add_argument("--fps", type=float, default=None, help="frame rate of the source (sim default 3700)")
+    p.add_argument("--fps", type=float, default=None, help="frame rate of the source (sim default 3900)")
     p.add_argument("--still", action="store_true",
                    help="images are independent stills (crops): detect with a background from each image")
     s = p.add_argument_group("LymphoSim source")
     s.add_argument("--preset", default="default")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--flow-px", type=float, default=96.0, help="px per frame (default %(default)s)")
-    s.add_argument("--cell-rate", type=float, default=1.3, help="cells entering per frame (default %(default)s)")
+    s.add_argument("--flow-px", type=float, default=128.0, help="px per frame (default %(default)s)")
+    s.add_argument("--cell-rate", type=float, default=1.7, help="cells entering per frame (default %(default)s)")
     s.add_argument("--p-pair", type=float, default=0.15)
     s.add_argument("--width", type=int, default=320)
     s.add_argument("--height", type=int, default=96)
@@ -103,7 +103,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             threshold = 0.5 if args.threshold is None else args.threshold
         if args.source == "sim":
             sim = SimConfig(preset=args.preset, seed=args.seed, height=args.height, width=args.width,
-                            fps=args.fps or 3700.0, flow_px_per_frame=args.flow_px, cell_rate=args.cell_rate,
+                            fps=args.fps or 3900.0, flow_px_per_frame=args.flow_px, cell_rate=args.cell_rate,
                             p_pair=args.p_pair, pool_frames=args.pool_frames)
             if not args.quiet:
                 print(f"rendering {sim.pool_frames} LymphoSim frames ...", file=sys.stderr)

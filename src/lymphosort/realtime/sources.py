@@ -84,17 +84,18 @@ def load_grey(path: str | Path) -> np.ndarray:
 @dataclass(frozen=True)
 class SimConfig:
     """A LymphoSim flow stream. Defaults are the fast-flow operating point of the throughput
-    benchmark: cells move 96 px/frame (seen 3-4 times in a 320 px strip) and 1.3 arrivals per
-    frame (1.5 cells with doublets), i.e. ~5,500 cells/s at 3,700 frames/s. Few fast frames
-    per cell keep the per-frame cost (detection on the whole strip) small per cell."""
+    benchmark: cells move 128 px/frame (seen 2-3 times in a 320 px strip) and 1.7 arrivals per
+    frame (~2 cells with doublets; ~1.3 decisions per frame, clusters decided as one) at
+    3,900 frames/s: ~5,000 decisions/s. Few fast frames per cell keep the per-frame cost
+    (detection over the whole strip) small per decision."""
 
     preset: str = "default"
     seed: int = 0
     height: int = 96
     width: int = 320
-    fps: float = 3700.0
-    flow_px_per_frame: float = 96.0
-    cell_rate: float = 1.3  # mean arrivals per frame (Poisson)
+    fps: float = 3900.0
+    flow_px_per_frame: float = 128.0
+    cell_rate: float = 1.7  # mean arrivals per frame (Poisson)
     p_pair: float = 0.15
     session: int | None = None
     #: frames rendered once and replayed cyclically (rendering is slower than the pipeline);

@@ -63,6 +63,22 @@ def test_killed_run_resumes_at_first_unfinished_stage(tmp_path: Path) -> None:
     assert calls == ["b", "c"]
 
 
+def test_partial_outputs_kept_for_same_key_and_dropped_when_config_changes(tmp_path: Path) -> None:
+    calls: list[str] = []
+    with pytest.raises(RuntimeError):
+        run_stages(_make_stages(calls, fail_in="b"), tmp_path, _config(), console=lambda s: None)
+    partial = tmp_path / "stages" / "b" / "partial.ckpt"
+    partial.write_text("half-trained")
+    # Same config: a killed stage finds its partial work again (resume).
+    with pytest.raises(RuntimeError):
+        run_stages(_make_stages(calls, fail_in="b"), tmp_path, _config(), console=lambda s: None)
+    assert partial.exists()
+    # Changed config: the partial work belongs to another configuration and is dropped.
+    with pytest.raises(RuntimeError):
+        run_stages(_make_stages(calls, fail_in="b"), tmp_path, _config(b=11), console=lambda s: None)
+    assert not partial.exists()
+
+
 def test_force_reruns_everything(tmp_path: Path) -> None:
     calls: list[str] = []
     run_stages(_make_stages(calls), tmp_path, _config(), console=lambda s: None)

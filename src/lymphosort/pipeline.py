@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +24,53 @@ from lymphosort.errors import ConfigError
 log = logging.getLogger(__name__)
 
 #: Presets: the config every stage reads its slice from. `quick` fits `make demo` on
-#: 2 CPU cores; `paper` reproduces the reference project's settings (GPU + real data).
+#: 2 CPU cores (small subsets, few epochs: a demonstration, not the benchmark numbers);
+#: `paper` reproduces the reference project's settings (ResNet-50 @120 teacher, its
+#: students, its recipe as a baseline) for users with a GPU and the real data.
 PRESETS: Mapping[str, Mapping[str, Any]] = {
     "quick": {
-        "data": {"preset": "default", "n_train": 64_000, "n_test": 16_000, "seed": 0},
+        "data": {"preset": "default", "n_train": 24_000, "n_test": 8_000, "seed": 0},
+        "teacher": {"model": "compact-teacher", "epochs": 3, "max_train_samples": 12_000, "batch_size": 128, "seed": 0},
+        "students": {
+            "epochs": 3,
+            "max_train_samples": 8_000,
+            "batch_size": 128,
+            "seed": 0,
+            "rows": [["tiny-32", "kd", None], ["compact-student", "kd", None], ["tiny-32", "kd", 8]],
+            "latency_repeats": 15,
+        },
+        "transfer": {"task": "t8-vs-b", "shots": [5, 25, None], "modes": ["linear"], "seeds": [0, 1], "n_boot": 200},
+        "export": {"n_check": 2000, "clock_ns": 5.0},
+        "realtime": {"duration": 5.0, "pool_frames": 300, "backend": "onnx"},
+        "embedding": {"n": 1000, "method": "tsne"},
     },
     "paper": {
         "data": {"preset": "default", "n_train": 64_000, "n_test": 16_000, "seed": 0},
+        "teacher": {"model": "paper-teacher", "epochs": 30, "max_train_samples": None, "batch_size": 64, "seed": 0},
+        "students": {
+            "epochs": 30,
+            "max_train_samples": None,
+            "batch_size": 128,
+            "seed": 0,
+            "rows": [
+                ["paper-student1", "kd", None],
+                ["paper-student2", "paper", None],
+                ["paper-student2", "kd", None],
+                ["tiny-32", "kd", None],
+                ["tiny-32", "kd", 8],
+            ],
+            "latency_repeats": 30,
+        },
+        "transfer": {
+            "task": "t8-vs-b",
+            "shots": [5, 10, 25, 100, None],
+            "modes": ["linear", "partial", "full"],
+            "seeds": [0, 1, 2],
+            "n_boot": 1000,
+        },
+        "export": {"n_check": 2000, "clock_ns": 5.0},
+        "realtime": {"duration": 30.0, "pool_frames": 1500, "backend": "onnx"},
+        "embedding": {"n": 2000, "method": "tsne"},
     },
 }
 
@@ -106,7 +147,13 @@ def run_stages(
                 outputs[stage.name] = record["outputs"]
                 continue
         console(f"{header}: running")
+        # Outputs of a different configuration are stale; those of the same key are a killed
+        # run's partial work, kept so the stage can resume (e.g. training from last.ckpt).
+        key_file = out_dir / ".key"
+        if out_dir.exists() and (force or not key_file.exists() or key_file.read_text() != key):
+            shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(key)
         t0 = time.perf_counter()
         ctx = StageContext(run_dir, out_dir, config, {d: outputs[d] for d in stage.deps}, options or {})
         result = dict(stage.fn(ctx))
@@ -145,28 +192,224 @@ def stage_data(ctx: StageContext) -> dict[str, Any]:
 
         root = ctx.out_dir / "lymphosim"
         write_lymphomnist(root, n_train=cfg["n_train"], n_test=cfg["n_test"], seed=cfg["seed"], preset=cfg["preset"])
-    return _data_card(root, ctx.out_dir)
+    return _data_card(ctx, root)
 
 
-def _data_card(root: Path, out_dir: Path) -> dict[str, Any]:
+def _data_card(ctx: StageContext, root: Path) -> dict[str, Any]:
     from lymphosort.data import lymphomnist
     from lymphosort.data.cli import write_sample_grid
 
-    card: dict[str, Any] = {"root": str(root), "provenance": lymphomnist.read_provenance(root), "splits": {}}
+    out_dir = ctx.out_dir
+    card: dict[str, Any] = {"root": _rel(ctx, root), "provenance": lymphomnist.read_provenance(root), "splits": {}}
     for split in ("train", "val", "test"):
         data = lymphomnist.load_split(root, split, "3-class")
         counts = data.labels.bincount(minlength=len(data.classes)).tolist()
         card["splits"][split] = {"n": len(data.labels), "counts": dict(zip(data.classes, counts)), "split_id": data.split_id}
     grid = out_dir / "samples.png"
     write_sample_grid(root, grid, split="test", n=8)
-    card["sample_grid"] = str(grid)
+    card["sample_grid"] = _rel(ctx, grid)
     (out_dir / "data_card.json").write_text(json.dumps(card, indent=2))
     return card
 
 
-#: The stages of the main job, in data-flow order. Later issues append theirs here.
+def _rel(ctx: StageContext, path: Path | str) -> str:
+    """Paths in stage records are relative to the run folder, so a moved run still reports."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(ctx.run_dir.resolve()))
+    except ValueError:
+        return str(p.resolve())
+
+
+def _abs(ctx: StageContext, path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else ctx.run_dir / p
+
+
+def _cli(args: list[str]) -> None:
+    """Run a lymphosort subcommand in this process; the stage fails if it does."""
+    from lymphosort.cli import main
+
+    if main(args) != 0:
+        raise ConfigError(f"stage command failed: lymphosort {' '.join(args)}")
+
+
+_METRIC_KEYS = ("n", "accuracy", "balanced_accuracy", "f1", "roc_auc", "ece", "confusion", "intervals", "class_names")
+
+
+def _metrics_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: metrics[k] for k in _METRIC_KEYS if k in metrics}
+
+
+def stage_teacher(ctx: StageContext) -> dict[str, Any]:
+    """The T4-vs-B teacher, through `train.fit` (resumes from last.ckpt after a kill)."""
+    from lymphosort.train.config import TrainConfig
+    from lymphosort.train.fit import LAST_CKPT, fit
+
+    c = ctx.config["teacher"]
+    run = ctx.out_dir / "run"
+    cfg = TrainConfig(
+        model=c["model"], task="t4-vs-b", data_root=str(_abs(ctx, ctx.upstream["data"]["root"])),
+        epochs=c["epochs"], batch_size=c["batch_size"], max_train_samples=c["max_train_samples"], seed=c["seed"],
+    )
+    result = fit(cfg, run, resume=(run / LAST_CKPT).is_file(), quiet=True)
+    eval_dir = run / "eval" / "t4-vs-b-test"
+    return {
+        "run": _rel(ctx, run),
+        "model": c["model"],
+        "metrics": _metrics_summary(result.test_metrics or {}),
+        "curves": _rel(ctx, run / "curves.png"),
+        "plots": {k: _rel(ctx, eval_dir / f"{k}.png") for k in ("roc", "confusion", "reliability")},
+    }
+
+
+def _student_rows(ctx: StageContext) -> list[tuple[str, str, list[str], Path]]:
+    from lymphosort.evaluate.compare import distill_command
+
+    c = ctx.config["students"]
+    teacher = _abs(ctx, ctx.upstream["teacher"]["run"])
+    root = _abs(ctx, ctx.upstream["data"]["root"])
+    rows = []
+    for student, method, bits in c["rows"]:
+        key = f"{student}-{method}" + (f"-q{bits}" if bits else "")
+        label = f"{student} ({method}" + (f", {bits}-bit QAT)" if bits else ")")
+        out = ctx.out_dir / key
+        cmd = distill_command(teacher, student, method, out, data_root=root, epochs=c["epochs"], seed=c["seed"],
+                              qat_bits=bits, max_train_samples=c["max_train_samples"], batch_size=c["batch_size"])
+        rows.append((key, label, cmd, out))
+    return rows
+
+
+def stage_students(ctx: StageContext) -> dict[str, Any]:
+    """Distil each configured student (`lymphosort distill`), then compare side by side."""
+    import shutil
+
+    from lymphosort.evaluate.compare import RunRow, compare_runs
+
+    runs = [RunRow("teacher", f"{ctx.upstream['teacher']['model']} (teacher)", _abs(ctx, ctx.upstream["teacher"]["run"]),
+                   "lymphosort pipeline (teacher stage)")]
+    for key, label, cmd, out in _student_rows(ctx):
+        if not (out / "metrics.json").is_file():
+            if out.exists() and not (out / "last.ckpt").is_file():
+                shutil.rmtree(out)  # a run killed before its first checkpoint: start it again
+            _cli(cmd + (["--resume"] if (out / "last.ckpt").is_file() else []))
+        runs.append(RunRow(key, label, out, "lymphosort " + " ".join(cmd)))
+    table = compare_runs(runs, latency_repeats=ctx.config["students"]["latency_repeats"])
+    (ctx.out_dir / "compare.json").write_text(json.dumps(table, indent=2, default=str))
+    for row in table["rows"]:
+        row["run"] = _rel(ctx, row["run"])
+    return {
+        "rows": table["rows"],
+        "curves": {r["label"]: _rel(ctx, _abs(ctx, r["run"]) / "curves.png") for r in table["rows"]},
+        "latency": table["latency"],
+    }
+
+
+def _student_run(ctx: StageContext, quantised: bool) -> Path:
+    """The first tiny student row (float or QAT): what goes to ONNX, the FPGA and the sorter."""
+    for row in ctx.upstream["students"]["rows"]:
+        if row["key"] == "teacher":
+            continue
+        if ("-q" in row["key"]) == quantised and row["model"].startswith(("tiny", "paper-student2")):
+            return _abs(ctx, row["run"])
+    raise ConfigError(f"no {'QAT' if quantised else 'float'} tiny student among the pipeline's student rows")
+
+
+def stage_transfer(ctx: StageContext) -> dict[str, Any]:
+    """Zero-shot T8 vs B (teacher and tiny student) and the few-shot curve of the teacher."""
+    from lymphosort.transfer.fewshot import few_shot
+    from lymphosort.transfer.finetune import FinetuneConfig, lymphomnist_data
+    from lymphosort.transfer.zeroshot import zero_shot
+
+    c = ctx.config["transfer"]
+    root = _abs(ctx, ctx.upstream["data"]["root"])
+    teacher = _abs(ctx, ctx.upstream["teacher"]["run"])
+    zs = {}
+    for name, run in (("teacher", teacher), ("student", _student_run(ctx, quantised=False))):
+        m = zero_shot(run, c["task"], root, ctx.out_dir / "zero-shot" / name, n_boot=c["n_boot"], latency=False)
+        zs[name] = {**_metrics_summary(m), **{k: m["zero_shot"].get(k) for k in ("operating_point", "calibration")}}
+    fs_dir = ctx.out_dir / "few-shot"
+    few_shot(teacher, lymphomnist_data(root, c["task"]), fs_dir, shots=c["shots"], modes=c["modes"],
+             seeds=c["seeds"], base=FinetuneConfig(n_boot=c["n_boot"]))
+    return {
+        "task": c["task"],
+        "zero_shot": zs,
+        "few_shot": {k: _rel(ctx, fs_dir / f) for k, f in
+                     (("curve_json", "curve.json"), ("curve_png", "curve.png"), ("table_md", "table.md"))},
+    }
+
+
+def stage_export(ctx: StageContext) -> dict[str, Any]:
+    """ONNX of the float tiny student; hls4ml bundle of its QAT twin, checked bit for bit."""
+    from lymphosort.export.cli import export_hls_run, export_onnx_run
+
+    c = ctx.config["export"]
+    root = _abs(ctx, ctx.upstream["data"]["root"])
+    onnx = export_onnx_run(_student_run(ctx, quantised=False), ctx.out_dir / "onnx", data_root=root, n_check=c["n_check"])
+    hls = export_hls_run(_student_run(ctx, quantised=True), ctx.out_dir / "hls", data_root=root,
+                         n_check=c["n_check"], clock_ns=c["clock_ns"])
+    rows = {r["key"]: r for r in ctx.upstream["students"]["rows"]}
+    float_row = next(r for r in rows.values() if _abs(ctx, r["run"]) == _student_run(ctx, quantised=False))
+    qat_row = next(r for r in rows.values() if _abs(ctx, r["run"]) == _student_run(ctx, quantised=True))
+    for rec, d in ((onnx, "onnx"), (hls, "hls")):
+        rec.pop("out", None)
+        rec["dir"] = _rel(ctx, ctx.out_dir / d)
+    return {
+        "onnx": onnx,
+        "hls": hls,
+        "quant": {"float_model": float_row["label"], "float_accuracy": float_row["accuracy"],
+                  "qat_model": qat_row["label"], "qat_accuracy": qat_row["accuracy"]},
+    }
+
+
+def stage_realtime(ctx: StageContext) -> dict[str, Any]:
+    """The sorter path on simulated flow, driving the exported ONNX student."""
+    c = ctx.config["realtime"]
+    report = ctx.out_dir / "realtime.json"
+    _cli(["realtime", "--source", "sim", "--model", str(_abs(ctx, ctx.upstream["export"]["onnx"]["dir"])),
+          "--backend", c["backend"], "--duration", str(c["duration"]), "--pool-frames", str(c["pool_frames"]),
+          "--report", str(report), "--quiet"])
+    rep = json.loads(report.read_text())
+    hist = ctx.out_dir / "latency.png"
+    from lymphosort.report.plots import plot_latency_histogram
+
+    plot_latency_histogram(rep, hist)
+    return {"report": {k: v for k, v in rep.items() if not isinstance(v, (list, dict)) or k in ("latency_histogram",)},
+            "histogram": _rel(ctx, hist)}
+
+
+def stage_embedding(ctx: StageContext) -> dict[str, Any]:
+    """t-SNE of the teacher's features on test crops, coloured by class (B, T4, T8)."""
+    import torch
+
+    from lymphosort.data.lymphomnist import load_split
+    from lymphosort.data.transforms import to_model_input
+    from lymphosort.report.embedding import embedding_map
+    from lymphosort.train.checkpoint import load_checkpoint
+
+    c = ctx.config["embedding"]
+    model, _ = load_checkpoint(_abs(ctx, ctx.upstream["teacher"]["run"]))
+    data = load_split(_abs(ctx, ctx.upstream["data"]["root"]), "test", "3-class")
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(data.labels), generator=g)[: c["n"]]
+    spec = model.spec
+    with torch.inference_mode():
+        feats = torch.cat([model.forward_features(to_model_input(data.images[idx[i:i + 256]], spec.input_size, spec.mean, spec.std))
+                           for i in range(0, len(idx), 256)])
+    png = embedding_map(feats.numpy(), data.labels[idx].numpy(), list(data.classes), ctx.out_dir / "embedding.png",
+                        method=c["method"], seed=0)
+    return {"png": _rel(ctx, png), "method": c["method"], "n": int(len(idx))}
+
+
+#: The stages of the main job, in data-flow order.
 STAGES: list[Stage] = [
     Stage("data", stage_data, ("data",)),
+    Stage("teacher", stage_teacher, ("teacher",), deps=("data",)),
+    Stage("students", stage_students, ("students",), deps=("data", "teacher")),
+    Stage("transfer", stage_transfer, ("transfer",), deps=("data", "teacher", "students")),
+    Stage("export", stage_export, ("export",), deps=("data", "students")),
+    Stage("realtime", stage_realtime, ("realtime",), deps=("export",)),
+    Stage("embedding", stage_embedding, ("embedding",), deps=("data", "teacher")),
 ]
 
 
@@ -185,7 +428,12 @@ def run_pipeline(out: Path, preset: str = "quick", data_root: Path | None = None
     if data_root is not None:
         options["data_root"] = str(data_root)
         options["data.key"] = str(Path(data_root).resolve())
-    return run_stages(STAGES, out, config, options=options, force=force)
+    outputs = run_stages(STAGES, out, config, options=options, force=force)
+    from lymphosort.report.build import build_report
+
+    html, md = build_report(out)
+    print(f"report: {html} and {md}")
+    return outputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,121 @@
+"""Compare trained runs side by side: accuracy with intervals, cost, and latency ratios.
+
+One table for teacher / students / distillation methods, used by the pipeline's students
+stage and by `benchmarks/kd_table.py`. Latency is measured in this one process with
+interleaved rounds (`measure_latency`), so ratios against the teacher are fair even on a
+busy machine; one intra-op thread by default (a sorter pins one core).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["RunRow", "compare_runs", "distill_command", "markdown_table", "train_command"]
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One row: a finished run folder, how to name it, and the command that made it."""
+
+    key: str
+    label: str
+    run_dir: Path
+    command: str
+
+
+def train_command(model: str, out: Path | str, *, task: str, data_root: Path | str, epochs: int, seed: int = 0,
+                  max_train_samples: int | None = None, batch_size: int | None = None) -> list[str]:
+    """`lymphosort train ...` arguments (labels only)."""
+    cmd = ["train", "--model", model, "--task", task, "--out", str(out)]
+    return cmd + _common(data_root, epochs, seed, max_train_samples, batch_size)
+
+
+def distill_command(teacher: Path | str, student: str, method: str, out: Path | str, *, data_root: Path | str,
+                    epochs: int, seed: int = 0, qat_bits: int | None = None, max_train_samples: int | None = None,
+                    batch_size: int | None = None) -> list[str]:
+    """`lymphosort distill ...` arguments; `qat_bits` trains the Brevitas fixed-point twin."""
+    cmd = ["distill", "--teacher", str(teacher), "--student", student, "--method", method]
+    if qat_bits:
+        cmd += ["--qat", str(qat_bits)]
+    return cmd + ["--out", str(out)] + _common(data_root, epochs, seed, max_train_samples, batch_size)
+
+
+def _common(data_root: Path | str, epochs: int, seed: int, max_train_samples: int | None, batch_size: int | None) -> list[str]:
+    cmd = ["--data-root", str(data_root), "--epochs", str(epochs), "--seed", str(seed), "--quiet"]
+    if max_train_samples:
+        cmd += ["--max-train-samples", str(max_train_samples)]
+    if batch_size:
+        cmd += ["--batch-size", str(batch_size)]
+    return cmd
+
+
+def compare_runs(rows: Sequence[RunRow], *, reference: str | None = None, threads: int = 1,
+                 latency_repeats: int = 30) -> dict[str, Any]:
+    """Table rows for finished runs (each holds model.json + metrics.json), with params,
+    MACs, batch-1 and batch-256 latency, and ratios against `reference` (default: first row)."""
+    import json
+
+    from lymphosort.evaluate.efficiency import count_macs, count_params, measure_latency
+    from lymphosort.train.checkpoint import load_checkpoint
+
+    if not rows:
+        return {"rows": [], "latency": None}
+    ref = reference or rows[0].key
+    models, table = {}, []
+    for r in rows:
+        model, card = load_checkpoint(r.run_dir)
+        m = json.loads((Path(r.run_dir) / "metrics.json").read_text())
+        models[r.key] = model
+        table.append(
+            {
+                "key": r.key,
+                "label": r.label,
+                "run": str(r.run_dir),
+                "model": card.model,
+                "method": card.config.get("method", "none"),
+                "command": r.command,
+                "data": card.data,
+                "split_id": card.split_id,
+                "input_size": int(card.spec["input_size"]),
+                "accuracy": m["accuracy"],
+                "accuracy_ci": m["intervals"]["accuracy"],
+                "balanced_accuracy": m.get("balanced_accuracy"),
+                "roc_auc": m.get("roc_auc"),
+                "n_test": m["n"],
+                "params": count_params(model),
+                "macs": count_macs(model),
+            }
+        )
+    lat = measure_latency(models, (1, 256), threads=threads, repeats=latency_repeats)
+    base = lat["models"][ref]
+    ref_row = next(t for t in table if t["key"] == ref)
+    for t in table:
+        ms = lat["models"][t["key"]]
+        t["latency_ms_b1"] = ms[1]["median_ms"]
+        t["latency_ms_b256_per_image"] = ms[256]["ms_per_image"]
+        t["speedup_b1"] = base[1]["median_ms"] / ms[1]["median_ms"]
+        t["speedup_b256"] = base[256]["median_ms"] / ms[256]["median_ms"]
+        t["macs_vs_teacher"] = t["macs"] / ref_row["macs"]
+        t["acc_vs_teacher_points"] = 100 * (t["accuracy"] - ref_row["accuracy"])
+    return {"rows": table, "reference": ref, "latency": lat}
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], *, commands: bool = True) -> str:
+    """The comparison as a markdown table (and the commands underneath)."""
+    lines = [
+        "| model (method) | input | test acc [95% CI] | ROC-AUC | params | MACs | MACs vs teacher | batch-1 latency | speed-up b1 / b256 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lo, hi = r["accuracy_ci"]
+        auc = f"{r['roc_auc']:.4f}" if r.get("roc_auc") is not None else "n/a"
+        lines.append(
+            f"| {r['label']} | {r['input_size']} | {100 * r['accuracy']:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}] "
+            f"| {auc} | {r['params']:,} | {r['macs'] / 1e6:.2f} M | {100 * r['macs_vs_teacher']:.1f}% "
+            f"| {r['latency_ms_b1']:.3f} ms | {r['speedup_b1']:.1f}x / {r['speedup_b256']:.1f}x |"
+        )
+    if commands:
+        lines += ["", "Commands:"] + [f"- {r['label']}: `{r['command']}`" for r in rows]
+    return "\n".join(lines)

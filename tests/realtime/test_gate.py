@@ -62,3 +62,21 @@ def test_sinks(tmp_path: Path) -> None:
     for i in range(5):
         ls.emit(_event(i))
     assert [e.cell_id for e in ls.events] == [3, 4]
+
+
+def test_live_view_renders_a_snapshot() -> None:
+    from rich.console import Console
+
+    from lymphosort.realtime.report import LatencyHistogram, LiveView
+
+    h = LatencyHistogram(max_us=1000)
+    for us in (10.0, 20.0, 30.0, 5000.0):
+        h.add(us)
+    assert h.percentile(50) == 21.0 and h.percentile(100) == 5000.0 and h.max_seen == 5000.0
+    snap = {"frames/s": 3900.0, "dropped_frames": 3, "p99_latency_us": h.percentile(99)}
+    with LiveView(lambda: snap, refresh_hz=50.0) as live:
+        table = live._table()
+    console = Console(record=True, width=80)
+    console.print(table)
+    text = console.export_text()
+    assert "dropped_frames" in text and "3,900.0" in text

@@ -73,6 +73,8 @@ def test_live_view_renders_a_snapshot() -> None:
     for us in (10.0, 20.0, 30.0, 5000.0):
         h.add(us)
     assert h.percentile(50) == 21.0 and h.percentile(100) == 5000.0 and h.max_seen == 5000.0
+    comp = h.compact(bin_us=10, max_us=1000)
+    assert comp["counts"] == [0, 1, 1, 1] and comp["overflow"] == 1
     snap = {"frames/s": 3900.0, "dropped_frames": 3, "p99_latency_us": h.percentile(99)}
     with LiveView(lambda: snap, refresh_hz=50.0) as live:
         table = live._table()

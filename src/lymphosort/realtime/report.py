@@ -47,6 +47,17 @@ class LatencyHistogram:
         if us > self.max_seen:
             self.max_seen = us
 
+    def compact(self, bin_us: int = 10, max_us: int = 10_000) -> dict[str, Any]:
+        """Coarser bins for the JSON report: counts of [i*bin_us, (i+1)*bin_us) up to the last
+        non-empty bin below `max_us`, and how many latencies lay at or above `max_us`."""
+        top = min(max_us, self.max_us + 1)
+        c = self.counts[:top]
+        c = c[: len(c) - len(c) % bin_us].reshape(-1, bin_us).sum(1)
+        nz = np.flatnonzero(c)
+        c = c[: nz[-1] + 1] if nz.size else c[:0]
+        return {"bin_us": bin_us, "counts": c.tolist(), "overflow_us": max_us,
+                "overflow": int(self.n - c.sum())}
+
     def percentile(self, q: float) -> float | None:
         """Upper edge of the bin holding the q-th percentile (conservative by < 1 us)."""
         if self.n == 0:

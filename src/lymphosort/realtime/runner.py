@@ -306,6 +306,7 @@ class RealtimeRunner:
             "max_latency_us": self.latency.max_seen if self.latency.n else None,
             "deadline_us": self.config.deadline_us,
             "late_decisions": s["late_decisions"],
+            "latency_histogram": self.latency.compact(),  # 10-us bins up to 10 ms + overflow count
             "stage_us_per_frame": {k: v / n * 1e6 for k, v in self.stage_s.items()},
             # CPU time the decision thread actually got: on a shared machine the wall-clock
             # numbers above include time stolen by other processes; these do not

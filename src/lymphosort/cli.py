@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lymphosort.transfer.cli",
     "lymphosort.realtime.cli",
     "lymphosort.pipeline",
+    "lymphosort.report.cli",
 )
 
 

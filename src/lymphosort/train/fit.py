@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lymphosort.distill.hooks import FeatureCapture, spatial_module_paths
 from lymphosort.distill.losses import DistillLoss, make_loss
+from lymphosort.data.transforms import to_model_input
 from lymphosort.errors import ConfigError, DatasetNotFoundError
 from lymphosort.train.callbacks import HistoryCallback, plot_history, warmup_cosine
 from lymphosort.train.config import TrainConfig, save_config
@@ -363,12 +364,6 @@ class LymphoModule(L.LightningModule):
                 del sd[k]
 
 
-def to_model_input(x: torch.Tensor, size: int, mean: float, std: float) -> torch.Tensor:
-    from lymphosort.data.transforms import to_model_input as _convert
-
-    return _convert(x, size, mean, std)
-
-
 # --------------------------------------------------------------------------- fit()
 
 
@@ -442,39 +437,22 @@ def _load_teacher(cfg: TrainConfig, classes: Sequence[str]) -> tuple[nn.Module, 
 def _best_student_state(path: str | Path) -> dict[str, torch.Tensor] | None:
     if not path or not Path(path).is_file():
         return None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - our own file; older Lightning states may need full unpickling
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: loading never unpickles code, even from our own run folder.
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     sd = ckpt.get("state_dict", {})
     return {k[len("student.") :]: v for k, v in sd.items() if k.startswith("student.")}
 
 
-def _evaluate(run_dir: Path, cfg: TrainConfig, model: nn.Module, test: "SplitData | None") -> dict[str, Any] | None:
-    """Test-split metrics: the shared `evaluate_run` (writes the evaluation files) when it is
-    available and the data come from `data_root`; otherwise `classification_metrics` here."""
-    try:
-        from lymphosort.evaluate.cli import evaluate_run
-    except ImportError:
-        evaluate_run = None
-    if evaluate_run is not None and test is None:
-        return dict(evaluate_run(run_dir, cfg.task, cfg.data_root, split="test", split_version=cfg.split_version))
-    if test is None:
-        from lymphosort.data.lymphomnist import load_split
-
-        test = load_split(cfg.data_root, "test", cfg.task, cfg.split_version)
-    size, mean, std = _spec_of(model)
-    model.eval()
-    probs = []
-    with torch.no_grad():
-        for i in range(0, len(test), 512):
-            x = to_model_input(torch.as_tensor(test.images[i : i + 512]), size, mean, std)
-            probs.append(F.softmax(model(x), dim=1))
-    p = torch.cat(probs)
-    y = torch.as_tensor(test.labels).long()
+def _evaluate(run_dir: Path, cfg: TrainConfig, model: nn.Module, test: "SplitData | None") -> dict[str, Any]:
+    """Test-split metrics: the shared `evaluate_run` (which also writes the evaluation files)
+    on `data_root`, or the same metrics on the `test` data a caller passed in."""
+    from lymphosort.evaluate.cli import evaluate_run, predict_proba
     from lymphosort.evaluate.metrics import classification_metrics
 
-    return dict(classification_metrics(y.numpy(), p.numpy(), class_names=list(test.classes)))
+    if test is None:
+        return dict(evaluate_run(run_dir, cfg.task, cfg.data_root, split="test", split_version=cfg.split_version))
+    probs = predict_proba(model, torch.as_tensor(test.images))
+    return dict(classification_metrics(torch.as_tensor(test.labels).long().numpy(), probs, class_names=list(test.classes)))
 
 
 def _make_card(cfg: TrainConfig, model: nn.Module, train: "SplitData", metrics: dict[str, Any]) -> Any:

@@ -10,17 +10,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lymphosort.data.info import CLASSES, INFO, MIRROR_ENV, SPLITS, TASKS
-
-DEFAULT_ROOT = Path("data")
+from lymphosort.data.info import CLASSES, DEFAULT_REAL_ROOT, DEFAULT_ROOT, INFO, MIRROR_ENV, SPLITS, TASKS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("data", help="LymphoMNIST: metadata, download, LymphoSim synthesis, sample grids")
     sub = p.add_subparsers(dest="data_command", required=True)
 
-    def root_arg(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--root", type=Path, default=DEFAULT_ROOT,
+    def root_arg(q: argparse.ArgumentParser, default: str = DEFAULT_ROOT) -> None:
+        q.add_argument("--root", type=Path, default=Path(default),
                        help="data root; files live in ROOT/LymphoMNIST/raw (default: %(default)s)")
 
     q = sub.add_parser("info", help="the metadata table and what is on disk")
@@ -28,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_info)
 
     q = sub.add_parser("download", help="fetch LymphoMNIST from a mirror (resumable, validated)")
-    root_arg(q)
+    root_arg(q, DEFAULT_REAL_ROOT)
     q.add_argument("--mirror", action="append", default=None, metavar="URL_OR_PATH",
                    help=f"a zip, base URL or local folder/zip, tried first (repeatable; also ${MIRROR_ENV})")
     q.add_argument("--force", action="store_true", help="download even when the files are present")

@@ -40,6 +40,11 @@ INFO: Mapping[str, object] = MappingProxyType(
     }
 )
 
+#: Default data roots: LymphoSim (the embedded default every command reads unless told
+#: otherwise) and where `lymphosort data download` puts the real set.
+DEFAULT_ROOT = "data/lymphosim"
+DEFAULT_REAL_ROOT = "data/lymphomnist"
+
 #: Environment variable with extra mirrors (URL or local path; several separated by ';').
 MIRROR_ENV = "LYMPHOSORT_MIRROR"
 

@@ -15,13 +15,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lymphosort.data.info import TASKS
+from lymphosort.data.info import DEFAULT_ROOT, TASKS
 
 __all__ = ["evaluate_run", "predict_proba", "register"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA_ROOT = Path("data")
+DEFAULT_DATA_ROOT = Path(DEFAULT_ROOT)
 LATENCY_BATCHES = (1, 256)
 
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from lymphosort.data.info import DEFAULT_ROOT
 from lymphosort.errors import ConfigError
 
 #: The embedded default dataset (written by `lymphosort data synth`).
-DEFAULT_DATA_ROOT = "data/lymphosim"
+DEFAULT_DATA_ROOT = DEFAULT_ROOT
 #: Model trained by `lymphosort train` when `--model` is not given.
 DEFAULT_TEACHER = "compact-teacher"
 

@@ -7,13 +7,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lymphosort.data.info import TASKS
+from lymphosort.data.info import DEFAULT_ROOT, TASKS
 
 __all__ = ["register"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA_ROOT = "data/lymphosim"
+DEFAULT_DATA_ROOT = DEFAULT_ROOT
 
 
 def _data(args: argparse.Namespace) -> Any:

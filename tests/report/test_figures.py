@@ -67,3 +67,18 @@ def test_latency_histogram_from_samples_and_counts(tmp_path: Path) -> None:
     assert c.is_file()
     with pytest.raises(ValueError, match="non-negative"):
         plot_latency_histogram([1, -1], tmp_path / "bad.png", counts=True)
+
+
+def test_latency_histogram_from_a_realtime_report(tmp_path: Path) -> None:
+    """pipeline.stage_realtime passes the report dict: counts when it stores them, else
+    the percentiles alone (still a figure, which says so)."""
+    rep = {"p50_latency_us": 40.0, "p99_latency_us": 120.0, "max_latency_us": 900.0, "deadline_us": 500, "decisions": 1234}
+    a = plot_latency_histogram(rep, tmp_path / "a.png")
+    b = plot_latency_histogram({**rep, "latency_histogram": {"counts": [0, 3, 10, 4, 0, 1], "bin_us": 10}}, tmp_path / "b.png")
+    c = plot_latency_histogram({**rep, "latency_histogram": [0, 3, 10, 4]}, tmp_path / "c.png")
+    sizes = set()
+    for p in (a, b, c):
+        with Image.open(p) as im:
+            assert im.format == "PNG"
+            sizes.add(p.stat().st_size)
+    assert len(sizes) == 3  # three different figures

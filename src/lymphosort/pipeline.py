@@ -44,6 +44,24 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
         "realtime": {"duration": 5.0, "pool_frames": 300, "backend": "onnx"},
         "embedding": {"n": 1000, "method": "tsne"},
     },
+    # A minute-long end-to-end check of an install (and the pipeline's own test): every
+    # stage on a few hundred images; its numbers mean nothing.
+    "smoke": {
+        "data": {"preset": "default", "n_train": 900, "n_test": 600, "seed": 0},
+        "teacher": {"model": "compact-teacher", "epochs": 1, "max_train_samples": 256, "batch_size": 64, "seed": 0},
+        "students": {
+            "epochs": 1,
+            "max_train_samples": 256,
+            "batch_size": 64,
+            "seed": 0,
+            "rows": [["tiny-32", "kd", None], ["tiny-32", "kd", 8]],
+            "latency_repeats": 3,
+        },
+        "transfer": {"task": "t8-vs-b", "shots": [5], "modes": ["linear"], "seeds": [0], "n_boot": 50},
+        "export": {"n_check": 100, "clock_ns": 5.0},
+        "realtime": {"duration": 1.0, "pool_frames": 60, "backend": "onnx"},
+        "embedding": {"n": 150, "method": "tsne"},
+    },
     "paper": {
         "data": {"preset": "default", "n_train": 64_000, "n_test": 16_000, "seed": 0},
         "teacher": {"model": "paper-teacher", "epochs": 30, "max_train_samples": None, "batch_size": 64, "seed": 0},

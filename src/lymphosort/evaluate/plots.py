@@ -16,12 +16,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-__all__ = ["plot_confusion", "plot_reliability", "plot_roc", "plot_training_curves"]
+__all__ = ["plot_confusion", "plot_reliability", "plot_roc", "plot_training_curves", "save_figure"]
 
 PathLike = str | os.PathLike[str]
 
 
-def _save(fig: Figure, path: PathLike) -> Path:
+def save_figure(fig: Figure, path: PathLike) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
@@ -57,7 +57,7 @@ def plot_roc(
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(
@@ -81,7 +81,7 @@ def plot_confusion(
     ax.set_yticks(range(len(names)), names)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability(
@@ -108,7 +108,7 @@ def plot_reliability(
     ax.set(ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
     axh.bar(edges[:-1], counts, width=1 / n_bins, align="edge", color="0.5")
     axh.set(xlabel="confidence", ylabel="count")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _read_history(history: Iterable[Mapping[str, Any]] | PathLike) -> list[dict[str, float]]:
@@ -164,4 +164,4 @@ def plot_training_curves(
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

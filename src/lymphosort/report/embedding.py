@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from lymphosort.errors import ConfigError
-from lymphosort.evaluate.plots import _save
+from lymphosort.evaluate.plots import save_figure
 
 __all__ = ["embed_2d", "embedding_map"]
 
@@ -105,4 +105,4 @@ def embedding_map(
     ax.set_yticks([])
     ax.set_title(title or f"{name} of {y.size:,} feature vectors")
     ax.legend(markerscale=3, fontsize=8, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)

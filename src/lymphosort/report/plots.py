@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from lymphosort.evaluate.plots import _save
+from lymphosort.evaluate.plots import save_figure
 
 __all__ = ["plot_latency_histogram"]
 
@@ -107,4 +107,4 @@ def plot_latency_histogram(
     ax.set(xlabel="latency (us)", ylabel="decisions", title=f"{title} (n={int(total):,})")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -10,7 +10,7 @@ Presets
   "ResNet-18-class" network the issue names; `paper-student1` is the reference student).
 - `compact-teacher`: the embedded default teacher, sized for CPU training at 64x64: basic
   blocks [2,2,2,2], widths [16,32,64,128], 3x3 stride-2 stem, no max pool.
-- `compact-student`: same family, one block per stage (about half the MACs).
+- `compact-student`: same family, one block per stage, widths to 96 (37% of the MACs).
 Any MONAI `ResNet` argument can be overridden through `create_model(name, **kwargs)`; the
 override is recorded in the spec's `create_kwargs`, so checkpoints rebuild it.
 """
@@ -97,9 +97,11 @@ def compact_teacher(num_classes: int = 2, input_size: int = 64, **kwargs: Any) -
 
 @register_model("compact-student", input_size=64, kind="student")
 def compact_student(num_classes: int = 2, input_size: int = 64, **kwargs: Any) -> ResNetClassifier:
-    """Compact teacher's family at half depth (basic [1,1,1,1], widths 16..128)."""
+    """Compact teacher's family at half depth and narrower late stages (basic [1,1,1,1],
+    widths 16, 32, 48, 96): 37% of the teacher's MACs. At widths up to 128 (46% of its
+    MACs) it measured only 1.95x faster at batch 1 on one core, short of the 2x aim."""
     return _resnet(
         num_classes,
-        {"block": "basic", "layers": [1, 1, 1, 1], "block_inplanes": [16, 32, 64, 128], **_COMPACT_STEM},
+        {"block": "basic", "layers": [1, 1, 1, 1], "block_inplanes": [16, 32, 48, 96], **_COMPACT_STEM},
         kwargs,
     )

@@ -8,6 +8,7 @@ normalisation, classes) so the preprocessing travels with the model, and an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shutil
@@ -148,11 +149,13 @@ def export_hls_run(
         if not isinstance(user_cfg, dict) or "LayerName" not in user_cfg:
             raise ConfigError(f"{config} is not an hls4ml config (a mapping with Model and LayerName)")
     t0 = time.perf_counter()
-    hm, cfg = convert(fp, out, config=user_cfg, part=part, clock_ns=clock_ns, io_type=io_type,
-                      tb_input=x[:n_tb].numpy(), reuse_factor=reuse_factor)
+    # hls4ml narrates every layer on stdout; keep that in the bundle, not on the console.
+    with open(out / "hls4ml.log", "w", encoding="utf-8") as hls_log, contextlib.redirect_stdout(hls_log):
+        hm, cfg = convert(fp, out, config=user_cfg, part=part, clock_ns=clock_ns, io_type=io_type,
+                          tb_input=x[:n_tb].numpy(), reuse_factor=reuse_factor)
+        hm.compile()
     if user_cfg is None and reuse_factor != 1:
         log.warning("--reuse-factor only applies to the generated config")
-    hm.compile()
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     agreement = check_agreement(hm, fp, x.numpy())

@@ -95,3 +95,17 @@ def test_warmup_cosine_schedule_shape() -> None:
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0)
     assert all(f(i) >= f(i + 1) for i in range(10, 110))
+
+
+def test_resumed_run_rewrites_its_test_metrics(tiny_root: Path, tmp_path: Path) -> None:
+    """metrics.json is the last evaluation's, not the first run's (evaluate_run path)."""
+    out = tmp_path / "run"
+    cfg = _cfg(epochs=1, data_root=str(tiny_root), augment=None)
+    fit(cfg, out, quiet=True)
+    (out / "metrics.json").write_text('{"stale": true}')
+    r2 = fit(cfg.replace(epochs=2), out, resume=True, quiet=True)
+    stored = json.loads((out / "metrics.json").read_text())
+    card = json.loads((out / "model.json").read_text())
+    assert "stale" not in stored
+    assert stored["accuracy"] == r2.test_metrics["accuracy"] == card["metrics"]["test"]["accuracy"]
+    assert stored["n"] == card["metrics"]["test"]["n"] > 0

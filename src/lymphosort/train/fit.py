@@ -624,8 +624,8 @@ def _finish_run(
     if evaluate:
         test_metrics = _evaluate(run_dir, cfg, student, test)
         if test_metrics is not None:
-            if not (run_dir / "metrics.json").is_file() or test is not None:
-                (run_dir / "metrics.json").write_text(json.dumps(test_metrics, indent=2, default=_json_default) + "\n")
+            # Always rewritten: a resumed run's test metrics replace the earlier ones.
+            (run_dir / "metrics.json").write_text(json.dumps(test_metrics, indent=2, default=_json_default) + "\n")
             metrics["test"] = test_metrics
             save_checkpoint(run_dir, student, _make_card(cfg, student, train, metrics))
     log.info("run folder: %s (best %s)", run_dir, best_val)

@@ -193,16 +193,13 @@ def run_stages(
 def stage_data(ctx: StageContext) -> dict[str, Any]:
     """Real LymphoMNIST when present or downloadable; otherwise LymphoSim (the default)."""
     from lymphosort.data import lymphomnist
-    from lymphosort.errors import LymphosortError
 
     cfg = ctx.config["data"]
     explicit_root = ctx.options.get("data_root")
     root: Path
     if explicit_root is not None:
         root = Path(explicit_root)
-        try:
-            lymphomnist.load_split(root, "train")
-        except LymphosortError:
+        if not all(p.is_file() for p in lymphomnist.raw_files(root).values()):
             log.info("no LymphoMNIST files under %s; trying to download", root)
             lymphomnist.download(root)
     else:
@@ -300,8 +297,6 @@ def _student_rows(ctx: StageContext) -> list[tuple[str, str, list[str], Path]]:
 
 def stage_students(ctx: StageContext) -> dict[str, Any]:
     """Distil each configured student (`lymphosort distill`), then compare side by side."""
-    import shutil
-
     from lymphosort.evaluate.compare import RunRow, compare_runs
 
     runs = [RunRow("teacher", f"{ctx.upstream['teacher']['model']} (teacher)", _abs(ctx, ctx.upstream["teacher"]["run"]),
@@ -313,9 +308,9 @@ def stage_students(ctx: StageContext) -> dict[str, Any]:
             _cli(cmd + (["--resume"] if (out / "last.ckpt").is_file() else []))
         runs.append(RunRow(key, label, out, "lymphosort " + " ".join(cmd)))
     table = compare_runs(runs, latency_repeats=ctx.config["students"]["latency_repeats"])
-    (ctx.out_dir / "compare.json").write_text(json.dumps(table, indent=2, default=str))
     for row in table["rows"]:
         row["run"] = _rel(ctx, row["run"])
+    (ctx.out_dir / "compare.json").write_text(json.dumps(table, indent=2, default=str))
     return {
         "rows": table["rows"],
         "curves": {r["label"]: _rel(ctx, _abs(ctx, r["run"]) / "curves.png") for r in table["rows"]},
@@ -323,13 +318,13 @@ def stage_students(ctx: StageContext) -> dict[str, Any]:
     }
 
 
-def _student_run(ctx: StageContext, quantised: bool) -> Path:
+def _student_row(ctx: StageContext, quantised: bool) -> dict[str, Any]:
     """The first tiny student row (float or QAT): what goes to ONNX, the FPGA and the sorter."""
     for row in ctx.upstream["students"]["rows"]:
         if row["key"] == "teacher":
             continue
         if ("-q" in row["key"]) == quantised and row["model"].startswith(("tiny", "paper-student2")):
-            return _abs(ctx, row["run"])
+            return row
     raise ConfigError(f"no {'QAT' if quantised else 'float'} tiny student among the pipeline's student rows")
 
 
@@ -343,7 +338,7 @@ def stage_transfer(ctx: StageContext) -> dict[str, Any]:
     root = _abs(ctx, ctx.upstream["data"]["root"])
     teacher = _abs(ctx, ctx.upstream["teacher"]["run"])
     zs = {}
-    for name, run in (("teacher", teacher), ("student", _student_run(ctx, quantised=False))):
+    for name, run in (("teacher", teacher), ("student", _abs(ctx, _student_row(ctx, quantised=False)["run"]))):
         m = zero_shot(run, c["task"], root, ctx.out_dir / "zero-shot" / name, n_boot=c["n_boot"], latency=False)
         zs[name] = {**_metrics_summary(m), **{k: m["zero_shot"].get(k) for k in ("operating_point", "calibration")}}
     fs_dir = ctx.out_dir / "few-shot"
@@ -363,12 +358,10 @@ def stage_export(ctx: StageContext) -> dict[str, Any]:
 
     c = ctx.config["export"]
     root = _abs(ctx, ctx.upstream["data"]["root"])
-    onnx = export_onnx_run(_student_run(ctx, quantised=False), ctx.out_dir / "onnx", data_root=root, n_check=c["n_check"])
-    hls = export_hls_run(_student_run(ctx, quantised=True), ctx.out_dir / "hls", data_root=root,
+    float_row, qat_row = _student_row(ctx, quantised=False), _student_row(ctx, quantised=True)
+    onnx = export_onnx_run(_abs(ctx, float_row["run"]), ctx.out_dir / "onnx", data_root=root, n_check=c["n_check"])
+    hls = export_hls_run(_abs(ctx, qat_row["run"]), ctx.out_dir / "hls", data_root=root,
                          n_check=c["n_check"], clock_ns=c["clock_ns"])
-    rows = {r["key"]: r for r in ctx.upstream["students"]["rows"]}
-    float_row = next(r for r in rows.values() if _abs(ctx, r["run"]) == _student_run(ctx, quantised=False))
-    qat_row = next(r for r in rows.values() if _abs(ctx, r["run"]) == _student_run(ctx, quantised=True))
     for rec, d in ((onnx, "onnx"), (hls, "hls")):
         rec.pop("out", None)
         rec["dir"] = _rel(ctx, ctx.out_dir / d)
@@ -376,7 +369,8 @@ def stage_export(ctx: StageContext) -> dict[str, Any]:
         "onnx": onnx,
         "hls": hls,
         "quant": {"float_model": float_row["label"], "float_accuracy": float_row["accuracy"],
-                  "qat_model": qat_row["label"], "qat_accuracy": qat_row["accuracy"]},
+                  "float_accuracy_ci": float_row["accuracy_ci"], "qat_model": qat_row["label"],
+                  "qat_accuracy": qat_row["accuracy"], "qat_accuracy_ci": qat_row["accuracy_ci"]},
     }
 
 
@@ -398,22 +392,18 @@ def stage_realtime(ctx: StageContext) -> dict[str, Any]:
 
 def stage_embedding(ctx: StageContext) -> dict[str, Any]:
     """t-SNE of the teacher's features on test crops, coloured by class (B, T4, T8)."""
-    import torch
+    import numpy as np
 
     from lymphosort.data.lymphomnist import load_split
-    from lymphosort.data.transforms import to_model_input
     from lymphosort.report.embedding import embedding_map
     from lymphosort.train.checkpoint import load_checkpoint
+    from lymphosort.transfer.finetune import FeatureCache
 
     c = ctx.config["embedding"]
     model, _ = load_checkpoint(_abs(ctx, ctx.upstream["teacher"]["run"]))
     data = load_split(_abs(ctx, ctx.upstream["data"]["root"]), "test", "3-class")
-    g = torch.Generator().manual_seed(0)
-    idx = torch.randperm(len(data.labels), generator=g)[: c["n"]]
-    spec = model.spec
-    with torch.inference_mode():
-        feats = torch.cat([model.forward_features(to_model_input(data.images[idx[i:i + 256]], spec.input_size, spec.mean, spec.std))
-                           for i in range(0, len(idx), 256)])
+    idx = np.random.default_rng(0).permutation(len(data.labels))[: c["n"]]
+    feats = FeatureCache(model).get(data, idx)
     png = embedding_map(feats.numpy(), data.labels[idx].numpy(), list(data.classes), ctx.out_dir / "embedding.png",
                         method=c["method"], seed=0)
     return {"png": _rel(ctx, png), "method": c["method"], "n": int(len(idx))}

@@ -93,10 +93,18 @@ def test_distill_cli_qat_flag_picks_the_twin() -> None:
     from lymphosort.distill.cli import _apply_qat
 
     fields = {"model": "tiny-32"}
-    _apply_qat(8, fields, resuming=False)
+    _apply_qat(8, fields)
     assert fields["model"] == "tiny-32-q8"
     fields = {"model": "tiny-64"}
-    _apply_qat(6, fields, resuming=False)
+    _apply_qat(6, fields)
     assert fields == {"model": "tiny-64-q8", "model_kwargs": {"bits": 6}}
     with pytest.raises(ConfigError):
-        _apply_qat(12, {"model": "tiny-32"}, resuming=False)
+        _apply_qat(12, {"model": "tiny-32"})
+    # Resuming with the original command line (--student tiny-32 --qat 8) keeps the twin;
+    # resuming without --student leaves the saved config's model alone.
+    fields = {"model": "tiny-32"}
+    _apply_qat(8, fields)
+    assert fields["model"] == "tiny-32-q8"
+    fields = {"teacher": "runs/t"}
+    _apply_qat(8, fields)
+    assert fields == {"teacher": "runs/t"}

@@ -41,7 +41,7 @@ def run_distill(args: argparse.Namespace) -> int:
             if value is not None:
                 fields[key] = value
     if getattr(args, "qat", None):
-        _apply_qat(args.qat, fields, resuming)
+        _apply_qat(args.qat, fields)
     if args.student_layers:
         fields["student_layers"] = args.student_layers.split(",")
     if args.teacher_layers:
@@ -53,13 +53,16 @@ def run_distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _apply_qat(bits: int, fields: dict, resuming: bool) -> None:
-    """--qat BITS: train the student's Brevitas fixed-point twin (`<student>-q8`, bits as kwarg)."""
+def _apply_qat(bits: int, fields: dict) -> None:
+    """--qat BITS: train the student's Brevitas fixed-point twin (`<student>-q8`, bits as kwarg).
+
+    Applied on --resume too: a resumed QAT run given `--student tiny-32 --qat 8` must stay
+    `tiny-32-q8` (the float model would load the QAT checkpoint's weights without error)."""
     from lymphosort.errors import ConfigError
     from lymphosort.models.quant import QUANT_BITS, float_name, quant_name
 
-    if resuming:
-        return  # the saved config already names the quantised model
+    if "model" not in fields:
+        return  # resuming without --student: the saved config already names the QAT twin
     if not 2 <= bits <= 8:
         raise ConfigError(f"--qat takes 2..8 bits, got {bits}")
     student = fields["model"]

@@ -71,7 +71,9 @@ def export_onnx_run(
     shutil.copyfile(run / CARD_FILE, out / CARD_FILE)
     images, source = check_images(card, Path(data_root) if data_root else None, n_check)
     result = check_onnx(onnx_path, model, images)
-    quantised = bool(getattr(model.spec, "create_kwargs", {}).get("quant_bits"))
+    from lymphosort.models.quant import float_name
+
+    quantised = float_name(card.model) is not None
     record = {
         "format": "onnx",
         "run": str(run),

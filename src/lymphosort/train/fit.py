@@ -584,8 +584,9 @@ def _fit(
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
 
     history = next(cb for cb in trainer.callbacks if isinstance(cb, HistoryCallback)).history
-    ckpt_cb = trainer.checkpoint_callback
-    best_state = _best_student_state(getattr(ckpt_cb, "best_model_path", ""))
+    # The best epoch's weights from this run folder's own best.ckpt (not the path Lightning
+    # remembered, which points into the old folder when a run was moved or copied).
+    best_state = _best_student_state(run_dir / BEST_CKPT)
     if best_state is not None:
         student.load_state_dict(best_state)
     student = student.cpu().eval()

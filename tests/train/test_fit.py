@@ -109,3 +109,12 @@ def test_resumed_run_rewrites_its_test_metrics(tiny_root: Path, tmp_path: Path) 
     assert "stale" not in stored
     assert stored["accuracy"] == r2.test_metrics["accuracy"] == card["metrics"]["test"]["accuracy"]
     assert stored["n"] == card["metrics"]["test"]["n"] > 0
+
+
+def test_fit_restores_logger_levels(tmp_path: Path) -> None:
+    import logging
+
+    names = ("lymphosort", "lightning.pytorch")
+    before = {n: logging.getLogger(n).level for n in names}
+    fit(_cfg(epochs=1), tmp_path / "run", quiet=True, train=toy_split(64, 0), val=toy_split(32, 1, "val"), evaluate=False)
+    assert {n: logging.getLogger(n).level for n in names} == before

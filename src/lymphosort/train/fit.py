@@ -500,6 +500,10 @@ def fit(
         _check_data_root(cfg.data_root)
     if is_rank_zero():
         run_dir.mkdir(parents=True, exist_ok=True)
+    # Logger levels are process-wide: a pipeline runs many fits in one process, so each fit
+    # restores what it changed.
+    touched = ("lymphosort", "lightning.pytorch", "lightning.fabric", "lightning")
+    levels = {name: logging.getLogger(name).level for name in touched}
     handler = _setup_logging(run_dir, quiet) if run_dir.exists() else None
     try:
         with warnings.catch_warnings():
@@ -517,6 +521,8 @@ def fit(
             for name in ("lymphosort", "lightning.pytorch"):
                 logging.getLogger(name).removeHandler(handler)
             handler.close()
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _fit(

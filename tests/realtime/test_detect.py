@@ -90,3 +90,107 @@ def test_config_is_frozen() -> None:
     cfg = DetectorConfig()
     with pytest.raises(Exception):
         cfg.step = 3  # type: ignore[misc]
+
+
+# --- the fast paths equal plain references -------------------------------------------
+
+
+def _reference_blobs(mask: np.ndarray, diff: np.ndarray, step: int, width: int, height: int,
+                     cfg: DetectorConfig) -> list[tuple]:
+    """The spec of `_blobs`, one component at a time: scipy labels of the coarse occupancy
+    map (blocks of merge_gap/step grid px), stats from each component's mask pixels."""
+    from scipy import ndimage as ndi
+
+    c = max(1, int(round(cfg.merge_gap / step)))
+    gy, gx = np.nonzero(mask)
+    occ = np.zeros((-(-mask.shape[0] // c), -(-mask.shape[1] // c)), bool)
+    occ[gy // c, gx // c] = True
+    lab, n = ndi.label(occ, structure=np.ones((3, 3)))
+    out = []
+    for k in range(1, n + 1):
+        sel = lab[gy // c, gx // c] == k
+        ys, xs = gy[sel], gx[sel]
+        area = ys.size * step * step
+        if area < cfg.min_area:
+            continue
+        w = diff[ys, xs].astype(np.float64)
+        cx, cy = (w * xs).sum() / w.sum() * step, (w * ys).sum() / w.sum() * step
+        x0, y0 = xs.min() * step, ys.min() * step
+        x1, y1 = min(width, (xs.max() + 1) * step), min(height, (ys.max() + 1) * step)
+        long_side, short_side = max(x1 - x0, y1 - y0), max(1, min(x1 - x0, y1 - y0))
+        if long_side / short_side > cfg.wall_aspect and long_side > cfg.max_extent:
+            continue
+        doublet = area > cfg.max_single_area or long_side > cfg.max_extent or long_side / short_side > cfg.doublet_aspect
+        partial = x0 <= cfg.edge_margin or x1 >= width - cfg.edge_margin
+        out.append((cx, cy, (x0, y0, x1, y1), float(area), partial, doublet))
+    return out
+
+
+def _random_mask_and_diff(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Discs, rings, streaks and specks: merged fragments, walls and sub-threshold debris."""
+    yy, xx = np.mgrid[:h, :w]
+    diff = rng.uniform(0, 3, (h, w)).astype(np.float32)
+    for _ in range(rng.integers(0, 8)):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(-5, w + 5), rng.uniform(1, 14)
+        d = np.hypot(yy - cy, xx - cx)
+        diff[(d < r) & (rng.random((h, w)) < rng.uniform(0.4, 1.0))] += rng.uniform(20, 80)
+    if rng.random() < 0.3:
+        diff[rng.integers(0, h), :] += 40.0  # a wall-like streak
+    return diff > 15.0, diff
+
+
+@pytest.mark.parametrize("use_cv2", [True, False])
+def test_blobs_equal_the_per_component_reference_on_random_masks(use_cv2: bool, monkeypatch) -> None:
+    from lymphosort.realtime import detect as D
+
+    if use_cv2 and D.cv2 is None:
+        pytest.skip("opencv not installed")
+    if not use_cv2:
+        monkeypatch.setattr(D, "cv2", None)
+    rng = np.random.default_rng(7)
+    cfg = DetectorConfig()
+    n_found = 0
+    for i in range(150):
+        step = (1, 2, 3)[i % 3]
+        h, w = int(rng.integers(20, 60)), int(rng.integers(40, 170))
+        mask, diff = _random_mask_and_diff(rng, h, w)
+        flat = diff.ravel()
+        got = D._blobs(mask, lambda idx: flat[idx], step, w * step, h * step, cfg)
+        ref = _reference_blobs(mask, diff, step, w * step, h * step, cfg)
+        assert [(d.box, d.area, d.partial, d.doublet) for d in got] == [r[2:] for r in ref]
+        for d, r in zip(got, ref):
+            assert d.x == pytest.approx(r[0], rel=1e-12) and d.y == pytest.approx(r[1], rel=1e-12)
+        n_found += len(got)
+    assert n_found > 100
+
+
+def test_label8_numbers_components_like_scipy() -> None:
+    from scipy import ndimage as ndi
+
+    from lymphosort.realtime.detect import _label8
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        occ = (rng.random((int(rng.integers(1, 40)), int(rng.integers(1, 90)))) < rng.uniform(0.05, 0.6))
+        lab, n = _label8(occ.astype(np.uint8))
+        ref, n_ref = ndi.label(occ, structure=np.ones((3, 3)))
+        assert n == n_ref
+        np.testing.assert_array_equal(lab, ref)
+
+
+def test_grid_background_is_the_full_resolution_running_mean_subsampled(flow_frames) -> None:
+    from lymphosort.realtime.detect import _self_background
+
+    cfg = DetectorConfig(bg_every=1)  # learn on every frame
+    det = Detector(cfg)
+    full = None
+    for f in flow_frames[:40]:
+        dets = det.detect(f.image)
+        if full is None:
+            full = _self_background(f.image.astype(np.float32))
+        delta = f.image.astype(np.float32) - full
+        for d in dets:  # the cells (with a 2-px margin) are not learnt
+            x0, y0, x1, y1 = d.box
+            delta[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2] = 0.0
+        full += delta * cfg.bg_alpha
+        np.testing.assert_array_equal(det._bg, full[::cfg.step, ::cfg.step])

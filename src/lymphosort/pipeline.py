@@ -36,7 +36,7 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
             "max_train_samples": 8_000,
             "batch_size": 128,
             "seed": 0,
-            "rows": [["tiny-32", "kd", None], ["compact-student", "kd", None], ["tiny-32", "kd", 8]],
+            "rows": [["tiny-32c", "kd", None], ["compact-student", "kd", None], ["tiny-32c", "kd", 8]],
             "latency_repeats": 15,
         },
         "transfer": {"task": "t8-vs-b", "shots": [5, 25, None], "modes": ["linear"], "seeds": [0, 1], "n_boot": 200},
@@ -54,7 +54,7 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
             "max_train_samples": 256,
             "batch_size": 64,
             "seed": 0,
-            "rows": [["tiny-32", "kd", None], ["tiny-32", "kd", 8]],
+            "rows": [["tiny-32c", "kd", None], ["tiny-32c", "kd", 8]],
             "latency_repeats": 3,
         },
         "transfer": {"task": "t8-vs-b", "shots": [5], "modes": ["linear"], "seeds": [0], "n_boot": 50},
@@ -74,8 +74,8 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
                 ["paper-student1", "kd", None],
                 ["paper-student2", "paper", None],
                 ["paper-student2", "kd", None],
-                ["tiny-32", "kd", None],
-                ["tiny-32", "kd", 8],
+                ["tiny-32c", "kd", None],
+                ["tiny-32c", "kd", 8],
             ],
             "latency_repeats": 30,
         },
@@ -285,12 +285,16 @@ def _student_rows(ctx: StageContext) -> list[tuple[str, str, list[str], Path]]:
     teacher = _abs(ctx, ctx.upstream["teacher"]["run"])
     root = _abs(ctx, ctx.upstream["data"]["root"])
     rows = []
+    floats = {(student, method) for student, method, bits in c["rows"] if not bits}
     for student, method, bits in c["rows"]:
         key = f"{student}-{method}" + (f"-q{bits}" if bits else "")
         label = f"{student} ({method}" + (f", {bits}-bit QAT)" if bits else ")")
         out = ctx.out_dir / key
+        # A QAT row fine-tunes its float row's student (listed, so distilled, before it).
+        init = ctx.out_dir / f"{student}-{method}" if bits and (student, method) in floats else None
         cmd = distill_command(teacher, student, method, out, data_root=root, epochs=c["epochs"], seed=c["seed"],
-                              qat_bits=bits, max_train_samples=c["max_train_samples"], batch_size=c["batch_size"])
+                              qat_bits=bits, max_train_samples=c["max_train_samples"], batch_size=c["batch_size"],
+                              init_from=init)
         rows.append((key, label, cmd, out))
     return rows
 

@@ -239,3 +239,15 @@ def test_runs_on_cuda_with_cpu_generator() -> None:
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5, rtol=0)
     assert to_model_input(gpu, 28, 0.5, 0.25).device.type == "cuda"
+
+
+def test_to_model_input_field_of_view_cuts_the_centre_without_touching_the_input() -> None:
+    images = torch.arange(64 * 64, dtype=torch.float32).reshape(1, 64, 64) / (64 * 64)
+    before = images.clone()
+    x = to_model_input(images, 32, 0.0, 1.0, fov=32)
+    assert torch.equal(x[0, 0], images[0, 16:48, 16:48])  # native scale, no resize
+    y = to_model_input(images, 16, 0.5, 0.25, fov=32)  # window, then resize
+    assert torch.allclose(y, to_model_input(images[:, 16:48, 16:48].clone(), 16, 0.5, 0.25))
+    assert torch.equal(images, before)
+    with pytest.raises(ConfigError, match="field of view"):
+        to_model_input(images, 32, 0.5, 0.25, fov=80)

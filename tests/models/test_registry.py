@@ -86,3 +86,33 @@ def test_compact_student_is_cheaper_than_compact_teacher() -> None:
 
     t, s = create_model("compact-teacher"), create_model("compact-student")
     assert count_macs(s, 64) <= 0.5 * count_macs(t, 64)
+
+
+def test_field_of_view_travels_with_the_spec_and_prepares_the_centre() -> None:
+    m = create_model("tiny-32c")
+    assert m.spec.fov == 32 and m.spec.input_size == 32 and create_model("tiny-32").spec.fov is None
+    assert create_model("tiny-32c-q8").spec.fov == 32  # the QAT twin sees the same pixels
+    assert m.spec.to_dict()["fov"] == 32 and get_spec("tiny-32c", 2, fov=40).fov == 40
+    images = torch.zeros(2, 64, 64, dtype=torch.uint8)
+    images[:, 16:48, 16:48] = 255  # a bright 32x32 centre on black
+    x = m.spec.prepare(images)
+    assert x.shape == (2, 1, 32, 32)
+    assert torch.allclose(x, torch.full_like(x, (1.0 - 0.5) / 0.25))  # only the centre, at native scale
+    whole = create_model("tiny-32").spec.prepare(images)
+    assert whole.min() < 0  # the whole crop shrunk: the black border is in it
+
+
+def test_he_init_keeps_the_signal_through_the_tiny_stack() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 32, 32)
+
+    def feature_std(init: str) -> float:
+        torch.manual_seed(1)
+        m = create_model("tiny-32c", init=init)
+        with torch.no_grad():
+            return float(m.forward_features(x).std())
+
+    # PyTorch's default conv init shrinks the activations layer by layer without batch norm.
+    assert feature_std("he") > 2 * feature_std("torch")
+    with pytest.raises(ConfigError, match="init"):
+        create_model("tiny-32c", init="xavier")

@@ -118,3 +118,35 @@ def test_fit_restores_logger_levels(tmp_path: Path) -> None:
     before = {n: logging.getLogger(n).level for n in names}
     fit(_cfg(epochs=1), tmp_path / "run", quiet=True, train=toy_split(64, 0), val=toy_split(32, 1, "val"), evaluate=False)
     assert {n: logging.getLogger(n).level for n in names} == before
+
+
+def test_init_from_starts_from_the_run_weights_and_a_qat_twin_from_its_float_student(tmp_path: Path) -> None:
+    from lymphosort.train.checkpoint import load_checkpoint
+
+    train, val = toy_split(128, 0), toy_split(32, 1, "val")
+    src = fit(_cfg(epochs=2), tmp_path / "float", quiet=True, train=train, val=val, evaluate=False)
+    assert src.best_val["val_bacc"] >= 0.9
+    float_model, _ = load_checkpoint(src.run_dir)
+    x = float_model.spec.prepare(val.images)
+    with torch.no_grad():
+        float_pred = float_model(x).argmax(1)
+
+    # Same model, zero learning rate steps: the run ends with exactly the source weights.
+    same = fit(_cfg(epochs=1, lr=1e-12, init_from=str(src.run_dir)), tmp_path / "same", quiet=True, train=train,
+               val=val, evaluate=False)
+    model, card = load_checkpoint(same.run_dir)
+    for (k, a), b in zip(float_model.state_dict().items(), model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
+    assert card.config["init_from"] == str(src.run_dir)
+
+    # The 8-bit twin starts from the float weights: before any real training it already
+    # makes (nearly) the float model's decisions, which a fresh QAT model would not.
+    q = fit(_cfg(model="tiny-32-q8", epochs=1, lr=1e-12, init_from=str(src.run_dir)), tmp_path / "q8", quiet=True,
+            train=train, val=val, evaluate=False)
+    qmodel, _ = load_checkpoint(q.run_dir)
+    with torch.no_grad():
+        agree = (qmodel(x).argmax(1) == float_pred).float().mean().item()
+    assert agree >= 0.9
+
+    with pytest.raises(ConfigError, match="QAT twin"):
+        fit(_cfg(model="tiny-48", init_from=str(src.run_dir)), tmp_path / "bad", quiet=True, train=train, val=val)

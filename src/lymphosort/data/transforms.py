@@ -21,7 +21,7 @@ from torch import nn
 
 from lymphosort.errors import ConfigError
 
-__all__ = ["AugmentConfig", "BatchAugment", "to_model_input"]
+__all__ = ["AugmentConfig", "BatchAugment", "center_window", "to_model_input"]
 
 
 def _as_batch(images: torch.Tensor) -> torch.Tensor:
@@ -39,11 +39,15 @@ def _as_batch(images: torch.Tensor) -> torch.Tensor:
     raise TypeError(f"expected uint8 or floating-point images in [0,1], got {images.dtype}")
 
 
-def to_model_input(images: torch.Tensor, size: int, mean: float, std: float) -> torch.Tensor:
+def to_model_input(
+    images: torch.Tensor, size: int, mean: float, std: float, fov: int | None = None
+) -> torch.Tensor:
     """Convert a batch to a model's input: float32 ``[N, 1, size, size]``, ``(x - mean) / std``.
 
     ``images``: uint8 ``[N,H,W]``/``[N,1,H,W]`` (scaled by 1/255) or float in [0, 1].
-    Resizes with bilinear interpolation only when ``H, W != size`` (antialiased when
+    ``fov`` (field of view, native pixels): first cut the centred ``fov`` x ``fov`` window
+    (the cell sits at the crop centre), keeping full resolution where the cell is. Then
+    resizes with bilinear interpolation only when ``H, W != size`` (antialiased when
     shrinking, so a 64 -> 28 student input does not alias). Stays on the input's device.
     """
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
@@ -52,14 +56,25 @@ def to_model_input(images: torch.Tensor, size: int, mean: float, std: float) -> 
     if not math.isfinite(mean) or not math.isfinite(std) or std <= 0:
         raise ConfigError(f"need finite mean and std > 0, got mean={mean}, std={std}")
     x = _as_batch(images)
+    if fov is not None:
+        x = center_window(x, fov)
     h, w = x.shape[-2:]
     if (h, w) != (size, size):
         x = F.interpolate(
             x, size=(size, size), mode="bilinear", align_corners=False, antialias=(h > size or w > size)
         )
-    elif x.data_ptr() == images.data_ptr():
-        x = x.clone()  # never normalise the caller's tensor in place
+    elif isinstance(images, torch.Tensor) and x.untyped_storage().data_ptr() == images.untyped_storage().data_ptr():
+        x = x.clone()  # never normalise the caller's tensor (or a window of it) in place
     return x.sub_(mean).div_(std)
+
+
+def center_window(x: torch.Tensor, side: int) -> torch.Tensor:
+    """The centred ``side`` x ``side`` window of ``[..., H, W]`` (a view, no copy)."""
+    h, w = x.shape[-2:]
+    if not isinstance(side, int) or isinstance(side, bool) or not 1 <= side <= min(h, w):
+        raise ConfigError(f"field of view must be an integer in [1, {min(h, w)}] for {h}x{w} images, got {side!r}")
+    top, left = (h - side) // 2, (w - side) // 2
+    return x[..., top : top + side, left : left + side]
 
 
 def _check_range(name: str, r: tuple[float, float], lo: float | None = None, hi: float | None = None) -> None:

@@ -28,13 +28,11 @@ LATENCY_BATCHES = (1, 256)
 def predict_proba(model: Any, images: Any, *, batch_size: int = 256, device: str | None = None) -> Any:
     """Softmax probabilities float64 [N, C] (numpy) for uint8 images [N, 64, 64].
 
-    Each batch is converted with the model's own spec (`to_model_input`); `device`
+    Each batch is converted with the model's own spec (`ModelSpec.prepare`); `device`
     defaults to the model's.
     """
     import numpy as np
     import torch
-
-    from lymphosort.data.transforms import to_model_input
 
     spec = model.spec
     dev = torch.device(device) if device is not None else next(model.parameters()).device
@@ -42,7 +40,7 @@ def predict_proba(model: Any, images: Any, *, batch_size: int = 256, device: str
     out = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            x = to_model_input(images[start : start + batch_size].to(dev), spec.input_size, spec.mean, spec.std)
+            x = spec.prepare(images[start : start + batch_size].to(dev))
             out.append(torch.softmax(model(x).double(), dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, spec.num_classes))
 

@@ -80,8 +80,9 @@ def export_onnx_run(
         "model": card.model,
         "create_kwargs": card.create_kwargs,
         "input": {"name": "input", "shape": ["N", 1, model.spec.input_size, model.spec.input_size],
-                  "dtype": "float32", "mean": model.spec.mean, "std": model.spec.std,
-                  "preprocessing": "uint8/255, bilinear resize (antialiased) to input_size, (x - mean) / std"},
+                  "dtype": "float32", "mean": model.spec.mean, "std": model.spec.std, "fov": model.spec.fov,
+                  "preprocessing": "uint8/255, centred fov x fov window (when fov is set), bilinear resize "
+                                   "(antialiased) to input_size, (x - mean) / std"},
         "output": {"name": "logits", "classes": list(card.classes)},
         "checked_on": source,
         **result,
@@ -118,7 +119,6 @@ def export_hls_run(
     import torch
     import yaml
 
-    from lymphosort.data.transforms import to_model_input
     from lymphosort.errors import ConfigError
     from lymphosort.export.estimate import estimate_stream
     from lymphosort.export.fixedpoint import from_quant_model
@@ -141,7 +141,7 @@ def export_hls_run(
     fp = from_quant_model(model, classes=card.classes)
     fp.save(out)
     images, source = check_images(card, Path(data_root) if data_root else None, n_check)
-    x = to_model_input(torch.as_tensor(images), fp.input_size, fp.mean, fp.std)
+    x = fp.preprocess(images)
     with torch.inference_mode():
         brevitas_logits = model(x).double().numpy()
     ir_logits = fp.predict_from_input(x)
@@ -181,6 +181,7 @@ def export_hls_run(
         "bits": max(bits),
         "bits_per_layer": [{"w": lay.w_bits, "act": lay.out_bits} for lay in fp.layers],
         "input_bits": fp.input_bits,
+        "input": {"size": fp.input_size, "fov": fp.fov, "mean": fp.mean, "std": fp.std},
         "part": part,
         "clock_ns": clock_ns,
         "io_type": io_type,
@@ -217,6 +218,10 @@ def _synthesise(hm: Any) -> dict[str, Any]:
 
 def _readme(r: dict[str, Any], cfg: dict[str, Any]) -> str:
     est = r["estimate"]
+    inp = r.get("input") or {}
+    size, fov = inp.get("size"), inp.get("fov")
+    prep = (f"the centred {fov}x{fov} window of the 64x64 crop" + ("" if fov == size else f" resized to {size}x{size}")
+            if fov else f"resize to {size}x{size}")
     stages = "\n".join(
         f"| {s['layer']} | {s.get('in', '')} | {s.get('out', '')} | {s.get('weights', '')} | "
         f"{s.get('w_bits', '')} | {s.get('act_bits', '') or ''} | {s['depth_cycles']} |"
@@ -236,7 +241,7 @@ here: the hls4ml C++ emulation agreed with the quantised model on {r['agreement'
 ## Interface
 - input: an AXI stream of the normalised image, one pixel per beat, row-major, {est['input_stream_cycles'] // est['reuse_factor']} beats,
   type `fixed<40,4>` (the first layer quantises it to {r['input_bits']} bits). Normalise on the host or in
-  the camera pipeline as `model.json` says: uint8 / 255, resize to the input size, (x - mean) / std.
+  the camera pipeline as `model.json` says: uint8 / 255, {prep}, (x - mean) / std.
 - output: an AXI stream of {len(r['classes'])} logits (classes in `model.json` order). No softmax: decide by
   argmax, or threshold the logit difference (class 1 - class 0) for a tunable sort gate.
 

@@ -93,6 +93,8 @@ class FixedPointModel:
     layers: list[FixedLayer]
     classes: list[str] = field(default_factory=list)
     name: str = ""
+    #: centred field of view (native pixels) cut from the crop first; None = whole crop.
+    fov: int | None = None
 
     # -- evaluation -------------------------------------------------------------------------
     def quantize_input(self, x: Any) -> Any:
@@ -123,12 +125,14 @@ class FixedPointModel:
         raise FixedPointError("the network has no dense output layer")
 
     def preprocess(self, images_uint8: Any) -> Any:
-        """uint8 [N,64,64] -> the float32 model input (the spec's resize and normalisation)."""
+        """uint8 [N,64,64] -> the float32 model input (the spec's window, resize and normalisation)."""
         import torch
 
         from lymphosort.data.transforms import to_model_input
 
-        return to_model_input(torch.as_tensor(np.asarray(images_uint8)), self.input_size, self.mean, self.std)
+        return to_model_input(
+            torch.as_tensor(np.asarray(images_uint8)), self.input_size, self.mean, self.std, fov=self.fov
+        )
 
     def predict_logits(self, images_uint8: Any, *, batch_size: int = 1024) -> np.ndarray:
         """Bit-exact logits float64 [N, C] of the FPGA design for uint8 crops [N, 64, 64]."""
@@ -176,6 +180,7 @@ class FixedPointModel:
             "input_size": self.input_size,
             "mean": self.mean,
             "std": self.std,
+            "fov": self.fov,
             "input_bits": self.input_bits,
             "input_exp": self.input_exp,
             "classes": list(self.classes),
@@ -210,6 +215,7 @@ def load_fixedpoint(bundle_dir: str | os.PathLike[str]) -> FixedPointModel:
         input_size=int(meta["input_size"]), mean=float(meta["mean"]), std=float(meta["std"]),
         input_bits=int(meta["input_bits"]), input_exp=int(meta["input_exp"]), layers=layers,
         classes=list(meta.get("classes", [])), name=str(meta.get("name", "")),
+        fov=None if meta.get("fov") is None else int(meta["fov"]),
     )
     fp.check_exact()
     return fp
@@ -282,7 +288,7 @@ def from_quant_model(model: Any, classes: Sequence[str] = ()) -> FixedPointModel
         ))
     fp = FixedPointModel(
         input_size=spec.input_size, mean=spec.mean, std=spec.std, input_bits=input_bits, input_exp=input_exp,
-        layers=layers, classes=list(classes), name=spec.name,
+        layers=layers, classes=list(classes), name=spec.name, fov=spec.fov,
     )
     fp.check_exact()
     return fp

@@ -1,7 +1,7 @@
 """Float ONNX export of a registered model, checked against torch with ONNX Runtime.
 
 The graph takes what the model's spec says it takes: input ``"input"``, float32 NCHW
-``[N, 1, S, S]`` already normalised (``to_model_input`` with the spec's size, mean, std);
+``[N, 1, S, S]`` already normalised (``ModelSpec.prepare``: the spec's field of view, size, mean, std);
 output ``"logits"`` ``[N, C]`` (no softmax: a hardware or real-time consumer takes an
 argmax or a logit difference). The model card travels next to the graph so a consumer
 reads the preprocessing from it rather than re-declaring it.
@@ -90,8 +90,6 @@ def check_onnx(
     import onnx
     import torch
 
-    from lymphosort.data.transforms import to_model_input
-
     proto = onnx.load(str(path))
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -104,7 +102,7 @@ def check_onnx(
     max_diff, agree, n = 0.0, 0, int(len(imgs))
     with torch.inference_mode():
         for start in range(0, n, batch_size):
-            x = to_model_input(imgs[start : start + batch_size], spec.input_size, spec.mean, spec.std)
+            x = spec.prepare(imgs[start : start + batch_size])
             ref = m(x).float().numpy()
             got = sess.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
             max_diff = max(max_diff, float(np.max(np.abs(ref - got))) if len(ref) else 0.0)

@@ -33,6 +33,7 @@ from torch import nn
 
 from lymphosort.errors import ConfigError
 from lymphosort.models.registry import ClassifierMixin, register_model
+from lymphosort.models.students import TINY_VARIANTS, init_weights_
 
 __all__ = ["QUANT_BITS", "QuantConvStudent", "float_name", "quant_name", "quantize_from_float"]
 
@@ -62,6 +63,7 @@ class QuantConvStudent(ClassifierMixin, nn.Module):
         pool_out: int | None = None,
         bits: int | Sequence[int] = 8,
         input_bits: int = 8,
+        init: str = "torch",
     ) -> None:
         super().__init__()
         import brevitas.nn as qnn
@@ -120,6 +122,7 @@ class QuantConvStudent(ClassifierMixin, nn.Module):
             weight_bit_width=widths[-1], bias_quant=Int32Bias, return_quant_tensor=False,
         )
         self.FEATURE_MODULES = tuple(f"features.relu{i}" for i in range(1, len(channels) + 1))
+        init_weights_(self, init)  # QuantConv2d is a Conv2d: same start as the float twin
 
     def forward_features(self, x: torch.Tensor) -> Any:
         from brevitas.quant_tensor import IntQuantTensor
@@ -155,12 +158,10 @@ def float_name(name: str) -> str | None:
 
 
 def _student_args(name: str) -> dict[str, Any]:
-    from lymphosort.models.students import TINY_VARIANTS
 
     if name == "paper-student2":
         return {"input_size": 48, "channels": (16, 16), "kernel": 3, "padding": "valid", "pool_out": None}
-    size, channels, kernel, pool_out = TINY_VARIANTS[name]
-    return {"input_size": size, "channels": channels, "kernel": kernel, "padding": "same", "pool_out": pool_out}
+    return {"padding": "same", **TINY_VARIANTS[name]}
 
 
 def _register(name: str, bits: int) -> None:
@@ -172,11 +173,11 @@ def _register(name: str, bits: int) -> None:
         bits: int | Sequence[int] = bits,
         input_bits: int = 8,
     ) -> QuantConvStudent:
-        kw = {k: v for k, v in base.items() if k != "input_size"}
+        kw = {k: v for k, v in base.items() if k not in ("input_size", "fov")}
         return QuantConvStudent(num_classes, input_size, bits=bits, input_bits=input_bits, **kw)
 
     factory.__doc__ = f"{name} with {bits}-bit power-of-two fixed-point weights and activations (Brevitas QAT)."
-    register_model(quant_name(name, bits), input_size=base["input_size"], kind="student")(factory)
+    register_model(quant_name(name, bits), input_size=base["input_size"], kind="student", fov=base.get("fov"))(factory)
 
 
 def quantize_from_float(model: nn.Module, bits: int | Sequence[int] = 8, input_bits: int = 8) -> nn.Module:
@@ -190,7 +191,7 @@ def quantize_from_float(model: nn.Module, bits: int | Sequence[int] = 8, input_b
     spec = model.spec
     single = bits if isinstance(bits, int) else None
     name = quant_name(spec.name, single if single in QUANT_BITS else QUANT_BITS[0])
-    kwargs: dict[str, Any] = {k: v for k, v in spec.create_kwargs.items() if k == "input_size"}
+    kwargs: dict[str, Any] = {k: v for k, v in spec.create_kwargs.items() if k in ("input_size", "fov")}
     if single not in QUANT_BITS:
         kwargs["bits"] = list(bits) if not isinstance(bits, int) else int(bits)
     if input_bits != 8:
@@ -216,6 +217,6 @@ def calibrate(model: nn.Module, batches: Any) -> nn.Module:
     return model.eval()
 
 
-for _student in ("paper-student2", "tiny-32", "tiny-48", "tiny-48-s2", "tiny-64"):
+for _student in ("paper-student2", *TINY_VARIANTS):
     for _bits in QUANT_BITS:
         _register(_student, _bits)

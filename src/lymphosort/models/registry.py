@@ -47,9 +47,19 @@ class ModelSpec:
     std: float
     num_classes: int
     kind: Kind
+    #: field of view: side (native pixels) of the centred window cut from the 64x64 crop before the
+    #: resize to `input_size`; None = the whole crop. A small field at native scale keeps the
+    #: fine texture that shrinking the whole crop would blur away.
+    fov: int | None = None
     #: keyword arguments given to `create_model` beyond `num_classes` (JSON-serialisable);
     #: `create_model(name, num_classes, **create_kwargs)` rebuilds the same architecture.
     create_kwargs: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def prepare(self, images: Any) -> Any:
+        """uint8 / [0, 1] float images -> this model's normalised float input (`to_model_input`)."""
+        from lymphosort.data.transforms import to_model_input
+
+        return to_model_input(images, self.input_size, self.mean, self.std, fov=self.fov)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -68,6 +78,7 @@ class RegisteredModel:
     std: float
     kind: Kind
     description: str
+    fov: int | None = None
 
 
 _REGISTRY: dict[str, RegisteredModel] = {}
@@ -82,6 +93,7 @@ def register_model(
     mean: float = DEFAULT_MEAN,
     std: float = DEFAULT_STD,
     kind: Kind,
+    fov: int | None = None,
 ) -> Callable[[F], F]:
     """Register `factory(num_classes, input_size, **kwargs) -> nn.Module` under `name`.
 
@@ -102,6 +114,7 @@ def register_model(
             std=float(std),
             kind=kind,
             description=doc.splitlines()[0] if doc else "",
+            fov=None if fov is None else int(fov),
         )
         return factory
 
@@ -142,6 +155,7 @@ def get_spec(name: str, num_classes: int = 2, **kwargs: Any) -> ModelSpec:
         std=float(kwargs.get("std", e.std)),
         num_classes=int(num_classes),
         kind=e.kind,
+        fov=kwargs.get("fov", e.fov),
         create_kwargs=dict(kwargs),
     )
 
@@ -149,13 +163,13 @@ def get_spec(name: str, num_classes: int = 2, **kwargs: Any) -> ModelSpec:
 def create_model(name: str, num_classes: int = 2, **kwargs: Any) -> nn.Module:
     """Build a registered model with a fresh `num_classes`-way head; attach its `.spec`.
 
-    `input_size`, `mean` and `std` in `kwargs` override the registered defaults (the factory
-    receives `input_size`; mean/std only change the spec). Other kwargs go to the factory.
+    `input_size`, `mean`, `std` and `fov` in `kwargs` override the registered defaults (the
+    factory receives `input_size`; the others only change the spec). Other kwargs go to the factory.
     """
     if num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
     spec = get_spec(name, num_classes, **kwargs)
-    factory_kwargs = {k: v for k, v in kwargs.items() if k not in ("input_size", "mean", "std")}
+    factory_kwargs = {k: v for k, v in kwargs.items() if k not in ("input_size", "mean", "std", "fov")}
     try:
         model = _REGISTRY[name].factory(num_classes=num_classes, input_size=spec.input_size, **factory_kwargs)
     except TypeError as exc:

@@ -23,7 +23,7 @@ from torch import nn
 from lymphosort.errors import ConfigError
 from lymphosort.models.registry import ClassifierMixin, register_model
 
-__all__ = ["ConvStudent", "TINY_VARIANTS"]
+__all__ = ["ConvStudent", "TINY_VARIANTS", "init_weights_"]
 
 
 class ConvStudent(ClassifierMixin, nn.Module):
@@ -43,6 +43,7 @@ class ConvStudent(ClassifierMixin, nn.Module):
         kernel: int = 3,
         padding: str = "same",
         pool_out: int | None = None,
+        init: str = "torch",
     ) -> None:
         super().__init__()
         if padding not in ("same", "valid"):
@@ -66,9 +67,23 @@ class ConvStudent(ClassifierMixin, nn.Module):
         self.features = nn.Sequential(layers)
         self.head = nn.Linear(c_in * size * size, num_classes)
         self.FEATURE_MODULES = tuple(f"features.relu{i}" for i in range(1, len(channels) + 1))
+        init_weights_(self, init)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.features(x), 1)
+
+
+def init_weights_(model: nn.Module, init: str) -> None:
+    """"torch": PyTorch's defaults (the reference students). "he": Kaiming-normal convs with
+    zero bias, which keeps the activation scale through ReLU layers without batch norm."""
+    if init not in ("torch", "he"):
+        raise ConfigError(f"init must be 'torch' or 'he', not {init!r}")
+    if init == "he":
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
 
 @register_model("paper-student2", input_size=48, kind="student")
@@ -77,33 +92,40 @@ def paper_student2(num_classes: int = 2, input_size: int = 48) -> ConvStudent:
     return ConvStudent(num_classes, input_size, channels=(16, 16), kernel=3, padding="valid")
 
 
-#: name -> (input size, channels per block, kernel, pool_out). Parameters at 2 classes:
-#: tiny-32 4,778; tiny-48 5,394; tiny-48-s2 3,698; tiny-64 5,922.
-TINY_VARIANTS: dict[str, tuple[int, tuple[int, ...], int, int]] = {
-    # 32 -> 16 -> 8 -> 4, global average: cheapest in MACs.
-    "tiny-32": (32, (8, 16, 24), 3, 1),
+#: name -> registration (input size, field of view) and `ConvStudent` arguments.
+#: Parameters at 2 classes: tiny-32 4,778; tiny-48 5,394; tiny-48-s2 3,698; tiny-64 5,922;
+#: tiny-32c 5,498.
+TINY_VARIANTS: dict[str, dict[str, Any]] = {
+    # 32 -> 16 -> 8 -> 4, global average: cheapest in MACs (whole 64x64 crop shrunk to 32).
+    "tiny-32": {"input_size": 32, "channels": (8, 16, 24), "kernel": 3, "pool_out": 1},
     # 48 -> 24 -> 12 -> 6, global average: the reference student's input size.
-    "tiny-48": (48, (12, 16, 24), 3, 1),
+    "tiny-48": {"input_size": 48, "channels": (12, 16, 24), "kernel": 3, "pool_out": 1},
     # 48 with a 2x2 spatial summary instead of global average (keeps coarse layout).
-    "tiny-48-s2": (48, (8, 16, 16), 3, 2),
+    "tiny-48-s2": {"input_size": 48, "channels": (8, 16, 16), "kernel": 3, "pool_out": 2},
     # 64 (native resolution), four blocks 64 -> 32 -> 16 -> 8 -> 4, global average.
-    "tiny-64": (64, (8, 16, 16, 16), 3, 1),
+    "tiny-64": {"input_size": 64, "channels": (8, 16, 16, 16), "kernel": 3, "pool_out": 1},
+    # The centred 32x32 of the crop at native resolution (the cell is ~20 px across, so it
+    # fits; shrinking the whole crop to 32 blurs the texture that separates the classes),
+    # the 4x4 map kept spatially for the head (global average left tiny nets on a long
+    # chance-level plateau), He initialisation. Measured best: see BENCHMARKS.md.
+    "tiny-32c": {"input_size": 32, "fov": 32, "channels": (8, 16, 24), "kernel": 3, "pool_out": 4, "init": "he"},
 }
 
 
-def _register_tiny(name: str, size: int, channels: tuple[int, ...], kernel: int, pool_out: int) -> None:
-    def factory(
-        num_classes: int = 2,
-        input_size: int = size,
-        channels: Sequence[int] = channels,
-        kernel: int = kernel,
-        pool_out: int = pool_out,
-    ) -> ConvStudent:
-        return ConvStudent(num_classes, input_size, channels=channels, kernel=kernel, pool_out=pool_out)
+def _register_tiny(name: str, args: dict[str, Any]) -> None:
+    arch = {k: v for k, v in args.items() if k not in ("input_size", "fov")}
+    size = int(args["input_size"])
 
-    factory.__doc__ = f"Tiny CNN at {size}x{size}: conv{kernel}x{kernel} blocks {list(channels)}, avg pool to {pool_out}x{pool_out}, linear."
-    register_model(name, input_size=size, kind="student")(factory)
+    def factory(num_classes: int = 2, input_size: int = size, **overrides: Any) -> ConvStudent:
+        return ConvStudent(num_classes, input_size, **{**arch, **overrides})
+
+    view = f"centred {args['fov']}x{args['fov']} field" if args.get("fov") else "whole crop"
+    factory.__doc__ = (
+        f"Tiny CNN at {size}x{size} ({view}): conv{arch['kernel']}x{arch['kernel']} blocks "
+        f"{list(arch['channels'])}, pooled to {arch['pool_out']}x{arch['pool_out']}, linear."
+    )
+    register_model(name, input_size=size, kind="student", fov=args.get("fov"))(factory)
 
 
-for _name, (_size, _channels, _kernel, _pool_out) in TINY_VARIANTS.items():
-    _register_tiny(_name, _size, _channels, _kernel, _pool_out)
+for _name, _args in TINY_VARIANTS.items():
+    _register_tiny(_name, _args)

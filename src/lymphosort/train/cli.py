@@ -29,6 +29,7 @@ _FLAG_FIELDS: dict[str, str] = {
     "devices": "devices",
     "strategy": "strategy",
     "precision": "precision",
+    "init_from": "init_from",
 }
 
 
@@ -57,6 +58,9 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default=None, help="e.g. 32-true, bf16-mixed, 16-mixed")
     p.add_argument("--no-augment", action="store_true", help="train without batch augmentation")
     p.add_argument("--no-balanced", action="store_true", help="plain shuffling instead of class-balanced sampling")
+    p.add_argument("--init-from", default=None, metavar="RUN",
+                   help="start from the weights of a trained run of the same model (or, for a QAT model, "
+                   "of its float student: quantisation-aware fine-tuning)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.ckpt with RUN/config.yaml")
     p.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no Lightning banners")

@@ -55,6 +55,9 @@ class TrainConfig:
     #: "auto" = single process, "ddp" when launched by torchrun with WORLD_SIZE > 1.
     strategy: str = "auto"
     precision: str = "32-true"
+    #: run folder whose trained weights start this run (same model, or the float student of
+    #: a QAT model); None = fresh initialisation.
+    init_from: str | None = None
     # --- distillation (unused by plain training: method "none", no teacher) ---
     #: run folder of a trained teacher, or None.
     teacher: str | None = None

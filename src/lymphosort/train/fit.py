@@ -2,7 +2,7 @@
 
 Batches travel as uint8 [N, 64, 64] (cheap to move); on the device they are scaled to
 [0, 1], augmented once as a batch at the base resolution, and only then converted per
-model (`to_model_input`), so a teacher and its student see the same augmented cells.
+model (`ModelSpec.prepare`), so a teacher and its student see the same augmented cells.
 Plain training is distillation with method "none" and no teacher: one code path.
 
 Devices, processes and precision are Lightning's job: accelerator "auto", and under
@@ -29,13 +29,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lymphosort.distill.hooks import FeatureCapture, spatial_module_paths
 from lymphosort.distill.losses import DistillLoss, make_loss
-from lymphosort.data.transforms import to_model_input
 from lymphosort.errors import ConfigError, DatasetNotFoundError
 from lymphosort.train.callbacks import HistoryCallback, plot_history, warmup_cosine
 from lymphosort.train.config import TrainConfig, save_config
 
 if TYPE_CHECKING:
     from lymphosort.data.lymphomnist import SplitData
+    from lymphosort.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -193,15 +193,15 @@ class LymphoDataModule(L.LightningDataModule):
 # --------------------------------------------------------------------------- module
 
 
-def _spec_of(model: nn.Module) -> tuple[int, float, float]:
+def _spec_of(model: nn.Module) -> "ModelSpec":
     spec = getattr(model, "spec", None)
     if spec is None:
         raise ConfigError(f"{type(model).__name__} has no .spec (build models with models.registry.create_model)")
-    return int(spec.input_size), float(spec.mean), float(spec.std)
+    return spec
 
 
 def _feature_shapes(model: nn.Module, paths: Sequence[str]) -> dict[str, tuple[int, ...]]:
-    size, _, _ = _spec_of(model)
+    size = _spec_of(model).input_size
     example = torch.zeros(2, 1, size, size, device=next(model.parameters()).device)
     was = model.training
     model.eval()
@@ -224,7 +224,7 @@ def default_feature_layers(student: nn.Module, teacher: nn.Module) -> tuple[list
     def candidates(model: nn.Module) -> dict[str, tuple[int, ...]]:
         paths = list(getattr(model, "FEATURE_MODULES", ()) or ())
         if not paths:
-            size, _, _ = _spec_of(model)
+            size = _spec_of(model).input_size
             paths = spatial_module_paths(model, torch.zeros(2, 1, size, size, device=next(model.parameters()).device))
         shapes = _feature_shapes(model, paths)
         return {p: s for p, s in shapes.items() if len(s) == 4}
@@ -298,8 +298,7 @@ class LymphoModule(L.LightningModule):
         self._gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.current_epoch * 7_919 + self.global_rank)
 
     def _to_input(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        size, mean, std = _spec_of(model)
-        return to_model_input(x, size, mean, std)
+        return _spec_of(model).prepare(x)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         images, labels = batch[0], batch[1]
@@ -548,14 +547,25 @@ def _fit(
         teacher, _ = _load_teacher(cfg, view.classes)
     elif loss.needs_teacher:
         raise ConfigError(f"method {cfg.method!r} needs a teacher run (--teacher RUN)")
+    dm = LymphoDataModule(cfg, train, val, independent_teacher=getattr(loss, "independent_teacher", False))
+    dm.load()
     if model is not None:
         spec = getattr(model, "spec", None)
         if spec is None or spec.name != cfg.model or spec.num_classes != view.num_classes:
             raise ConfigError(f"the given model ({spec}) is not a {view.num_classes}-class {cfg.model!r}")
         student = model
+    elif cfg.init_from and not resume:
+        student = _init_from(cfg, view.num_classes, dm.train_split)
     else:
         student = create_model(cfg.model, num_classes=view.num_classes, **cfg.model_kwargs)
     s_layers, t_layers = list(cfg.student_layers or ()), list(cfg.teacher_layers or ())
+    if loss.uses_features and teacher is not None and _spec_of(student).fov != _spec_of(teacher).fov:
+        # Feature maps of different fields of view do not cover the same pixels.
+        raise ConfigError(
+            f"method {cfg.method!r} compares feature maps, but {cfg.model} sees a field of view of "
+            f"{_spec_of(student).fov or 'the whole crop'} and the teacher {_spec_of(teacher).fov or 'the whole crop'}; "
+            "use a logit method (kd, dkd) or a student with the teacher's field of view"
+        )
     if loss.uses_features and teacher is not None and not (s_layers and t_layers):
         auto_s, auto_t = default_feature_layers(student, teacher)
         s_layers, t_layers = s_layers or auto_s, t_layers or auto_t
@@ -563,8 +573,6 @@ def _fit(
     # Record the loss's full hyper-parameters (defaults included) in the resolved config.
     cfg = cfg.replace(method_kwargs=loss.config())
 
-    dm = LymphoDataModule(cfg, train, val, independent_teacher=getattr(loss, "independent_teacher", False))
-    dm.load()
     module = LymphoModule(
         student,
         loss,
@@ -601,6 +609,33 @@ def _fit(
     if trainer.is_global_zero:
         test_metrics = _finish_run(run_dir, cfg, student, dm.train_split, history, best_val, test, evaluate)
     return FitResult(run_dir, history, best_val, test_metrics)
+
+
+def _init_from(cfg: TrainConfig, num_classes: int, train: "SplitData") -> nn.Module:
+    """The model `cfg.model` holding the weights of run `cfg.init_from`.
+
+    The same architecture loads as is. A float student starts its QAT twin (`<student>-q<bits>`):
+    its weights are copied in and the activation scales calibrated on training images, so
+    quantisation-aware training fine-tunes rather than starts from scratch.
+    """
+    from lymphosort.models.quant import calibrate, float_name, quantize_from_float
+    from lymphosort.train.checkpoint import load_checkpoint
+
+    src, _ = load_checkpoint(cfg.init_from)
+    spec = src.spec
+    if spec.num_classes != num_classes:
+        raise ConfigError(f"--init-from {cfg.init_from} has {spec.num_classes} classes; task {cfg.task} needs {num_classes}")
+    if spec.name == cfg.model:
+        return src.train()
+    if float_name(cfg.model) != spec.name:
+        raise ConfigError(
+            f"--init-from {cfg.init_from} holds {spec.name!r}; it can start {spec.name!r} or its QAT twin, not {cfg.model!r}"
+        )
+    bits = cfg.model_kwargs.get("bits", int(cfg.model.rpartition("-q")[2]))
+    q = quantize_from_float(src, bits=bits, input_bits=int(cfg.model_kwargs.get("input_bits", 8)))
+    images = _subset(train, 512, cfg.seed)[0]
+    calibrate(q, (q.spec.prepare(images[i : i + 128]) for i in range(0, len(images), 128)))
+    return q.train()
 
 
 def _best_row(history: list[dict[str, Any]], monitor: str) -> dict[str, float]:

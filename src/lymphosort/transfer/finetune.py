@@ -311,8 +311,6 @@ class FeatureCache:
 
     @torch.no_grad()  # not inference_mode: the cached rows feed the head's autograd
     def get(self, data: SplitData, pos: np.ndarray | None = None) -> torch.Tensor:
-        from lymphosort.data.transforms import to_model_input
-
         key = id(data.images)
         n = len(data)
         pos = np.arange(n) if pos is None else np.asarray(pos)
@@ -325,7 +323,7 @@ class FeatureCache:
             self.model.eval()
             for s in range(0, len(missing), self.batch_size):
                 rows = torch.as_tensor(missing[s : s + self.batch_size])
-                x = to_model_input(data.images[rows], spec.input_size, spec.mean, spec.std)
+                x = spec.prepare(data.images[rows])
                 feats[rows] = self.model.forward_features(x).float()
                 done[rows] = True
         return feats[torch.as_tensor(pos)]

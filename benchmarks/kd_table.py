@@ -11,8 +11,8 @@ intra-op thread) and takes ratios against the teacher.
         --row tiny-32:kd --row tiny-32:paper --row tiny-32:none --row compact-student:kd \\
         --row tiny-32:kd@q8 --row train:paper-student2
 
-A row is `STUDENT:METHOD` (distilled from --teacher; `@qN` adds N-bit QAT) or
-`train:MODEL` (labels only, no teacher). Output: OUT/kd_table.json and a markdown table.
+A row is `STUDENT:METHOD` (distilled from --teacher; `@qN` adds N-bit QAT, fine-tuned from
+the `STUDENT:METHOD` row when that row is listed too) or `train:MODEL` (labels only, no teacher). Output: OUT/kd_table.json and a markdown table.
 """
 
 from __future__ import annotations
@@ -41,8 +41,12 @@ def _row(spec: str, args: argparse.Namespace) -> tuple[str, list[str], Path]:
     method, _, bits = name.partition("@q")
     qat = int(bits) if bits else None
     out = args.out / f"{kind}-{method}{f'-q{qat}' if qat else ''}"
-    label = f"{kind} ({method}{f', {qat}-bit QAT' if qat else ''})"
-    return label, distill_command(args.teacher, kind, method, out, qat_bits=qat, **common), out
+    # A QAT row fine-tunes the float row of the same student and method when that row is listed.
+    init = args.out / f"{kind}-{method}" if qat and f"{kind}:{method}" in args.row else None
+    if init is not None and args.qat_epochs:
+        common["epochs"] = args.qat_epochs
+    label = f"{kind} ({method}{f', {qat}-bit QAT' if qat else ''}{', from the float student' if init else ''})"
+    return label, distill_command(args.teacher, kind, method, out, qat_bits=qat, init_from=init, **common), out
 
 
 def main() -> int:
@@ -56,6 +60,10 @@ def main() -> int:
     ap.add_argument("--max-train-samples", type=int, default=None)
     ap.add_argument("--row", action="append", default=[], help="STUDENT:METHOD[@qN] or train:MODEL (repeatable)")
     ap.add_argument("--latency-repeats", type=int, default=30)
+    ap.add_argument("--qat-epochs", type=int, default=None,
+                    help="epochs of a QAT row that fine-tunes its float row (default: --epochs)")
+    ap.add_argument("--onnxruntime", action="store_true",
+                    help="also time batch 1 in ONNX Runtime (one thread), side by side")
     args = ap.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +82,7 @@ def main() -> int:
                 raise SystemExit(f"row {spec} failed")
         rows.append(RunRow(spec, label, out, "lymphosort " + " ".join(cmd)))
 
-    table = compare_runs(rows, latency_repeats=args.latency_repeats)
+    table = compare_runs(rows, latency_repeats=args.latency_repeats, onnxruntime=args.onnxruntime)
     table.update(task=args.task, epochs=args.epochs,
                  machine={"platform": platform.platform(), "torch": torch.__version__, "latency_threads": 1})
     (args.out / "kd_table.json").write_text(json.dumps(table, indent=2, default=str))

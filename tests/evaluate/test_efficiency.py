@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lymphosort.evaluate.efficiency import count_macs, count_params, measure_latency
@@ -29,3 +30,15 @@ def test_measure_latency_structure() -> None:
         for bs in (1, 4):
             r = out["models"][name][bs]
             assert r["median_ms"] > 0 and r["min_ms"] > 0 and r["ms_per_image"] > 0
+
+
+def test_measure_latency_in_onnxruntime_side_by_side() -> None:
+    pytest.importorskip("onnxruntime")
+    models = {"a": create_model("tiny-32c"), "b": create_model("paper-student2")}
+    out = measure_latency(models, batch_sizes=(1, 2), warmup=1, repeats=3, runtime="onnxruntime")
+    assert out["runtime"] == "onnxruntime" and out["threads"] == 1 and "onnxruntime" in out
+    for name in models:
+        assert all(out["models"][name][bs]["median_ms"] > 0 for bs in (1, 2))
+    assert all(m.training for m in models.values())  # modes restored
+    with pytest.raises(ValueError, match="runtime"):
+        measure_latency(models, runtime="tvm")

@@ -55,9 +55,11 @@ def _common(data_root: Path | str, epochs: int, seed: int, max_train_samples: in
 
 
 def compare_runs(rows: Sequence[RunRow], *, reference: str | None = None, threads: int = 1,
-                 latency_repeats: int = 30) -> dict[str, Any]:
+                 latency_repeats: int = 30, onnxruntime: bool = False) -> dict[str, Any]:
     """Table rows for finished runs (each holds model.json + metrics.json), with params,
-    MACs, batch-1 and batch-256 latency, and ratios against `reference` (default: first row)."""
+    MACs, batch-1 and batch-256 latency, and ratios against `reference` (default: first row).
+    With `onnxruntime`, also batch-1 latency and speed-up in ONNX Runtime (the float models'
+    deployment runtime, where per-layer Python overhead no longer hides a tiny model's cost)."""
     import json
 
     from lymphosort.evaluate.efficiency import count_macs, count_params, measure_latency
@@ -102,22 +104,37 @@ def compare_runs(rows: Sequence[RunRow], *, reference: str | None = None, thread
         t["speedup_b256"] = base[256]["median_ms"] / ms[256]["median_ms"]
         t["macs_vs_teacher"] = t["macs"] / ref_row["macs"]
         t["acc_vs_teacher_points"] = 100 * (t["accuracy"] - ref_row["accuracy"])
-    return {"rows": table, "reference": ref, "latency": lat}
+    out = {"rows": table, "reference": ref, "latency": lat}
+    if onnxruntime:
+        ort = measure_latency(models, (1,), threads=threads, repeats=latency_repeats, runtime="onnxruntime")
+        ort_base = ort["models"][ref][1]["median_ms"] if ort["models"][ref] else None
+        for t in table:
+            ms = ort["models"][t["key"]]
+            t["latency_ms_b1_ort"] = ms[1]["median_ms"] if ms else None
+            t["speedup_b1_ort"] = ort_base / ms[1]["median_ms"] if ms and ort_base else None
+        out["latency_onnxruntime"] = ort
+    return out
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], *, commands: bool = True) -> str:
     """The comparison as a markdown table (and the commands underneath)."""
+    ort = any("latency_ms_b1_ort" in r for r in rows)
     lines = [
-        "| model (method) | input | test acc [95% CI] | ROC-AUC | params | MACs | MACs vs teacher | batch-1 latency | speed-up b1 / b256 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model (method) | input | test acc [95% CI] | ROC-AUC | params | MACs | MACs vs teacher | batch-1 latency | speed-up b1 / b256 |"
+        + (" ONNX Runtime b1 latency / speed-up |" if ort else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if ort else ""),
     ]
     for r in rows:
         lo, hi = r["accuracy_ci"]
         auc = f"{r['roc_auc']:.4f}" if r.get("roc_auc") is not None else "n/a"
+        ort_cell = ""
+        if ort:
+            ms, x = r.get("latency_ms_b1_ort"), r.get("speedup_b1_ort")
+            ort_cell = f" {1000 * ms:.1f} us / {x:.1f}x |" if ms and x else " n/a (no plain ONNX) |"
         lines.append(
             f"| {r['label']} | {r['input_size']} | {100 * r['accuracy']:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}] "
             f"| {auc} | {r['params']:,} | {r['macs'] / 1e6:.2f} M | {100 * r['macs_vs_teacher']:.1f}% "
-            f"| {r['latency_ms_b1']:.3f} ms | {r['speedup_b1']:.1f}x / {r['speedup_b256']:.1f}x |"
+            f"| {r['latency_ms_b1']:.3f} ms | {r['speedup_b1']:.1f}x / {r['speedup_b256']:.1f}x |{ort_cell}"
         )
     if commands:
         lines += ["", "Commands:"] + [f"- {r['label']}: `{r['command']}`" for r in rows]

@@ -7,11 +7,14 @@ batch norm and pooling, and skips element-wise ops such as ReLU). Counted at bat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
-import warnings
+import tempfile
 import time
-from typing import Mapping, Sequence
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -67,64 +70,114 @@ def measure_latency(
     repeats: int = 20,
     input_sizes: Mapping[str, int] | None = None,
     device: str | torch.device = "cpu",
+    runtime: str = "torch",
 ) -> dict:
     """Time forward passes of several models side by side in one process.
 
     Rounds are interleaved (each round runs every model once, in a rotating order) so slow
     drifts of a shared machine hit all models alike; the median over `repeats` is reported.
-    Runs under `torch.inference_mode()` with `threads` intra-op threads (default: the
-    current setting), restored afterwards. Input size per model: `input_sizes[name]`, else
+    `runtime` "torch": eager PyTorch under `torch.inference_mode()` with `threads` intra-op
+    threads (default: the current setting), restored afterwards. "onnxruntime": each model
+    exported to ONNX and run by an ONNX Runtime CPU session with `threads` threads (default 1),
+    the deployment runtime of the float students; a model that does not export (e.g. a
+    Brevitas QAT model) is reported as None. Input size per model: `input_sizes[name]`, else
     `model.spec.input_size`.
 
-    Returns `{"threads", "device", "warmup", "repeats", "torch", "models": {name: {batch:
-    {"median_ms", "min_ms", "ms_per_image"}}}}` with integer batch keys.
+    Returns `{"runtime", "threads", "device", "warmup", "repeats", "torch", "models": {name:
+    {batch: {"median_ms", "min_ms", "ms_per_image"}} or None}}` with integer batch keys.
     """
     if warmup < 0 or repeats < 1:
         raise ValueError("warmup must be >= 0 and repeats >= 1")
+    if runtime not in ("torch", "onnxruntime"):
+        raise ValueError(f"runtime must be 'torch' or 'onnxruntime', got {runtime!r}")
     dev = torch.device(device)
     prev_threads = torch.get_num_threads()
-    n_threads = int(threads) if threads is not None else prev_threads
+    n_threads = int(threads) if threads is not None else (prev_threads if runtime == "torch" else 1)
     names = list(models)
     result: dict = {
+        "runtime": runtime,
         "threads": n_threads,
-        "device": str(dev),
+        "device": str(dev) if runtime == "torch" else "cpu",
         "warmup": warmup,
         "repeats": repeats,
         "torch": torch.__version__,
         "models": {n: {} for n in names},
     }
+    sizes = {n: (input_sizes or {}).get(n) or int(models[n].spec.input_size) for n in names}  # type: ignore[union-attr]
     modes = {n: m.training for n, m in models.items()}
     torch.set_num_threads(n_threads)
     try:
         for m in models.values():
             m.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), contextlib.ExitStack() as stack:
+            if runtime == "onnxruntime":
+                import onnxruntime as ort
+
+                result["onnxruntime"] = ort.__version__
+                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lymphosort-latency-")))
+                runners = {n: _ort_runner(models[n], tmp / f"{i}.onnx", n_threads) for i, n in enumerate(names)}
+                for n in [n for n, r in runners.items() if r is None]:
+                    result["models"][n] = None
+                names = [n for n in names if runners[n] is not None]
+            else:
+                runners = {n: _torch_runner(models[n], dev) for n in names}
             for bs in batch_sizes:
-                inputs = {}
-                for n in names:
-                    size = (input_sizes or {}).get(n) or int(models[n].spec.input_size)  # type: ignore[union-attr]
-                    inputs[n] = torch.rand(int(bs), 1, size, size, device=dev)
-                times: dict[str, list[float]] = {n: [] for n in names}
-                for r in range(warmup + repeats):
-                    k = r % len(names)
-                    for n in names[k:] + names[:k]:
-                        if dev.type == "cuda":
-                            torch.cuda.synchronize(dev)
-                        t0 = time.perf_counter()
-                        models[n](inputs[n])
-                        if dev.type == "cuda":
-                            torch.cuda.synchronize(dev)
-                        if r >= warmup:
-                            times[n].append((time.perf_counter() - t0) * 1e3)
+                calls = {n: runners[n](int(bs), sizes[n]) for n in names}  # type: ignore[misc]
+                times = _interleaved(calls, warmup, repeats)
                 for n in names:
                     med = statistics.median(times[n])
-                    result["models"][n][int(bs)] = {
-                        "median_ms": med,
-                        "min_ms": min(times[n]),
-                        "ms_per_image": med / int(bs),
-                    }
+                    result["models"][n][int(bs)] = {"median_ms": med, "min_ms": min(times[n]), "ms_per_image": med / int(bs)}
     finally:
         torch.set_num_threads(prev_threads)
         for n, m in models.items():
             m.train(modes[n])
     return result
+
+
+def _torch_runner(model: nn.Module, dev: torch.device) -> Callable[[int, int], Callable[[], Any]]:
+    def make(bs: int, size: int) -> Callable[[], Any]:
+        x = torch.rand(bs, 1, size, size, device=dev)
+        if dev.type != "cuda":
+            return lambda: model(x)
+
+        def call() -> Any:
+            out = model(x)
+            torch.cuda.synchronize(dev)  # time the work, not the launch
+            return out
+
+        return call
+
+    return make
+
+
+def _ort_runner(model: nn.Module, path: Path, threads: int) -> Callable[[int, int], Callable[[], Any]] | None:
+    import numpy as np
+
+    from lymphosort.export.onnx import INPUT_NAME, export_onnx, onnx_session
+
+    try:
+        export_onnx(model, path)
+    except Exception as exc:  # noqa: BLE001 - any exporter failure means "no ONNX timing"
+        log.info("%s does not export to plain ONNX (%s): no onnxruntime latency", type(model).__name__, exc)
+        return None
+    sess = onnx_session(path, threads=threads)
+
+    def make(bs: int, size: int) -> Callable[[], Any]:
+        feed = {INPUT_NAME: np.random.default_rng(0).random((bs, 1, size, size), dtype=np.float32)}
+        return lambda: sess.run(None, feed)
+
+    return make
+
+
+def _interleaved(calls: Mapping[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Milliseconds per call, `warmup` rounds dropped; each round starts at the next model."""
+    names = list(calls)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(warmup + repeats):
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
+            t0 = time.perf_counter()
+            calls[n]()
+            if r >= warmup:
+                times[n].append((time.perf_counter() - t0) * 1e3)
+    return times

@@ -28,6 +28,7 @@ import torch
 from lymphosort.cli import main as cli
 from lymphosort.evaluate.compare import RunRow, compare_runs, distill_command, markdown_table, train_command
 from lymphosort.train.checkpoint import read_card
+from lymphosort.train.config import load_config
 
 
 def _row(spec: str, args: argparse.Namespace) -> tuple[str, list[str], Path]:
@@ -37,16 +38,31 @@ def _row(spec: str, args: argparse.Namespace) -> tuple[str, list[str], Path]:
     common = dict(data_root=args.data_root, epochs=args.epochs, seed=args.seed, max_train_samples=args.max_train_samples)
     if kind == "train":
         out = args.out / f"train-{name}"
-        return f"{name} (labels only)", train_command(name, out, task=args.task, **common), out
+        return f"{name} (labels only)", train_command(name, out, task=args.task, **_as_run(out, common)), out
     method, _, bits = name.partition("@q")
     qat = int(bits) if bits else None
     out = args.out / f"{kind}-{method}{f'-q{qat}' if qat else ''}"
     # A QAT row fine-tunes the float row of the same student and method when that row is listed.
     init = args.out / f"{kind}-{method}" if qat and f"{kind}:{method}" in args.row else None
-    if init is not None and args.qat_epochs:
-        common["epochs"] = args.qat_epochs
+    lr = None
+    if init is not None:
+        common["epochs"] = args.qat_epochs or args.epochs
+        lr = args.qat_lr
     label = f"{kind} ({method}{f', {qat}-bit QAT' if qat else ''}{', from the float student' if init else ''})"
-    return label, distill_command(args.teacher, kind, method, out, qat_bits=qat, init_from=init, **common), out
+    common = _as_run(out, common)
+    if init is not None:
+        lr = _as_run(out, {"lr": lr})["lr"]
+    return label, distill_command(args.teacher, kind, method, out, qat_bits=qat, init_from=init, lr=lr, **common), out
+
+
+def _as_run(out: Path, settings: dict) -> dict:
+    """`settings` with the values a finished run in `out` really used (so a resumed table
+    lists the command that produced each row, not this invocation's flags)."""
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        return settings
+    cfg = load_config(saved)
+    return {k: (getattr(cfg, k) if k != "data_root" and hasattr(cfg, k) else v) for k, v in settings.items()}
 
 
 def main() -> int:
@@ -62,6 +78,7 @@ def main() -> int:
     ap.add_argument("--latency-repeats", type=int, default=30)
     ap.add_argument("--qat-epochs", type=int, default=None,
                     help="epochs of a QAT row that fine-tunes its float row (default: --epochs)")
+    ap.add_argument("--qat-lr", type=float, default=None, help="learning rate of such a fine-tuning QAT row")
     ap.add_argument("--onnxruntime", action="store_true",
                     help="also time batch 1 in ONNX Runtime (one thread), side by side")
     args = ap.parse_args()

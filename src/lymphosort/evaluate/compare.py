@@ -34,7 +34,8 @@ def train_command(model: str, out: Path | str, *, task: str, data_root: Path | s
 
 def distill_command(teacher: Path | str, student: str, method: str, out: Path | str, *, data_root: Path | str,
                     epochs: int, seed: int = 0, qat_bits: int | None = None, max_train_samples: int | None = None,
-                    batch_size: int | None = None, init_from: Path | str | None = None) -> list[str]:
+                    batch_size: int | None = None, init_from: Path | str | None = None,
+                    lr: float | None = None) -> list[str]:
     """`lymphosort distill ...` arguments; `qat_bits` trains the Brevitas fixed-point twin,
     starting from the float student in run `init_from` when given."""
     cmd = ["distill", "--teacher", str(teacher), "--student", student, "--method", method]
@@ -42,6 +43,8 @@ def distill_command(teacher: Path | str, student: str, method: str, out: Path | 
         cmd += ["--qat", str(qat_bits)]
     if init_from:
         cmd += ["--init-from", str(init_from)]
+    if lr:
+        cmd += ["--lr", f"{lr:g}"]
     return cmd + ["--out", str(out)] + _common(data_root, epochs, seed, max_train_samples, batch_size)
 
 

@@ -76,6 +76,8 @@ def test_frame_queue_policies() -> None:
     for i in range(5):
         q.put(i)
     assert q.dropped == 3 and [q.get(0), q.get(0)] == [3, 4] and q.get(0.01) is None
+    q.put(7)
+    assert q.get_nowait() == 7 and q.get_nowait() is None
     q = FrameQueue(2, "newest")
     assert [q.put(i) for i in range(4)] == [True, True, False, False]
     assert q.dropped == 2 and q.get(0) == 0
@@ -106,3 +108,43 @@ def test_source_errors_surface(tiny_onnx: Path) -> None:
 
     with pytest.raises(OSError, match="unplugged"):
         RealtimeRunner(Broken(), load_backend("onnx", tiny_onnx), Gate(1), None, RunConfig(realtime=False)).run()
+
+
+def test_paced_block_policy_holds_frames_back_instead_of_dropping(sim_source: SimSource, tiny_onnx: Path) -> None:
+    backend = _SlowBackend(load_backend("onnx", tiny_onnx), 0.002)
+    cfg = RunConfig(max_frames=200, realtime=True, queue_size=2, drop="block")  # 1 kHz, slower than that
+    rep = RealtimeRunner(sim_source, backend, Gate(1, 0.5), None, cfg).run()
+    assert rep["frames"] == rep["frames_processed"] == 200 and rep["dropped_frames"] == 0
+    assert rep["max_queue_depth"] <= 2
+    assert rep["max_latency_us"] > 5000  # held-back frames count from when they were due
+
+
+def test_deferred_scoring_equals_scoring_at_once() -> None:
+    from lymphosort.data.synth.flow import CellTruth
+    from lymphosort.realtime.report import Evaluator, TruthLedger
+
+    rng = np.random.default_rng(0)
+    now, deferred = Evaluator(TruthLedger(128.0), {0: 0, 1: 1, 2: 1}, 1), Evaluator(TruthLedger(128.0), {0: 0, 1: 1, 2: 1}, 1)
+    for seq in range(4):
+        if seq:
+            now.finish(up_to=seq)
+            deferred.finish(up_to=seq, defer=True)
+            assert len(deferred._jobs) <= 2  # bounded even if never idle
+        for i in range(300):  # cell c enters at frame 2c and moves 40 px/frame
+            idx = seq * 300 + i
+            truth = [CellTruth(c, c % 3, (x - 8, 40, x + 8, 56), (float(x), 48.0), c % 7 != 0, True)
+                     for c in range(i // 2 - 8, i // 2 + 1) if 0 <= (x := (i - 2 * c) * 40) < 320]
+            for ev in (now, deferred):
+                ev.ledger.observe(idx, seq, truth)
+            calls = [(c.center[0] + 1, c.center[1], c.box) for c in truth if 128 <= c.center[0] < 208]
+            calls += [(300.0, 10.0, (290, 0, 310, 20))] * int(rng.random() < 0.05)  # a false detection
+            for x, y, box in calls:
+                pred, p = int(rng.integers(0, 2)), float(rng.random())
+                for ev in (now, deferred):
+                    ev.record(seq, truth, x, y, box, pred, p, p > 0.5, True)
+        deferred.work(3)  # a few steps only: the rest waits (at most two sequences)
+    now.finish()
+    deferred.finish()
+    assert now.counts["eval_cells"] > 300 and now.counts["repeats"] > 0 and now.counts["unmatched"] > 0
+    assert deferred.counts == now.counts and (deferred.hist == now.hist).all()
+    assert deferred.metrics() == now.metrics()

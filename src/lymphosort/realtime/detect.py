@@ -56,8 +56,9 @@ def _label8(occ: np.ndarray) -> tuple[np.ndarray, int]:
 @lru_cache(maxsize=16)
 def _grid(gh: int, gw: int, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
     """Lookup tables of a (gh, gw) search grid by flat index: x, y, and the flat index of its
-    cell in the coarse map of c x c blocks; and the coarse map's shape. Read-only (cached)."""
-    gy, gx = np.divmod(np.arange(gh * gw), gw)
+    cell in the coarse map of c x c blocks; and the coarse map's shape. Read-only (cached);
+    int32 to halve what the per-frame gathers pull through the cache."""
+    gy, gx = np.divmod(np.arange(gh * gw, dtype=np.int32), np.int32(gw))
     hc, wc = -(-gh // c), -(-gw // c)
     coarse = (gy // c) * wc + gx // c
     for a in (gx, gy, coarse):
@@ -119,10 +120,10 @@ def _blobs(mask: np.ndarray, weight: Callable[[np.ndarray], np.ndarray], step: i
     n1 = n + 1
     counts = np.bincount(li, minlength=n1)
     wsum = np.bincount(li, weights=w, minlength=n1)
-    wx = np.bincount(li, weights=w * gx, minlength=n1)
-    wy = np.bincount(li, weights=w * gy, minlength=n1)
+    wx = np.bincount(li, weights=np.multiply(w, gx, dtype=np.float64), minlength=n1)
+    wy = np.bincount(li, weights=np.multiply(w, gy, dtype=np.float64), minlength=n1)
     # exact boxes: per-label min/max (1-D scatters are several times faster than 2-D ones)
-    box = np.empty((4, n1), np.int64)
+    box = np.empty((4, n1), np.int32)
     box[:2] = 1 << 30
     box[2:] = -1
     np.minimum.at(box[0], li, gx)

@@ -22,8 +22,9 @@ Scoring against LymphoSim truth (per sequence, i.e. per replay of the pool):
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -78,8 +79,7 @@ class _CellLog:
 class TruthLedger:
     """Ground truth of every frame the source produced (dropped frames too), per sequence.
 
-    Filled by the producer thread; read by the consumer only for sequences the producer has
-    left, so no lock is needed beyond the GIL's atomic dict operations.
+    Filled as frames arrive; read by the scorer only for sequences the stream has left.
     """
 
     def __init__(self, trigger_x: float) -> None:
@@ -111,6 +111,7 @@ class Evaluator:
     match_px: float = 10.0
     bins: int = 100
     _pending: dict[int, list[tuple[int | None, int, float, bool, bool]]] = field(default_factory=dict)
+    _jobs: deque[Iterator[bool]] = field(default_factory=deque)  # finished sequences being scored
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("eval_cells", "eval_detected", "eval_decisions", "unmatched", "repeats", "acc_n", "acc_ok",
          "target_cells", "sorted", "sorted_target", "clusters", "clusters_sorted"), 0))
@@ -131,24 +132,45 @@ class Evaluator:
                 cid = -1  # one blob over several cells: a real object, scored as a cluster
         self._pending.setdefault(sequence, []).append((cid, pred, p_target, sort, eligible))
 
-    def finish(self, up_to: int | None = None) -> None:
-        """Score every ledger sequence < `up_to` (all when None) and forget its details."""
+    def finish(self, up_to: int | None = None, *, defer: bool = False) -> None:
+        """Score every ledger sequence < `up_to` (all when None) and forget its details.
+
+        Scoring a sequence of 1,500 frames takes ~1.5 ms: on the decision thread that would
+        stall the stream for several frames. With `defer` it is only queued, and `work()`
+        advances it in short steps while the stream is idle; never more than two sequences
+        wait (memory stays bounded when the stream is never idle)."""
         for seq in sorted(list(self.ledger.sequences)):
             if up_to is not None and seq >= up_to:
                 break
             s = self.ledger.sequences.pop(seq)
-            self._score(s, self._pending.pop(seq, []))
+            self._jobs.append(self._score(s, self._pending.pop(seq, [])))
         if up_to is None:
             self._pending.clear()
+        if not defer or len(self._jobs) > 2:
+            self.work()
 
-    def _score(self, s: dict[str, Any], decisions: list[tuple[int | None, int, float, bool, bool]]) -> None:
+    def work(self, steps: int | None = None) -> bool:
+        """Advance queued scoring by `steps` short steps (all of it when None); True while some is left."""
+        while self._jobs and (steps is None or steps > 0):
+            if not next(self._jobs[0], False):  # steps yield True; False: that sequence is done
+                self._jobs.popleft()
+            if steps is not None:
+                steps -= 1
+        return bool(self._jobs)
+
+    def _score(self, s: dict[str, Any], decisions: list[tuple[int | None, int, float, bool, bool]],
+               chunk: int = 32) -> Iterator[bool]:
+        """Reduce one sequence to counts, yielding every `chunk` items (a step of ~20 us)."""
         c = self.counts
         cells: dict[int, _CellLog] = s["cells"]
         evaluated = {cid for cid, log in cells.items()
                      if log.cross_ok and log.first > s["first"] and log.last < s["last"]}
+        yield True
         seen: set[int] = set()
         first_dec: dict[int, tuple[int, float, bool, bool]] = {}
-        for cid, pred, p, sort, ok in decisions:
+        for i, (cid, pred, p, sort, ok) in enumerate(decisions, 1):
+            if i % chunk == 0:
+                yield True
             if cid is None:
                 c["unmatched"] += 1
                 continue
@@ -166,7 +188,9 @@ class Evaluator:
             first_dec[cid] = (pred, p, sort, ok)
         c["eval_cells"] += len(evaluated)
         c["eval_detected"] += len(seen)
-        for cid in evaluated:
+        for i, cid in enumerate(evaluated, 1):
+            if i % chunk == 0:
+                yield True
             lab = self.label_map.get(cells[cid].cls) if self.label_map is not None else None
             is_t = lab == self.target
             c["target_cells"] += int(is_t)

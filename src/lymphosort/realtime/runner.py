@@ -1,31 +1,48 @@
-"""The real-time loop: a producer thread paces the source into a bounded queue; the
-consumer detects, tracks, crops, classifies, gates and emits one trigger per cell.
+"""The real-time loop, on one thread: the camera fills a bounded frame buffer at the frame
+clock; the decision loop takes the oldest buffered frame and detects, tracks, crops,
+classifies, gates and emits one trigger per cell.
 
-Back-pressure: the queue holds at most `queue_size` frames. When it is full the producer
-drops a frame and counts it: `drop="oldest"` (default) discards the oldest queued frame,
-because in a sorter a stale frame's cells have already passed the sort point and only the
-newest frames can still lead to a useful trigger; `"newest"` discards the incoming frame
-(keeps a contiguous stretch); `"block"` makes the producer wait (lossless offline replay,
-not a camera). Memory is bounded by the queue, the tracker's live tracks and the
-fixed-size measurement structures.
+The camera. A sorter's camera writes frames into a ring buffer by DMA at its own clock,
+whatever the CPU is doing; the decision thread polls that buffer. That is modelled
+exactly, without a second thread: before taking a frame, the loop delivers every source
+frame whose time has come (frame i of a sequence is due `t_s - t_s(first)` after the
+start) into the buffer, and sleeps until the next one is due when it has nothing to do.
+A producer thread in Python would instead cost ~35 us of CPU and two context switches per
+frame on the same core (a GIL handoff each time), which the camera's DMA does not. The
+source is still read on this core (a pre-rendered pool costs nothing; decoding a video
+would), and the truth bookkeeping of the benchmark is done here too.
+
+Back-pressure: the buffer holds at most `queue_size` frames. When a frame is due and the
+buffer is full, one frame is dropped and counted: `drop="oldest"` (default) discards the
+oldest buffered frame, because in a sorter a stale frame's cells have already passed the
+sort point and only the newest frames can still lead to a useful trigger; `"newest"`
+discards the incoming frame (keeps a contiguous stretch); `"block"` holds the incoming
+frame back until there is room (lossless offline replay, not a camera; its latency still
+counts from when it was due). Delivering all due frames at once before each decision
+leaves the buffer exactly as a camera delivering them one by one would have. As fast as
+possible (`realtime=False`), a frame arrives when the buffer has room (none is dropped).
+Memory is bounded by the buffer, the tracker's live tracks and the fixed-size measurement
+structures.
 
 Latency of a cell = decision time - frame arrival time. In real-time mode a frame
 "arrives" when the camera would have delivered it (its scheduled time), so a late
-producer, a full queue or a slow consumer all show up in the latency. Python's GIL switch
-interval is lowered while running (restored afterwards) so the producer is not held off
-for the default 5 ms by the consumer.
+wake-up, a full buffer or a slow decision all show up in the latency.
+
+Scoring against ground truth (the benchmark's bookkeeping, not the sorter's) is done in
+short steps while the loop is idle. Objects alive before the run (the model, a
+pre-rendered pool) are frozen out of Python's cyclic garbage collector for the run: a full
+collection over them costs ~90 ms, which would otherwise land on some frame.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Literal
-
-import numpy as np
+from typing import Any, Iterator, Literal
 
 from lymphosort.errors import ConfigError
 from lymphosort.realtime.backends import Backend
@@ -46,11 +63,12 @@ class RunConfig:
     duration_s: float | None = None  # source seconds (real-time) or wall seconds (as fast as possible)
     max_frames: int | None = None
     realtime: bool = True  # pace the source at its fps; False: as fast as the queue takes them
-    queue_size: int = 4  # frames between producer and consumer: ~deadline x fps (older frames are useless)
+    queue_size: int = 4  # frames the camera buffers: ~deadline x fps (older frames are useless)
     drop: DropPolicy = "oldest"
     deadline_us: float = 1000.0  # a decision later than this counts as late (reported)
+    spin_s: float = 2e-4  # wait for a due frame by polling the clock for at most this long (0: sleep)
     crop_size: int = CROP_SIZE
-    switch_interval_s: float = 5e-5  # GIL switch interval while running
+    switch_interval_s: float = 5e-5  # GIL switch interval while running (a live view thread yields quickly)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
@@ -89,6 +107,15 @@ class FrameQueue:
             self.max_depth = max(self.max_depth, len(self._q))
             self._cv.notify_all()
             return True
+
+    def get_nowait(self) -> Any | None:
+        """The oldest item, or None when empty."""
+        with self._cv:
+            if not self._q:
+                return None
+            item = self._q.popleft()
+            self._cv.notify_all()
+            return item
 
     def get(self, timeout: float = 0.1) -> Any | None:
         """The oldest item; None when the queue stays empty for `timeout` or is closed and empty."""
@@ -138,52 +165,42 @@ class RealtimeRunner:
             tcfg = TrackerConfig(**{**asdict(tcfg), "flow_px_per_frame": float(source.flow_px_per_frame)})
         self.tracker = Tracker(tcfg)
         self.latency = LatencyHistogram()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
         self.stats: dict[str, Any] = dict.fromkeys(
             ("frames", "frames_processed", "decisions", "sorted", "late_decisions", "classified"), 0)
         self.stage_s = {"detect": 0.0, "track": 0.0, "classify": 0.0, "emit": 0.0}
         self.ledger: TruthLedger | None = None
         self.evaluator: Evaluator | None = None
-        self.error: BaseException | None = None
         self._t_start = 0.0
         self.consumer_cpu_s = 0.0
+        self.spin_s = 0.0  # of which spent polling the clock for a due frame
 
-    # --- producer -------------------------------------------------------------------
-    def _produce(self) -> None:
+    # --- the camera --------------------------------------------------------------------
+    def _frames(self) -> Iterator[tuple[Frame, float | None]]:
+        """Source frames with their due time (perf_counter s; None: as soon as there is room),
+        up to the run's frame or time limit."""
         cfg = self.config
         fps = self.source.fps if cfg.realtime else None
-        t0 = time.perf_counter()
         first_t: float | None = None
-        try:
-            for frame in self.source:
-                if self._stop.is_set():
-                    break
-                if first_t is None:
-                    first_t = frame.t_s
-                rel = frame.t_s - first_t
-                if cfg.max_frames is not None and self.stats["frames"] >= cfg.max_frames:
-                    break
-                if fps:
-                    if cfg.duration_s is not None and rel >= cfg.duration_s:
-                        break
-                    due = t0 + rel
-                    wait = due - time.perf_counter()
-                    if wait > 0:
-                        time.sleep(wait)
-                    t_arr = due  # when the camera would have delivered it
-                else:
-                    if cfg.duration_s is not None and time.perf_counter() - t0 >= cfg.duration_s:
-                        break
-                    t_arr = time.perf_counter()
-                if frame.truth is not None:
-                    self._observe_truth(frame)
-                self.stats["frames"] += 1
-                self.queue.put((frame, t_arr), self._stop)
-        except BaseException as exc:  # surfaced by run(); the consumer must not wait forever
-            self.error = exc
-        finally:
-            self.queue.close()
+        for frame in self.source:
+            if cfg.max_frames is not None and self.stats["frames"] >= cfg.max_frames:
+                return
+            if first_t is None:
+                first_t = frame.t_s
+            rel = frame.t_s - first_t
+            if fps:
+                if cfg.duration_s is not None and rel >= cfg.duration_s:
+                    return
+                yield frame, self._t_start + rel
+            else:
+                if cfg.duration_s is not None and time.perf_counter() - self._t_start >= cfg.duration_s:
+                    return
+                yield frame, None
+
+    def _arrive(self, frame: Frame, t_arr: float) -> None:
+        if frame.truth is not None:
+            self._observe_truth(frame)
+        self.stats["frames"] += 1
+        self.queue.put((frame, t_arr))
 
     def _observe_truth(self, frame: Frame) -> None:
         if self.ledger is None:
@@ -193,8 +210,25 @@ class RealtimeRunner:
             self.evaluator = Evaluator(self.ledger, self.label_map, self.gate.target)
         self.ledger.observe(frame.index, frame.sequence, frame.truth or [])
 
-    # --- consumer -------------------------------------------------------------------
-    def _process(self, frame: Frame, t_arr: float, pc: Callable[[], float] = time.perf_counter) -> None:
+    def _idle(self, until: float) -> None:
+        """Nothing buffered until `until`: score a step of a finished sequence if there is
+        time for it (~20 us), else wait: sleep, then poll the clock for the last `spin_s`
+        (a sleep on a VM wakes up ~70 us late, and the caches go cold)."""
+        pc = time.perf_counter
+        t = pc()
+        wait = until - t
+        if wait > 5e-5 and self.evaluator is not None and self.evaluator.work(1):
+            return
+        if wait > self.config.spin_s:
+            time.sleep(wait - self.config.spin_s)
+        t1 = pc()
+        while pc() < until:
+            pass
+        self.spin_s += pc() - t1
+
+    # --- decisions ----------------------------------------------------------------------
+    def _process(self, frame: Frame, t_arr: float) -> None:
+        pc = time.perf_counter
         img = frame.image
         h, w = img.shape
         t = pc()
@@ -202,77 +236,95 @@ class RealtimeRunner:
         t1 = pc()
         decides = self.tracker.update(frame.index, dets, w, h)
         t2 = pc()
-        self.stage_s["detect"] += t1 - t
-        self.stage_s["track"] += t2 - t1
+        stage, stats = self.stage_s, self.stats
+        stage["detect"] += t1 - t
+        stage["track"] += t2 - t1
         if not decides:
             return
         todo = [d for d in decides if d.reject != "doublet"]  # doublets are rejected unclassified
-        probs = None
+        rows: list[list[float]] = []
         if todo:
             crops = crop_cells(img, [(d.det.x, d.det.y) for d in todo], self.config.crop_size)
-            probs = self.backend.predict_proba(crops)
-            self.stats["classified"] += len(todo)
+            rows = self.backend.predict_proba(crops).tolist()  # Python floats: numpy scalars cost ~1 us each
+            stats["classified"] += len(todo)
         t_dec = pc()
-        self.stage_s["classify"] += t_dec - t2
-        classes, target = self.backend.classes, self.gate.target
+        stage["classify"] += t_dec - t2
+        classes, target, gate, sink, ev = self.backend.classes, self.gate.target, self.gate, self.sink, self.evaluator
+        lat = (t_dec - t_arr) * 1e6
         k = 0
         for d in decides:
             if d.reject == "doublet":
                 pred, p = -1, 0.0
             else:
-                row = probs[k]  # type: ignore[index]
+                row = rows[k]
                 k += 1
-                pred, p = int(row.argmax()), float(row[target])
-            sort, reason = self.gate.decide(p, d.reject)
-            ev = TriggerEvent(d.track.track_id, frame.index, frame.t_s, t_arr, t_dec,
-                              classes[pred] if pred >= 0 else "", p, sort, d.det.x, d.det.y, reason)
-            lat = (t_dec - t_arr) * 1e6
+                pred, p = row.index(max(row)), row[target]  # first maximum, as argmax
+            sort, reason = gate.decide(p, d.reject)
             self.latency.add(lat)
-            self.stats["decisions"] += 1
-            self.stats["sorted"] += int(sort)
-            self.stats["late_decisions"] += int(lat > self.config.deadline_us)
-            if self.sink is not None:
-                self.sink.emit(ev)
-            if self.evaluator is not None:
-                self.evaluator.record(frame.sequence, frame.truth, d.det.x, d.det.y, d.det.box, pred, p, sort,
-                                      d.reject is None)
-        self.stage_s["emit"] += pc() - t_dec
+            stats["decisions"] += 1
+            stats["sorted"] += sort
+            stats["late_decisions"] += lat > self.config.deadline_us
+            if sink is not None:
+                sink.emit(TriggerEvent(d.track.track_id, frame.index, frame.t_s, t_arr, t_dec,
+                                       classes[pred] if pred >= 0 else "", p, sort, d.det.x, d.det.y, reason))
+            if ev is not None:
+                ev.record(frame.sequence, frame.truth, d.det.x, d.det.y, d.det.box, pred, p, sort, d.reject is None)
+        stage["emit"] += pc() - t_dec
 
     def run(self) -> dict[str, Any]:
+        cfg, q = self.config, self.queue
         old_switch = sys.getswitchinterval()
-        sys.setswitchinterval(self.config.switch_interval_s)
-        producer = threading.Thread(target=self._produce, name="realtime-producer", daemon=True)
+        sys.setswitchinterval(cfg.switch_interval_s)
+        gc.freeze()
         self._t_start = time.perf_counter()
         cpu0 = time.thread_time()
+        frames = self._frames()
+        nxt: tuple[Frame, float | None] | None = None
+        ended = False
         seq = None
         try:
-            producer.start()
             while True:
-                item = self.queue.get(0.1)
-                if item is None:
-                    if self.queue.closed and len(self.queue) == 0:
+                # the camera: deliver every frame that is due (as fast as possible: while there is room)
+                now = time.perf_counter()
+                while not ended:
+                    if nxt is None:
+                        nxt = next(frames, None)
+                        if nxt is None:
+                            ended = True
+                            break
+                    frame, due = nxt
+                    if (due is None or q.drop == "block") and len(q) >= q.maxsize:
                         break
+                    if due is None:
+                        due = time.perf_counter()
+                    elif due > now:
+                        break
+                    self._arrive(frame, due)
+                    nxt = None
+                item = q.get_nowait()
+                if item is None:
+                    if ended:
+                        break
+                    assert nxt is not None and nxt[1] is not None
+                    self._idle(nxt[1])
                     continue
                 frame, t_arr = item
                 if frame.sequence != seq:
                     if seq is not None:
                         self.tracker.reset()
                         if self.evaluator is not None:
-                            self.evaluator.finish(up_to=frame.sequence)
+                            self.evaluator.finish(up_to=frame.sequence, defer=True)
                     seq = frame.sequence
                 self._process(frame, t_arr)
                 self.stats["frames_processed"] += 1
         except KeyboardInterrupt:
             pass
         finally:
-            self._stop.set()
-            producer.join(timeout=5.0)
+            gc.unfreeze()
             sys.setswitchinterval(old_switch)
             if self.sink is not None:
                 self.sink.close()
-        self.consumer_cpu_s = time.thread_time() - cpu0
-        if self.error is not None:
-            raise self.error
+        self.consumer_cpu_s = time.thread_time() - cpu0 - self.spin_s
         wall = time.perf_counter() - self._t_start
         return self.report(wall)
 
@@ -308,9 +360,11 @@ class RealtimeRunner:
             "late_decisions": s["late_decisions"],
             "latency_histogram": self.latency.compact(),  # 10-us bins up to 10 ms + overflow count
             "stage_us_per_frame": {k: v / n * 1e6 for k, v in self.stage_s.items()},
-            # CPU time the decision thread actually got: on a shared machine the wall-clock
-            # numbers above include time stolen by other processes; these do not
+            # CPU time the decision thread actually got, less its polling for due frames: on a
+            # shared machine the wall-clock numbers above include time stolen by other
+            # processes; these do not
             "consumer_cpu_s": self.consumer_cpu_s,
+            "spin_s": self.spin_s,
             "consumer_cpu_us_per_frame": self.consumer_cpu_s / n * 1e6,
             "cells_per_cpu_s": s["decisions"] / self.consumer_cpu_s if self.consumer_cpu_s > 0 else None,
             "classify_us_per_cell": self.stage_s["classify"] / s["classified"] * 1e6 if s["classified"] else None,

@@ -39,7 +39,7 @@ class TrackerConfig:
     y_bands: int = 8  # speed prior bands across the frame height
 
 
-@dataclass
+@dataclass(slots=True)
 class Track:
     track_id: int
     x: float
@@ -65,29 +65,37 @@ class Decide:
 
 @dataclass
 class Tracker:
+    """Per frame this is plain Python over a handful of tracks and detections: the speed
+    prior per y band lives in Python lists (numpy scalar arithmetic costs ~10x more)."""
+
     config: TrackerConfig = field(default_factory=TrackerConfig)
     tracks: list[Track] = field(default_factory=list)
     _next_id: int = 0
-    _band_v: np.ndarray | None = None
-    _band_n: np.ndarray | None = None
+    _band_v: list[float] | None = None
+    _band_n: list[float] | None = None
     _height: int = 0
 
     def reset(self) -> None:
         """Drop every track (a discontinuity in the stream); keep the learnt speeds."""
         self.tracks = []
 
+    def _band(self, y: float) -> int:
+        nb = self.config.y_bands
+        return min(nb - 1, max(0, int(y * nb / self._height)))
+
     def _prior(self, y: float) -> float | None:
         if self._band_v is not None and self._height:
-            b = min(self.config.y_bands - 1, max(0, int(y * self.config.y_bands / self._height)))
+            b = self._band(y)
             if self._band_n[b] > 0:
-                return float(self._band_v[b])
-            learnt = self._band_n > 0
+                return self._band_v[b]
+            n = np.array(self._band_n)
+            learnt = n > 0
             if learnt.any():
-                return float(np.average(self._band_v[learnt], weights=self._band_n[learnt]))
+                return float(np.average(np.array(self._band_v)[learnt], weights=n[learnt]))
         return self.config.flow_px_per_frame
 
     def _learn(self, y: float, v: float) -> None:
-        b = min(self.config.y_bands - 1, max(0, int(y * self.config.y_bands / self._height)))
+        b = self._band(y)
         n = min(self._band_n[b], 50.0)  # EMA over the last ~50 tracks of the band
         self._band_v[b] = (self._band_v[b] * n + v) / (n + 1)
         self._band_n[b] = n + 1
@@ -97,8 +105,8 @@ class Tracker:
         cfg = self.config
         if self._band_v is None or height != self._height:
             self._height = height
-            self._band_v = np.zeros(cfg.y_bands)
-            self._band_n = np.zeros(cfg.y_bands)
+            self._band_v = [0.0] * cfg.y_bands
+            self._band_n = [0.0] * cfg.y_bands
         trigger = cfg.trigger_x if cfg.trigger_x is not None else 0.4 * width
 
         # candidate pairs inside the gates, then greedy assignment by cost
@@ -106,19 +114,22 @@ class Tracker:
         for ti, t in enumerate(self.tracks):
             dt = index - t.last_index
             v = t.vx if t.vx is not None else self._prior(t.y)
+            gate_y = cfg.gate_y * max(1, dt) ** 0.5
+            if v is None:  # no speed known yet: any forward step up to max_speed
+                for di, d in enumerate(dets):
+                    dy = abs(d.y - t.y)
+                    step = d.x - t.x
+                    if dy <= gate_y and 0 < step <= cfg.max_speed * dt:
+                        pairs.append((dy + 0.1 * step, ti, di))
+                continue
+            x_pred = t.x + v * dt
+            gate_x = cfg.gate_x + (cfg.gate_x_frac * v * dt if t.vx is None else 0.1 * v * dt)
             for di, d in enumerate(dets):
                 dy = abs(d.y - t.y)
-                if dy > cfg.gate_y * max(1, dt) ** 0.5:
-                    continue
-                if v is None:  # no speed known yet: any forward step up to max_speed
-                    step = d.x - t.x
-                    if 0 < step <= cfg.max_speed * dt:
-                        pairs.append((dy + 0.1 * step, ti, di))
-                    continue
-                dx = abs(d.x - (t.x + v * dt))
-                gx = cfg.gate_x + (cfg.gate_x_frac * v * dt if t.vx is None else 0.1 * v * dt)
-                if dx <= gx:
-                    pairs.append((dx + 2.0 * dy, ti, di))
+                if dy <= gate_y:
+                    dx = abs(d.x - x_pred)
+                    if dx <= gate_x:
+                        pairs.append((dx + 2.0 * dy, ti, di))
         pairs.sort()
         used_t: set[int] = set()
         used_d: set[int] = set()
@@ -163,8 +174,10 @@ class Tracker:
         keep = []
         for t in self.tracks:
             dt = index - t.last_index
+            if dt > cfg.max_missed:
+                continue
             v = t.vx if t.vx is not None else (self._prior(t.y) or 0.0)
-            if dt <= cfg.max_missed and t.x + v * dt - 0.5 * (t.det.box[2] - t.det.box[0] if t.det else 0) < width:
+            if t.x + v * dt - 0.5 * (t.det.box[2] - t.det.box[0] if t.det else 0) < width:
                 keep.append(t)
         self.tracks = keep
         return out

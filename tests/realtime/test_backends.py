@@ -29,6 +29,15 @@ def test_torch_and_onnx_agree(tiny_run: Path, tiny_onnx: Path) -> None:
     assert ox.predict_proba(images[:0]).shape == (0, 2)
 
 
+def test_onnx_small_batches_through_iobinding_equal_plain_runs(tiny_onnx: Path) -> None:
+    images, _ = _crops()
+    ox = load_backend("onnx", tiny_onnx)
+    ref = ox.predict_proba(images)  # 16 > MAX_BOUND_BATCH: plain run
+    got = [ox.predict_proba(images[i:i + k]) for i, k in [(0, 1), (1, 2), (3, 1), (4, 3), (7, 2), (9, 1)]]
+    np.testing.assert_allclose(np.concatenate(got), ref[:10], atol=1e-6)  # earlier results not overwritten
+    assert set(ox._bound) == {1, 2, 3}
+
+
 def test_registry_and_errors(tmp_path: Path, tiny_run: Path) -> None:
     assert {"torch", "onnx", "hls"} <= set(BACKENDS)
     with pytest.raises(ConfigError):

@@ -129,6 +129,7 @@ class OnnxBackend:
     """ONNX Runtime (CPU) on an `export onnx` folder; numpy preprocessing (no torch per call)."""
 
     name = "onnx"
+    MAX_BOUND_BATCH = 8  # batch sizes up to this get their own IOBinding (a frame holds a few cells)
 
     def __init__(self, folder: Path, *, threads: int = 1) -> None:
         onnx_file = folder / "model.onnx"
@@ -143,13 +144,30 @@ class OnnxBackend:
         self._pre = _preprocessor(self.card)
         self._sess = onnx_session(onnx_file, threads=threads)
         self._in = self._sess.get_inputs()[0].name
-        self._out = self._sess.get_outputs()[0].name
+        out = self._sess.get_outputs()[0]
+        self._out = out.name
+        # Per-frame batches (a few cells) go through an IOBinding with a preallocated output
+        # per batch size: ~4 us less per call than `run` (its checks and output allocation).
+        self._n_out = out.shape[1] if out.type == "tensor(float)" and isinstance(out.shape[1], int) else None
+        self._bound: dict[int, tuple[Any, np.ndarray]] = {}
 
     def predict_proba(self, crops: np.ndarray) -> np.ndarray:
         _check(crops)
-        if len(crops) == 0:
+        n = len(crops)
+        if n == 0:
             return np.zeros((0, len(self.classes)), np.float32)
-        return softmax(self._sess.run([self._out], {self._in: self._pre(crops)})[0])
+        x = self._pre(crops)
+        if self._n_out is None or n > self.MAX_BOUND_BATCH:
+            return softmax(self._sess.run([self._out], {self._in: x})[0])
+        bound = self._bound.get(n)
+        if bound is None:
+            io, logits = self._sess.io_binding(), np.empty((n, self._n_out), np.float32)
+            io.bind_output(self._out, "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
+            bound = self._bound[n] = (io, logits)
+        io, logits = bound
+        io.bind_cpu_input(self._in, x)
+        self._sess.run_with_iobinding(io)
+        return softmax(logits)  # a new array: the bound buffer is reused by the next call
 
 
 @register_backend("hls")

@@ -52,21 +52,24 @@ def crop_cells(image: np.ndarray, centers: list[tuple[float, float]] | np.ndarra
 
 
 class Preprocessor:
-    """uint8 [N, S0, S0] crops -> float32 [N, 1, size, size] as `to_model_input` makes them."""
+    """uint8 [N, S0, S0] crops -> float32 [N, 1, size, size] as `to_model_input` makes them.
+
+    (A x A^T) / (255 std) - mean/std with the scale folded into the left matrix: three numpy
+    calls per batch (each costs ~1-2 us, whatever the batch of a frame)."""
 
     def __init__(self, size: int, mean: float, std: float, crop_size: int = CROP_SIZE) -> None:
         self.size, self.mean, self.std, self.crop_size = int(size), float(mean), float(std), int(crop_size)
-        self._a = None if self.size == self.crop_size else _resize_matrix(self.crop_size, self.size)
+        a = np.eye(self.size, dtype=np.float32) if self.size == self.crop_size else _resize_matrix(self.crop_size, self.size)
+        self._left = (a / np.float32(255.0 * self.std)).astype(np.float32)
+        self._right = np.ascontiguousarray(a.T)
+        self._offset = np.float32(self.mean / self.std)
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         if crops.ndim != 3 or crops.shape[1:] != (self.crop_size, self.crop_size):
             raise ValueError(f"expected uint8 [N, {self.crop_size}, {self.crop_size}] crops, got {crops.shape}")
-        x = crops.astype(np.float32)
-        if self._a is not None:
-            x = self._a @ x @ self._a.T  # batched: [s, S0] @ [N, S0, S0] @ [S0, s]
-        x *= 1.0 / (255.0 * self.std)
-        x -= self.mean / self.std
-        return np.ascontiguousarray(x[:, None])
+        x = self._left @ crops.astype(np.float32) @ self._right  # batched: [s, S0] @ [N, S0, S0] @ [S0, s]
+        x -= self._offset
+        return x.reshape(len(crops), 1, self.size, self.size)
 
 
 def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:

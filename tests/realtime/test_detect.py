@@ -126,37 +126,49 @@ def _reference_blobs(mask: np.ndarray, diff: np.ndarray, step: int, width: int, 
     return out
 
 
-def _random_mask_and_diff(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Discs, rings, streaks and specks: merged fragments, walls and sub-threshold debris."""
-    yy, xx = np.mgrid[:h, :w]
-    diff = rng.uniform(0, 3, (h, w)).astype(np.float32)
+def _random_frame(rng: np.random.Generator, h: int, w: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A frame, a background on its `step` grid and the foreground mask: discs (partly
+    filled: fragments to merge), a wall-like streak, specks (sub-threshold debris)."""
+    gh, gw = -(-h // step), -(-w // step)
+    bg = rng.uniform(60, 200, (gh, gw)).astype(np.float32)
+    diff = rng.uniform(0, 3, (gh, gw)).astype(np.float32)
+    yy, xx = np.mgrid[:gh, :gw]
     for _ in range(rng.integers(0, 8)):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(-5, w + 5), rng.uniform(1, 14)
-        d = np.hypot(yy - cy, xx - cx)
-        diff[(d < r) & (rng.random((h, w)) < rng.uniform(0.4, 1.0))] += rng.uniform(20, 80)
+        cy, cx, r = rng.uniform(0, gh), rng.uniform(-5, gw + 5), rng.uniform(1, 14)
+        disc = (np.hypot(yy - cy, xx - cx) < r) & (rng.random((gh, gw)) < rng.uniform(0.4, 1.0))
+        diff[disc] += rng.uniform(20, 50)
     if rng.random() < 0.3:
-        diff[rng.integers(0, h), :] += 40.0  # a wall-like streak
-    return diff > 15.0, diff
+        diff[rng.integers(0, gh), :] += 40.0
+    image = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    sign = np.where(rng.random((gh, gw)) < 0.5, -1.0, 1.0)
+    image[::step, ::step] = np.clip(np.rint(bg + sign * diff), 0, 255).astype(np.uint8)
+    return image, bg, np.abs(image[::step, ::step] - bg) > 15.0
 
 
-@pytest.mark.parametrize("use_cv2", [True, False])
-def test_blobs_equal_the_per_component_reference_on_random_masks(use_cv2: bool, monkeypatch) -> None:
+@pytest.mark.parametrize("compiled", [False, True])
+def test_blob_rows_equal_the_per_component_reference_on_random_frames(compiled: bool) -> None:
     from lymphosort.realtime import detect as D
 
-    if use_cv2 and D.cv2 is None:
-        pytest.skip("opencv not installed")
-    if not use_cv2:
-        monkeypatch.setattr(D, "cv2", None)
+    if compiled and D._rows_compiled() is None:
+        pytest.skip("numba not installed")
     rng = np.random.default_rng(7)
     cfg = DetectorConfig()
     n_found = 0
     for i in range(150):
         step = (1, 2, 3)[i % 3]
-        h, w = int(rng.integers(20, 60)), int(rng.integers(40, 170))
-        mask, diff = _random_mask_and_diff(rng, h, w)
+        h, w = int(rng.integers(40, 120)), int(rng.integers(80, 340))
+        image, bg, mask = _random_frame(rng, h, w, step)
+        diff = np.abs(image[::step, ::step] - bg)
         flat = diff.ravel()
-        got = D._blobs(mask, lambda idx: flat[idx], step, w * step, h * step, cfg)
-        ref = _reference_blobs(mask, diff, step, w * step, h * step, cfg)
+        if compiled:
+            idx = mask.ravel().nonzero()[0]
+            c = max(1, int(round(cfg.merge_gap / step)))
+            rows = D._rows_compiled()(idx, *mask.shape, image, bg, step, c, D._min_px(cfg, step)).tolist()
+            assert rows == D._rows(mask, lambda i: flat[i], step, cfg)  # same sums in the same order
+        else:
+            rows = D._rows(mask, lambda i: flat[i], step, cfg)
+        got = D._detections(rows, step, w, h, cfg)
+        ref = _reference_blobs(mask, diff, step, w, h, cfg)
         assert [(d.box, d.area, d.partial, d.doublet) for d in got] == [r[2:] for r in ref]
         for d, r in zip(got, ref):
             assert d.x == pytest.approx(r[0], rel=1e-12) and d.y == pytest.approx(r[1], rel=1e-12)
@@ -164,18 +176,15 @@ def test_blobs_equal_the_per_component_reference_on_random_masks(use_cv2: bool, 
     assert n_found > 100
 
 
-def test_label8_numbers_components_like_scipy() -> None:
-    from scipy import ndimage as ndi
+def test_stream_detector_without_numba_gives_the_same_detections(flow_frames, monkeypatch) -> None:
+    from lymphosort.realtime import detect as D
 
-    from lymphosort.realtime.detect import _label8
-
-    rng = np.random.default_rng(3)
-    for _ in range(200):
-        occ = (rng.random((int(rng.integers(1, 40)), int(rng.integers(1, 90)))) < rng.uniform(0.05, 0.6))
-        lab, n = _label8(occ.astype(np.uint8))
-        ref, n_ref = ndi.label(occ, structure=np.ones((3, 3)))
-        assert n == n_ref
-        np.testing.assert_array_equal(lab, ref)
+    fast = Detector()
+    monkeypatch.setattr(D, "_rows_compiled", lambda: None)
+    plain = Detector()
+    assert plain._rows is None
+    for f in flow_frames:
+        assert fast.detect(f.image) == plain.detect(f.image)
 
 
 def test_grid_background_is_the_full_resolution_running_mean_subsampled(flow_frames) -> None:

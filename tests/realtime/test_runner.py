@@ -110,6 +110,22 @@ def test_source_errors_surface(tiny_onnx: Path) -> None:
         RealtimeRunner(Broken(), load_backend("onnx", tiny_onnx), Gate(1), None, RunConfig(realtime=False)).run()
 
 
+def test_a_run_makes_no_cyclic_garbage_and_restores_the_collector(sim_source: SimSource, tiny_onnx: Path) -> None:
+    import gc
+
+    backend = load_backend("onnx", tiny_onnx)
+    gc.collect()
+    for frames in (120, 480):
+        gc.disable()  # the run turns it off anyway; here it also stays off until we count
+        RealtimeRunner(sim_source, backend, Gate(1, 0.5), ListSink(), RunConfig(max_frames=frames, realtime=False,
+                                                                                drop="block")).run()
+        assert not gc.isenabled()  # restored as it was
+        assert gc.collect() < 50  # a few objects per run, not per frame
+        gc.enable()
+    RealtimeRunner(sim_source, backend, Gate(1, 0.5), None, RunConfig(max_frames=10, realtime=False)).run()
+    assert gc.isenabled()
+
+
 def test_paced_block_policy_holds_frames_back_instead_of_dropping(sim_source: SimSource, tiny_onnx: Path) -> None:
     backend = _SlowBackend(load_backend("onnx", tiny_onnx), 0.002)
     cfg = RunConfig(max_frames=200, realtime=True, queue_size=2, drop="block")  # 1 kHz, slower than that

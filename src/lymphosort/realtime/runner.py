@@ -29,9 +29,11 @@ Latency of a cell = decision time - frame arrival time. In real-time mode a fram
 wake-up, a full buffer or a slow decision all show up in the latency.
 
 Scoring against ground truth (the benchmark's bookkeeping, not the sorter's) is done in
-short steps while the loop is idle. Objects alive before the run (the model, a
-pre-rendered pool) are frozen out of Python's cyclic garbage collector for the run: a full
-collection over them costs ~90 ms, which would otherwise land on some frame.
+short steps while the loop is idle. Python's cyclic garbage collector is off during a run:
+the loop makes no reference cycles (a run leaves a handful of cyclic objects, whatever its
+length; test), while the collections themselves landed on frames: ~1 ms every few hundred
+ms for the young objects of the ground-truth ledger, ~100 ms for a full one over the model
+and a pre-rendered pool.
 """
 
 from __future__ import annotations
@@ -275,7 +277,8 @@ class RealtimeRunner:
         cfg, q = self.config, self.queue
         old_switch = sys.getswitchinterval()
         sys.setswitchinterval(cfg.switch_interval_s)
-        gc.freeze()
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         self._t_start = time.perf_counter()
         cpu0 = time.thread_time()
         frames = self._frames()
@@ -320,7 +323,8 @@ class RealtimeRunner:
         except KeyboardInterrupt:
             pass
         finally:
-            gc.unfreeze()
+            if gc_was_enabled:
+                gc.enable()
             sys.setswitchinterval(old_switch)
             if self.sink is not None:
                 self.sink.close()

@@ -162,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--pool-frames", type=int, default=1500)
     t.add_argument("--queue-size", type=int, default=4)
     t.add_argument("--threshold", type=float, default=0.5)
-    t.add_argument("--cpu", type=int, default=0, help="pin to this core (default 0; -1: no pinning)")
+    t.add_argument("--cpu", type=int, default=None,
+                   help="pin to this core (default: the first core this process may use, e.g. the one "
+                        "`taskset -c N` gave it; -1: no pinning)")
     t.add_argument("--afap", action="store_true", help="as fast as possible, lossless (max throughput)")
     a.add_argument("--sessions", type=int, default=4)
     a.add_argument("--frames", type=int, default=1000, help="frames per session stream")
@@ -173,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python benchmarks/realtime_bench.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     t0 = time.perf_counter()
     if args.mode == "throughput":
-        if args.cpu is not None and args.cpu < 0:
+        if args.cpu is None and hasattr(os, "sched_getaffinity"):
+            args.cpu = min(os.sched_getaffinity(0))  # respect `taskset -c N`: never move to another core
+        elif args.cpu is not None and args.cpu < 0:
             args.cpu = None
         rep = throughput(args)
     else:

@@ -1,8 +1,8 @@
 """Frame sources: LymphoSim flow sequences (with ground truth), image folders, video files.
 
 Every source satisfies `FrameSource`: an iterable of `Frame`s plus a nominal `fps`, so a
-camera driver only has to yield frames. A source never paces itself; the runner's
-producer thread does (real-time at `fps`, or as fast as possible).
+camera driver only has to yield frames. A source never paces itself; the
+runner does (frames due at `fps` in real time, or as fast as possible).
 
 Time units: `Frame.t_s` is seconds on the source clock (frame index / fps).
 """
@@ -85,9 +85,10 @@ def load_grey(path: str | Path) -> np.ndarray:
 class SimConfig:
     """A LymphoSim flow stream. Defaults are the fast-flow operating point of the throughput
     benchmark: cells move 128 px/frame (seen 2-3 times in a 320 px strip) and 1.7 arrivals per
-    frame (~2 cells with doublets; ~1.3 decisions per frame, clusters decided as one) at
-    3,900 frames/s: ~5,000 decisions/s. Few fast frames per cell keep the per-frame cost
-    (detection over the whole strip) small per decision."""
+    frame (~2 cells with doublets; ~1.24 decisions per frame, clusters decided as one) at
+    3,900 frames/s: ~4,800 decisions/s (the benchmark offers 4,200 frames/s for ~5,200). Few
+    fast frames per cell keep the per-frame cost (detection over the whole strip) small per
+    decision."""
 
     preset: str = "default"
     seed: int = 0

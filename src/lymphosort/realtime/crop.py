@@ -59,15 +59,21 @@ class Preprocessor:
 
     def __init__(self, size: int, mean: float, std: float, crop_size: int = CROP_SIZE) -> None:
         self.size, self.mean, self.std, self.crop_size = int(size), float(mean), float(std), int(crop_size)
-        a = np.eye(self.size, dtype=np.float32) if self.size == self.crop_size else _resize_matrix(self.crop_size, self.size)
-        self._left = (a / np.float32(255.0 * self.std)).astype(np.float32)
-        self._right = np.ascontiguousarray(a.T)
+        self._scale = np.float32(1.0 / (255.0 * self.std))
         self._offset = np.float32(self.mean / self.std)
+        self._left = self._right = None  # no resize at the native size
+        if self.size != self.crop_size:
+            a = _resize_matrix(self.crop_size, self.size)
+            self._left, self._right = (a * self._scale).astype(np.float32), np.ascontiguousarray(a.T)
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         if crops.ndim != 3 or crops.shape[1:] != (self.crop_size, self.crop_size):
             raise ValueError(f"expected uint8 [N, {self.crop_size}, {self.crop_size}] crops, got {crops.shape}")
-        x = self._left @ crops.astype(np.float32) @ self._right  # batched: [s, S0] @ [N, S0, S0] @ [S0, s]
+        x = crops.astype(np.float32)
+        if self._left is None:
+            x *= self._scale
+        else:
+            x = self._left @ x @ self._right  # batched: [s, S0] @ [N, S0, S0] @ [S0, s]
         x -= self._offset
         return x.reshape(len(crops), 1, self.size, self.size)
 

@@ -25,7 +25,6 @@ def train_tiny(run_dir: Path, *, n: int = 600, epochs: int = 4, seed: int = 0, m
 
 def _train(run_dir: Path, n: int, epochs: int, seed: int, model: str, preset: str) -> Path:
     from lymphosort.data.synth import render_crops
-    from lymphosort.data.transforms import to_model_input
     from lymphosort.models import create_model
     from lymphosort.train.checkpoint import ModelCard, save_checkpoint
 
@@ -33,8 +32,7 @@ def _train(run_dir: Path, n: int, epochs: int, seed: int, model: str, preset: st
     images, labels, _ = render_crops(n, seed=seed, preset=preset)
     y = torch.as_tensor((labels > 0).astype("int64"))  # t-vs-b: B=0, T4/T8=1
     net = create_model(model, num_classes=2)
-    s = net.spec
-    x = to_model_input(torch.as_tensor(images), s.input_size, s.mean, s.std)
+    x = net.spec.prepare(torch.as_tensor(images))
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):

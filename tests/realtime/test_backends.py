@@ -29,6 +29,31 @@ def test_torch_and_onnx_agree(tiny_run: Path, tiny_onnx: Path) -> None:
     assert ox.predict_proba(images[:0]).shape == (0, 2)
 
 
+def test_backends_prepare_a_field_of_view_model_as_the_dataset_path_does(tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+
+    from lymphosort.export.onnx import export_onnx
+    from lymphosort.models import create_model
+    from lymphosort.train.checkpoint import ModelCard, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("tiny-32c").eval()  # sees only the centred 32x32 of each 64x64 crop
+    run = save_checkpoint(tmp_path / "run", model, ModelCard.from_model(model, task="t4-vs-b", classes=["B", "T4"]))
+    export_onnx(model, tmp_path / "onnx" / "model.onnx")
+    shutil.copyfile(run / "model.json", tmp_path / "onnx" / "model.json")
+    images, _ = _crops()
+    with torch.no_grad():
+        ref = torch.softmax(model(model.spec.prepare(torch.from_numpy(images))), 1).numpy()
+    for backend in (load_backend("torch", run), load_backend("onnx", tmp_path / "onnx")):
+        np.testing.assert_allclose(backend.predict_proba(images), ref, atol=1e-5)
+    # The border outside the field of view does not reach the model.
+    edited = images.copy()
+    edited[:, :8] = 0
+    np.testing.assert_allclose(load_backend("onnx", tmp_path / "onnx").predict_proba(edited), ref, atol=1e-5)
+
+
 def test_onnx_small_batches_through_iobinding_equal_plain_runs(tiny_onnx: Path) -> None:
     images, _ = _crops()
     ox = load_backend("onnx", tiny_onnx)

@@ -34,6 +34,17 @@ def test_numpy_preprocessor_matches_to_model_input(size: int) -> None:
     np.testing.assert_allclose(got, ref, atol=2e-5)
 
 
+@pytest.mark.parametrize(("size", "fov"), [(32, 32), (24, 32), (32, 40), (28, 31)])
+def test_numpy_preprocessor_matches_to_model_input_with_a_field_of_view(size: int, fov: int) -> None:
+    rng = np.random.default_rng(2)
+    crops = rng.integers(0, 256, (4, 64, 64), dtype=np.uint8)
+    ref = to_model_input(torch.from_numpy(crops), size, 0.5, 0.25, fov=fov).numpy()
+    got = Preprocessor(size, 0.5, 0.25, fov=fov)(crops)
+    np.testing.assert_allclose(got, ref, atol=2e-5)
+    with pytest.raises(ValueError, match="field of view"):
+        Preprocessor(size, 0.5, 0.25, fov=65)
+
+
 def test_preprocessor_rejects_wrong_shape() -> None:
     with pytest.raises(ValueError):
         Preprocessor(32, 0.5, 0.25)(np.zeros((2, 32, 32), np.uint8))

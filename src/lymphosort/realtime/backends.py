@@ -82,7 +82,9 @@ def _classes(card: dict[str, Any]) -> list[str]:
 def _preprocessor(card: dict[str, Any]) -> Preprocessor:
     spec = card.get("spec", {})
     try:
-        return Preprocessor(int(spec["input_size"]), float(spec["mean"]), float(spec["std"]), CROP_SIZE)
+        fov = spec.get("fov")
+        return Preprocessor(int(spec["input_size"]), float(spec["mean"]), float(spec["std"]), CROP_SIZE,
+                            fov=None if fov is None else int(fov))
     except KeyError as exc:
         raise BackendError(f"model card spec lacks {exc}; cannot prepare the input") from None
 
@@ -114,13 +116,11 @@ class TorchBackend:
         self.spec = self.model.spec
 
     def predict_proba(self, crops: np.ndarray) -> np.ndarray:
-        from lymphosort.data.transforms import to_model_input
-
         _check(crops)
         if len(crops) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
         with self._torch.inference_mode():
-            x = to_model_input(self._torch.from_numpy(crops), self.spec.input_size, self.spec.mean, self.spec.std)
+            x = self.spec.prepare(self._torch.from_numpy(crops))
             return softmax(self.model(x).float().numpy())
 
 

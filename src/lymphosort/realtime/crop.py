@@ -6,8 +6,8 @@ at (size-1)/2). Where the window leaves the frame (cells near the channel walls 
 96-px strip), the border rows/columns are repeated: the frame's outer rows are background
 beyond the wall, so this looks like the dataset's crops, not like black padding.
 
-`Preprocessor` reproduces `data.transforms.to_model_input` (uint8/255, antialiased
-bilinear resize, (x - mean)/std) without torch: the resize is linear and separable, so it is
+`Preprocessor` reproduces `data.transforms.to_model_input` (uint8/255, the centred field of
+view when the model has one, antialiased bilinear resize, (x - mean)/std) without torch: the resize is linear and separable, so it is
 one matrix per axis, measured once from `to_model_input` itself. That keeps torch (and its
 per-call overhead, tens of microseconds) out of the ONNX and hls per-frame paths.
 """
@@ -57,18 +57,28 @@ class Preprocessor:
     (A x A^T) / (255 std) - mean/std with the scale folded into the left matrix: three numpy
     calls per batch (each costs ~1-2 us, whatever the batch of a frame)."""
 
-    def __init__(self, size: int, mean: float, std: float, crop_size: int = CROP_SIZE) -> None:
+    def __init__(self, size: int, mean: float, std: float, crop_size: int = CROP_SIZE, fov: int | None = None) -> None:
         self.size, self.mean, self.std, self.crop_size = int(size), float(mean), float(std), int(crop_size)
+        self.fov = None if fov is None else int(fov)
+        if self.fov is not None and not 1 <= self.fov <= self.crop_size:
+            raise ValueError(f"field of view {self.fov} does not fit a {self.crop_size}-px crop")
+        # The centred window `to_model_input(..., fov=)` takes (same rounding: top = (S0 - fov) // 2).
+        side = self.fov or self.crop_size
+        self._top = (self.crop_size - side) // 2
+        self._side = side
         self._scale = np.float32(1.0 / (255.0 * self.std))
         self._offset = np.float32(self.mean / self.std)
         self._left = self._right = None  # no resize at the native size
-        if self.size != self.crop_size:
-            a = _resize_matrix(self.crop_size, self.size)
+        if self.size != side:
+            a = _resize_matrix(side, self.size)
             self._left, self._right = (a * self._scale).astype(np.float32), np.ascontiguousarray(a.T)
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         if crops.ndim != 3 or crops.shape[1:] != (self.crop_size, self.crop_size):
             raise ValueError(f"expected uint8 [N, {self.crop_size}, {self.crop_size}] crops, got {crops.shape}")
+        if self._side != self.crop_size:
+            t, e = self._top, self._top + self._side
+            crops = crops[:, t:e, t:e]
         x = crops.astype(np.float32)
         if self._left is None:
             x *= self._scale

@@ -66,6 +66,28 @@ def test_quantize_from_float_keeps_the_float_weights() -> None:
     assert q6.bits == [6, 6, 6, 6]
 
 
+def test_activation_ranges_start_from_the_float_activations() -> None:
+    from lymphosort.models.quant import init_activation_ranges, quantize_from_float
+
+    torch.manual_seed(0)
+    f = create_model("tiny-32c").eval()
+    with torch.no_grad():
+        f.features.conv3.weight.mul_(8.0)  # deep activations far beyond the default range of 4
+    x = torch.randn(64, 1, 32, 32)
+    q = quantize_from_float(f, bits=8)
+    with torch.no_grad():
+        before = (q(x) - f(x)).abs().max().item()
+        ranges = init_activation_ranges(q, f, [x[:32], x[32:]], quantile=1.0)
+        after = (q(x) - f(x)).abs().max().item()
+        out3 = f.features.relu3(f.features.conv3(f.features.pool2(f.features.relu2(f.features.conv2(
+            f.features.pool1(f.features.relu1(f.features.conv1(x))))))))
+    assert set(ranges) == {"features.relu1", "features.relu2", "features.relu3"}
+    assert ranges["features.relu3"] == pytest.approx(out3.max().item(), rel=1e-5) and ranges["features.relu3"] > 4
+    relu3 = q.features.relu3(torch.full((1, 24, 2, 2), ranges["features.relu3"]))
+    assert float(relu3.value.max()) >= 0.99 * ranges["features.relu3"]  # no longer clipped at 4
+    assert after < before / 4
+
+
 def test_qat_distill_trains(tmp_path: Path) -> None:
     """A short distillation run of the 8-bit twin learns the toy task (QAT trains)."""
     from lymphosort.train.checkpoint import load_checkpoint

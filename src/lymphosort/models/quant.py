@@ -25,6 +25,7 @@ override the widths. `quantize_from_float` copies a trained float student in.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Any, Sequence
 
@@ -183,8 +184,8 @@ def _register(name: str, bits: int) -> None:
 def quantize_from_float(model: nn.Module, bits: int | Sequence[int] = 8, input_bits: int = 8) -> nn.Module:
     """A QAT twin of float student `model` with its trained weights copied in (eval mode).
 
-    The quantiser scales start from their defaults and are learned during fine-tuning; call
-    `calibrate` with a few batches first for a sensible start.
+    The quantiser ranges start from their defaults and are learned during fine-tuning; call
+    `init_activation_ranges` with a few batches first for a sensible start.
     """
     from lymphosort.models.registry import create_model
 
@@ -206,15 +207,34 @@ def quantize_from_float(model: nn.Module, bits: int | Sequence[int] = 8, input_b
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, batches: Any) -> nn.Module:
-    """Initialise activation scales from data (Brevitas' calibration mode), then eval mode."""
-    from brevitas.graph.calibrate import calibration_mode
+def init_activation_ranges(q: nn.Module, float_model: nn.Module, batches: Any, quantile: float = 0.999) -> dict[str, float]:
+    """Set each quantised ReLU's learned range from its float twin's activations on data.
 
-    model.eval()
-    with calibration_mode(model):
-        for x in batches:
-            model(x)
-    return model.eval()
+    The ranges are learned power-of-two thresholds (``scaling_impl.value`` holds log2 of the
+    range, rounded up when used). They start at 4.0, which clips a trained float student's
+    deeper activations; starting at the `quantile` of the float activations lets QAT fine-tune
+    instead of first re-learning every range. Returns {module path: range set}.
+    """
+    from lymphosort.distill.hooks import FeatureCapture
+
+    paths = [p for p, _ in q.features.named_children() if p.startswith("relu")]
+    paths = [f"features.{p}" for p in paths]
+    samples: dict[str, list[torch.Tensor]] = {p: [] for p in paths}
+    float_model.eval()
+    for x in batches:
+        with FeatureCapture(float_model, paths) as cap:
+            float_model(x)
+        for p in paths:
+            v = cap.features[p].flatten()
+            samples[p].append(v[torch.randperm(len(v))[:100_000]])  # quantile() has a size limit
+    ranges = {}
+    modules = dict(q.named_modules())
+    for p in paths:
+        hi = float(torch.quantile(torch.cat(samples[p])[:1_000_000], quantile))
+        impl = modules[p].act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl
+        impl.value.fill_(math.log2(max(hi, 2.0**-8)))
+        ranges[p] = hi
+    return ranges
 
 
 for _student in ("paper-student2", *TINY_VARIANTS):

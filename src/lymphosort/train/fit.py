@@ -615,10 +615,10 @@ def _init_from(cfg: TrainConfig, num_classes: int, train: "SplitData") -> nn.Mod
     """The model `cfg.model` holding the weights of run `cfg.init_from`.
 
     The same architecture loads as is. A float student starts its QAT twin (`<student>-q<bits>`):
-    its weights are copied in and the activation scales calibrated on training images, so
+    its weights are copied in and the activation ranges set from training images, so
     quantisation-aware training fine-tunes rather than starts from scratch.
     """
-    from lymphosort.models.quant import calibrate, float_name, quantize_from_float
+    from lymphosort.models.quant import float_name, init_activation_ranges, quantize_from_float
     from lymphosort.train.checkpoint import load_checkpoint
 
     src, _ = load_checkpoint(cfg.init_from)
@@ -634,7 +634,7 @@ def _init_from(cfg: TrainConfig, num_classes: int, train: "SplitData") -> nn.Mod
     bits = cfg.model_kwargs.get("bits", int(cfg.model.rpartition("-q")[2]))
     q = quantize_from_float(src, bits=bits, input_bits=int(cfg.model_kwargs.get("input_bits", 8)))
     images = _subset(train, 512, cfg.seed)[0]
-    calibrate(q, (q.spec.prepare(images[i : i + 128]) for i in range(0, len(images), 128)))
+    init_activation_ranges(q, src, (src.spec.prepare(images[i : i + 128]) for i in range(0, len(images), 128)))
     return q.train()
 
 

@@ -44,6 +44,8 @@ def _row(spec: str, args: argparse.Namespace) -> tuple[str, list[str], Path]:
     out = args.out / f"{kind}-{method}{f'-q{qat}' if qat else ''}"
     # A QAT row fine-tunes the float row of the same student and method when that row is listed.
     init = args.out / f"{kind}-{method}" if qat and f"{kind}:{method}" in args.row else None
+    if (out / "config.yaml").is_file():  # a finished row keeps the start it really had
+        init = load_config(out / "config.yaml").init_from
     lr = None
     if init is not None:
         common["epochs"] = args.qat_epochs or args.epochs

@@ -9,7 +9,8 @@ flattened into a linear `head`. Feature-distillation module paths: "features.con
   ReLU, max pool 2, conv 16->16 3x3 (valid), ReLU, max pool 2, flatten (1,600), linear.
 - `tiny-*`: our candidates (<= 6,000 parameters each): 3-4 blocks of "same"-padded conv +
   ReLU + max pool 2, then an average pool down to `pool_out` x `pool_out`, then linear.
-  Which one is best is decided by measurement, not here.
+  `tiny-32c` reads the centred 32x32 window of the crop (`ModelSpec.fov`) instead of the
+  shrunk crop. Which one is best is decided by measurement (BENCHMARKS.md), not here.
 """
 
 from __future__ import annotations

@@ -133,3 +133,17 @@ def test_flow_frames_truth():
     assert any(not c.isolated for f in frames for c in f.truth)
     again = list(render_flow(5, seed=3, cell_rate=0.04, p_pair=0.3))
     assert all(a.image.tobytes() == b.image.tobytes() for a, b in zip(frames, again))
+
+
+def test_trait_scale_narrows_class_spreads_only() -> None:
+    from lymphosort.data.synth.presets import get_preset, with_trait_scale
+    from lymphosort.errors import ConfigError
+
+    base = get_preset("default")
+    easy = with_trait_scale("default", 0.5)
+    assert easy.name == "default-x0.5" and easy.sessions == base.sessions
+    for a, b in zip(base.classes, easy.classes):
+        assert b.radius.mean == a.radius.mean and b.radius.sd == pytest.approx(0.5 * a.radius.sd)
+        assert b.granularity.sd == pytest.approx(0.5 * a.granularity.sd)
+    with pytest.raises(ConfigError, match="trait scale"):
+        with_trait_scale(base, 0)

@@ -164,6 +164,15 @@ PRESETS: Mapping[str, SimPreset] = MappingProxyType(
 )
 
 
+def with_trait_scale(preset: str | SimPreset, k: float) -> SimPreset:
+    """`preset` with every class trait's spread times `k` (< 1 easier, > 1 harder), for
+    calibrating a preset's difficulty; named `<name>-x<k>`."""
+    base = get_preset(preset)
+    if not k > 0:
+        raise ConfigError(f"trait scale must be > 0, got {k}")
+    return replace(base, name=f"{base.name}-x{k:g}", classes=_scaled(base.classes, float(k)))
+
+
 def get_preset(preset: str | SimPreset) -> SimPreset:
     """A preset by name (or a `SimPreset` passed through); `ConfigError` lists the names."""
     if isinstance(preset, SimPreset):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -68,8 +68,8 @@ def to_model_input(
     return x.sub_(mean).div_(std)
 
 
-def center_window(x: torch.Tensor, side: int) -> torch.Tensor:
-    """The centred ``side`` x ``side`` window of ``[..., H, W]`` (a view, no copy)."""
+def center_window(x: Any, side: int) -> Any:
+    """The centred ``side`` x ``side`` window of a ``[..., H, W]`` tensor or array (a view)."""
     h, w = x.shape[-2:]
     if not isinstance(side, int) or isinstance(side, bool) or not 1 <= side <= min(h, w):
         raise ConfigError(f"field of view must be an integer in [1, {min(h, w)}] for {h}x{w} images, got {side!r}")

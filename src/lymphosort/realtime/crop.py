@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lymphosort.data.transforms import center_window
+
 __all__ = ["CROP_SIZE", "Preprocessor", "crop_cells"]
 
 CROP_SIZE = 64
@@ -62,10 +64,7 @@ class Preprocessor:
         self.fov = None if fov is None else int(fov)
         if self.fov is not None and not 1 <= self.fov <= self.crop_size:
             raise ValueError(f"field of view {self.fov} does not fit a {self.crop_size}-px crop")
-        # The centred window `to_model_input(..., fov=)` takes (same rounding: top = (S0 - fov) // 2).
         side = self.fov or self.crop_size
-        self._top = (self.crop_size - side) // 2
-        self._side = side
         self._scale = np.float32(1.0 / (255.0 * self.std))
         self._offset = np.float32(self.mean / self.std)
         self._left = self._right = None  # no resize at the native size
@@ -76,9 +75,8 @@ class Preprocessor:
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         if crops.ndim != 3 or crops.shape[1:] != (self.crop_size, self.crop_size):
             raise ValueError(f"expected uint8 [N, {self.crop_size}, {self.crop_size}] crops, got {crops.shape}")
-        if self._side != self.crop_size:
-            t, e = self._top, self._top + self._side
-            crops = crops[:, t:e, t:e]
+        if self.fov is not None:
+            crops = center_window(crops, self.fov)  # the dataset path's own window (a view)
         x = crops.astype(np.float32)
         if self._left is None:
             x *= self._scale

@@ -39,6 +39,17 @@ def test_each_method_distils_end_to_end(teacher_run: Path, tmp_path: Path, metho
     assert not (tmp_path / method / "model.safetensors").samefile(teacher_run / "model.safetensors")
 
 
+def test_a_field_of_view_student_distils_from_logits_but_not_from_feature_maps(teacher_run: Path, tmp_path: Path) -> None:
+    from lymphosort.errors import ConfigError
+
+    train, val = toy_split(96, 2), toy_split(32, 3, "val")
+    kd = TrainConfig(model="tiny-32c", teacher=str(teacher_run), method="kd", epochs=1, batch_size=32, patience=0)
+    assert fit(kd, tmp_path / "kd", quiet=True, train=train, val=val, evaluate=False).history
+    at = TrainConfig(model="tiny-32c", teacher=str(teacher_run), method="at", epochs=1, batch_size=32, patience=0)
+    with pytest.raises(ConfigError, match="field of view"):
+        fit(at, tmp_path / "at", quiet=True, train=train, val=val, evaluate=False)
+
+
 def test_teacher_and_student_see_the_same_augmented_pixels(teacher_run: Path) -> None:
     from lymphosort.distill.losses import KDLoss
     from lymphosort.models.registry import create_model

@@ -559,11 +559,12 @@ def _fit(
     else:
         student = create_model(cfg.model, num_classes=view.num_classes, **cfg.model_kwargs)
     s_layers, t_layers = list(cfg.student_layers or ()), list(cfg.teacher_layers or ())
-    if loss.uses_features and teacher is not None and _spec_of(student).fov != _spec_of(teacher).fov:
+    s_fov, t_fov = _spec_of(student).fov, _spec_of(teacher).fov if teacher is not None else None
+    if loss.uses_features and teacher is not None and s_fov != t_fov:
         # Feature maps of different fields of view do not cover the same pixels.
         raise ConfigError(
             f"method {cfg.method!r} compares feature maps, but {cfg.model} sees a field of view of "
-            f"{_spec_of(student).fov or 'the whole crop'} and the teacher {_spec_of(teacher).fov or 'the whole crop'}; "
+            f"{s_fov or 'the whole crop'} and the teacher {t_fov or 'the whole crop'}; "
             "use a logit method (kd, dkd) or a student with the teacher's field of view"
         )
     if loss.uses_features and teacher is not None and not (s_layers and t_layers):

@@ -35,7 +35,7 @@ def _row(spec: str, args: argparse.Namespace) -> tuple[str, list[str], Path]:
     kind, _, name = spec.partition(":")
     if not name:
         raise SystemExit(f"bad --row {spec!r}: use STUDENT:METHOD or train:MODEL")
-    common = dict(data_root=args.data_root, epochs=args.epochs, seed=args.seed, max_train_samples=args.max_train_samples)
+    common: dict = dict(data_root=args.data_root, epochs=args.epochs, seed=args.seed, max_train_samples=args.max_train_samples)
     if kind == "train":
         out = args.out / f"train-{name}"
         return f"{name} (labels only)", train_command(name, out, task=args.task, **_as_run(out, common)), out
@@ -44,17 +44,13 @@ def _row(spec: str, args: argparse.Namespace) -> tuple[str, list[str], Path]:
     out = args.out / f"{kind}-{method}{f'-q{qat}' if qat else ''}"
     # A QAT row fine-tunes the float row of the same student and method when that row is listed.
     init = args.out / f"{kind}-{method}" if qat and f"{kind}:{method}" in args.row else None
-    if (out / "config.yaml").is_file():  # a finished row keeps the start it really had
-        init = load_config(out / "config.yaml").init_from
-    lr = None
     if init is not None:
-        common["epochs"] = args.qat_epochs or args.epochs
-        lr = args.qat_lr
-    label = f"{kind} ({method}{f', {qat}-bit QAT' if qat else ''}{', from the float student' if init else ''})"
-    common = _as_run(out, common)
-    if init is not None:
-        lr = _as_run(out, {"lr": lr})["lr"]
-    return label, distill_command(args.teacher, kind, method, out, qat_bits=qat, init_from=init, lr=lr, **common), out
+        common.update(epochs=args.qat_epochs or args.epochs, lr=args.qat_lr)
+    settings = _as_run(out, {**common, "init_from": init})  # a finished row keeps what it really used
+    if settings["init_from"] is None:
+        settings["lr"] = None  # only a fine-tuning row names its learning rate
+    label = f"{kind} ({method}{f', {qat}-bit QAT' if qat else ''}{', from the float student' if settings['init_from'] else ''})"
+    return label, distill_command(args.teacher, kind, method, out, qat_bits=qat, **settings), out
 
 
 def _as_run(out: Path, settings: dict) -> dict:

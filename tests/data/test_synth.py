@@ -59,12 +59,12 @@ def test_unknown_preset_lists_valid_names():
 def test_class_morphology_ordering(crops):
     _, lab, meta = crops
     mean = lambda k, c: meta[k][lab == c].mean()  # noqa: E731
-    # documented: B largest, T4 smallest, T8 between; T4/T8 rougher, more granular,
-    # smaller nucleus ratio than B
-    assert mean("radius", 0) > mean("radius", 2) > mean("radius", 1)
-    assert mean("roughness", 1) > mean("roughness", 0)
-    assert mean("granularity", 1) > mean("granularity", 0) and mean("granularity", 2) > mean("granularity", 0)
-    assert mean("nucleus_ratio", 0) > mean("nucleus_ratio", 1)
+    # documented (v2): T8 largest, T4 smallest; T4 rougher than B and T8; T8 most granular,
+    # then T4; nucleus ratio B > T8 > T4
+    assert mean("radius", 2) > mean("radius", 0) > mean("radius", 1)
+    assert mean("roughness", 1) > mean("roughness", 2) and mean("roughness", 1) > mean("roughness", 0)
+    assert mean("granularity", 2) > mean("granularity", 1) > mean("granularity", 0)
+    assert mean("nucleus_ratio", 0) > mean("nucleus_ratio", 2) > mean("nucleus_ratio", 1)
     # overlapping, not separable: some B are smaller than the mean T4
     assert (meta["radius"][lab == 0] < mean("radius", 1)).any()
 

@@ -1,0 +1,103 @@
+"""Probe: what limits the tiny student? Distil variants of tiny-32c that change one thing.
+
+Not registry entries (they are questions, not products): each variant is registered in this
+process only, then distilled with the same `lymphosort distill` command as the benchmark rows.
+
+  wide   4x the parameters: channels (16, 32, 48) (~20k params, over the FPGA budget)
+  bn     batch norm after every conv (foldable into the conv for the FPGA)
+  deep   one more 3x3 conv (8 -> 8) at full resolution before the first pool
+  fov48  the centred 48x48 window (4 blocks would not fit the budget: 3 blocks, 3x3 head)
+
+    python benchmarks/student_probe.py --teacher runs/exp/teacher --data-root data/lymphosim \\
+        --out runs/exp/probe --epochs 5 --variant wide bn deep fov48
+
+Writes OUT/probe.json (test accuracy, params per variant; runs are reused when finished).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+
+from lymphosort.cli import main as cli
+from lymphosort.models.registry import register_model
+from lymphosort.models.students import TINY_VARIANTS, ConvStudent
+
+BASE = {k: v for k, v in TINY_VARIANTS["tiny-32c"].items() if k not in ("input_size", "fov")}
+
+
+def _with_bn(m: ConvStudent) -> ConvStudent:
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for name, mod in m.features.named_children():
+        layers[name] = mod
+        if isinstance(mod, nn.Conv2d):
+            layers[f"bn{name[4:]}"] = nn.BatchNorm2d(mod.out_channels)
+    m.features = nn.Sequential(layers)
+    return m
+
+
+def _deeper(m: ConvStudent) -> ConvStudent:
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    c1 = m.features.conv1.out_channels
+    for name, mod in m.features.named_children():
+        if name == "pool1":
+            extra = nn.Conv2d(c1, c1, 3, padding=1)
+            nn.init.kaiming_normal_(extra.weight, nonlinearity="relu")
+            nn.init.zeros_(extra.bias)
+            layers["conv1b"], layers["relu1b"] = extra, nn.ReLU()
+        layers[name] = mod
+    m.features = nn.Sequential(layers)
+    return m
+
+
+#: variant -> (input size / field of view, ConvStudent overrides, post-build edit)
+VARIANTS: dict[str, tuple[int, dict, Callable[[ConvStudent], ConvStudent] | None]] = {
+    "wide": (32, {"channels": (16, 32, 48)}, None),
+    "bn": (32, {}, _with_bn),
+    "deep": (32, {}, _deeper),
+    "fov48": (48, {"pool_out": 3}, None),
+}
+
+
+def register(variant: str) -> str:
+    size, over, edit = VARIANTS[variant]
+    name = f"probe-{variant}"
+
+    def factory(num_classes: int = 2, input_size: int = size) -> ConvStudent:
+        m = ConvStudent(num_classes, input_size, **{**BASE, **over})
+        return edit(m) if edit else m
+
+    register_model(name, input_size=size, kind="student", fov=size)(factory)
+    return name
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", type=Path, required=True)
+    ap.add_argument("--data-root", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variant", nargs="+", choices=sorted(VARIANTS), default=sorted(VARIANTS))
+    a = ap.parse_args()
+    res = {}
+    for v in a.variant:
+        name, out = register(v), a.out / v
+        cmd = ["distill", "--teacher", str(a.teacher), "--student", name, "--method", "kd", "--out", str(out),
+               "--data-root", str(a.data_root), "--epochs", str(a.epochs), "--seed", str(a.seed), "--quiet"]
+        if not (out / "metrics.json").is_file() and cli(cmd) != 0:
+            raise SystemExit(f"variant {v} failed")
+        m = json.loads((out / "metrics.json").read_text())
+        res[v] = {"accuracy": m["accuracy"], "params": m.get("params"), "command": "lymphosort " + " ".join(cmd)}
+        print(v, res[v]["accuracy"], res[v]["params"])
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "probe.json").write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

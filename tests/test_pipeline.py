@@ -53,6 +53,15 @@ def test_config_change_reruns_stage_and_dependents_only(tmp_path: Path) -> None:
     assert out["b"]["value"] == 12
 
 
+def test_new_simulator_version_reruns_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    run_stages(_make_stages(calls), tmp_path, _config(), console=lambda s: None)
+    calls.clear()
+    monkeypatch.setattr("lymphosort.data.synth.presets.SIM_VERSION", "99.0")
+    run_stages(_make_stages(calls), tmp_path, _config(), console=lambda s: None)
+    assert calls == ["a", "b", "c"]
+
+
 def test_killed_run_resumes_at_first_unfinished_stage(tmp_path: Path) -> None:
     calls: list[str] = []
     with pytest.raises(RuntimeError):

@@ -123,6 +123,7 @@ def _hash(obj: Any) -> str:
 
 def stage_key(stage: Stage, config: Mapping[str, Any], dep_keys: Mapping[str, str], extra: Any = None) -> str:
     from lymphosort import __version__
+    from lymphosort.data.synth.presets import SIM_VERSION
 
     return _hash(
         {
@@ -131,6 +132,7 @@ def stage_key(stage: Stage, config: Mapping[str, Any], dep_keys: Mapping[str, st
             "deps": {d: dep_keys[d] for d in stage.deps},
             "extra": extra,
             "version": __version__,
+            "sim_version": SIM_VERSION,  # a new simulator renders new data: nothing cached survives it
         }
     )
 

@@ -88,6 +88,21 @@ def test_provenance(tiny_root: Path, tmp_path: Path) -> None:
         lm.read_provenance(bad)
 
 
+def test_data_from_another_simulator_version_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from lymphosort.data.synth.presets import SIM_VERSION
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    write_tiny_lymphomnist(old, provenance={"source": "simulated", "generator": "LymphoSim", "version": "0.1"})
+    write_tiny_lymphomnist(new, provenance={"source": "simulated", "generator": "LymphoSim", "version": SIM_VERSION})
+    with caplog.at_level("WARNING", logger="lymphosort.data.lymphomnist"):
+        lm.read_provenance(new)
+        assert not caplog.records
+        lm.read_provenance(old)
+        lm.read_provenance(old)
+    assert len(caplog.records) == 1
+    assert "LymphoSim 0.1" in caplog.text and f"renders {SIM_VERSION}" in caplog.text and "data synth" in caplog.text
+
+
 def test_real_data_must_have_official_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_tiny_lymphomnist(tmp_path)  # no provenance.json: claims to be the real set
     with pytest.raises(IDXError, match="30 train images, but the official LymphoMNIST train file has 64000"):

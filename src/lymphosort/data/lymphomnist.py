@@ -7,8 +7,10 @@ are reused. Every fact (classes, names, counts, tasks, splits) comes from :mod:`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +99,21 @@ def read_provenance(root: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{path}: unreadable provenance ({exc})") from exc
     if not isinstance(prov, dict) or not isinstance(prov.get("source"), str):
         raise ConfigError(f"{path}: provenance must be a JSON object with a 'source' string")
+    if prov.get("generator") == "LymphoSim":
+        _warn_if_older_simulator(str(path), str(prov.get("version")))
     return prov
+
+
+@functools.lru_cache(maxsize=None)  # once per data set and version, not on every read
+def _warn_if_older_simulator(path: str, version: str) -> None:
+    from lymphosort.data.synth.presets import SIM_VERSION
+
+    if version != SIM_VERSION:
+        logging.getLogger(__name__).warning(
+            "%s: rendered by LymphoSim %s, this lymphosort renders %s; results will not match "
+            "BENCHMARKS.md. Rewrite it with `lymphosort data synth --root ROOT` (ROOT holds LymphoMNIST/).",
+            path, version, SIM_VERSION,
+        )
 
 
 def _official_count(which: str) -> int:

@@ -98,7 +98,7 @@ def _t(mean: float, sd: float, lo: float, hi: float) -> Trait:
 # its texture as T but its size and outline as B, so it transfers to T8 vs B only in part,
 # while T8 vs B stays learnable (granularity, size): what fine-tuning has to find.
 # Spreads (sd) are x0.85 of the v1 table (SIM_VERSION 1.0): calibrated so that a compact
-# CNN clears 96% on T4 vs B (BENCHMARKS.md, "LymphoSim calibration").
+# CNN clears 96% on T4 vs B (BENCHMARKS.md, "LymphoSim difficulty": how 2.0 was chosen).
 _DEFAULT_CLASSES = (
     ClassMorphology(
         "B",

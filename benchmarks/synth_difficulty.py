@@ -9,6 +9,10 @@ Measures:
   * throughput of render_crops (images/s) with the given torch/scipy thread count.
 
     .venv/bin/python benchmarks/synth_difficulty.py --preset default --threads 2
+
+Designing a preset: `--traits-only` skips rendering (traits drawn as the renderer draws
+them; seconds instead of minutes) and `--set T8.granularity=0.1` moves a class trait's mean:
+    .venv/bin/python benchmarks/synth_difficulty.py --traits-only --set T8.radius=12.2 --out /tmp/d.json
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import json
 import time
 from pathlib import Path
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -26,7 +32,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from lymphosort.data.synth import get_preset, render_crops
-from lymphosort.data.synth.presets import with_trait_scale
+from lymphosort.data.synth.cells import sample_cells
+from lymphosort.data.synth.presets import SimPreset, with_trait_scale
 from lymphosort.data.synth.writer import split_sessions
 
 TRAITS = ("radius", "aspect", "roughness", "granularity", "nucleus_ratio", "nucleus_offset")
@@ -49,6 +56,21 @@ def global_features(images: np.ndarray) -> np.ndarray:
     return np.concatenate(feats, axis=1)
 
 
+def with_trait_means(pre: SimPreset, settings: list[str]) -> SimPreset:
+    """`pre` with class trait means moved by "CLASS.TRAIT=MEAN" strings (for calibration)."""
+    classes = {c.name: c for c in pre.classes}
+    for item in settings:
+        key, _, value = item.partition("=")
+        cname, _, trait = key.partition(".")
+        if cname not in classes or trait not in TRAITS or not value:
+            raise SystemExit(f"bad --set {item!r}: use CLASS.TRAIT=MEAN, CLASS in {list(classes)}, TRAIT in {TRAITS}")
+        c = classes[cname]
+        classes[cname] = replace(c, **{trait: replace(getattr(c, trait), mean=float(value))})
+    if not settings:
+        return pre
+    return replace(pre, name=f"{pre.name}+" + ",".join(settings), classes=tuple(classes[c.name] for c in pre.classes))
+
+
 def fit_score(model, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray) -> float:
     model.fit(xtr, ytr)
     return float((model.predict(xte) == yte).mean())
@@ -63,18 +85,25 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--trait-scale", type=float, default=None,
                     help="multiply every class trait's spread (calibrating a preset: < 1 easier)")
+    ap.add_argument("--set", action="append", default=[], metavar="CLASS.TRAIT=MEAN",
+                    help="move one class trait's mean (repeatable), e.g. T8.granularity=0.1")
+    ap.add_argument("--traits-only", action="store_true",
+                    help="trait-level measures only: no rendering, no global statistics, no throughput")
     ap.add_argument("--throughput-n", type=int, default=80000, help="images timed for throughput (0: skip)")
     ap.add_argument("--out", default="benchmarks/results/synth_difficulty.json")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     pre = get_preset(a.preset) if a.trait_scale is None else with_trait_scale(a.preset, a.trait_scale)
+    pre = with_trait_means(pre, a.set)
     tr_s, te_s = split_sessions(a.seed, pre)
 
     def split(n: int, classes: tuple[int, int], seed: int, pool: list[int]):
         lab = np.resize(np.array(classes), n)
+        if a.traits_only:
+            return None, lab, sample_cells(pre, lab, np.random.default_rng(seed))
         return render_crops(n, seed=seed, preset=pre, labels=lab, sessions=pool)
 
-    res: dict[str, object] = {"preset": pre.name, "version": pre.version, "seed": a.seed,
+    res: dict[str, object] = {"preset": pre.name, "version": pre.version, "seed": a.seed, "set": a.set,
                               "n_train": a.n_train, "n_test": a.n_test, "threads": a.threads}
     xtr, ytr, mtr = split(a.n_train, (0, 1), a.seed * 10 + 1, tr_s)
     xte, yte, mte = split(a.n_test, (0, 1), a.seed * 10 + 2, te_s)
@@ -83,9 +112,10 @@ def main() -> None:
     b8 = (y8 == 2).astype(int)
 
     lr = lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))  # noqa: E731
-    gtr, gte = global_features(xtr), global_features(xte)
-    res["global_stats_logreg_t4_vs_b"] = fit_score(lr(), gtr, btr, gte, bte)
-    res["global_stats_hgb_t4_vs_b"] = fit_score(HistGradientBoostingClassifier(random_state=0), gtr, btr, gte, bte)
+    if not a.traits_only:
+        gtr, gte = global_features(xtr), global_features(xte)
+        res["global_stats_logreg_t4_vs_b"] = fit_score(lr(), gtr, btr, gte, bte)
+        res["global_stats_hgb_t4_vs_b"] = fit_score(HistGradientBoostingClassifier(random_state=0), gtr, btr, gte, bte)
 
     ptr = np.stack([mtr[k] for k in TRAITS], 1)
     pte = np.stack([mte[k] for k in TRAITS], 1)
@@ -106,7 +136,7 @@ def main() -> None:
         k: {c: float(np.concatenate([mtr[k][ytr == i], m8[k][y8 == i]]).mean()) for i, c in ((0, "B"), (1, "T4"), (2, "T8"))}
         for k in TRAITS
     }
-    if a.throughput_n:
+    if a.throughput_n and not a.traits_only:
         t0 = time.perf_counter()
         render_crops(a.throughput_n, seed=a.seed, preset=pre)
         dt = time.perf_counter() - t0

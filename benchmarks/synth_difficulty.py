@@ -22,8 +22,6 @@ import json
 import time
 from pathlib import Path
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -33,10 +31,9 @@ from sklearn.preprocessing import StandardScaler
 
 from lymphosort.data.synth import get_preset, render_crops
 from lymphosort.data.synth.cells import sample_cells
-from lymphosort.data.synth.presets import SimPreset, with_trait_scale
+from lymphosort.data.synth.presets import CLASS_TRAITS as TRAITS, with_trait_means, with_trait_scale
 from lymphosort.data.synth.writer import split_sessions
 
-TRAITS = ("radius", "aspect", "roughness", "granularity", "nucleus_ratio", "nucleus_offset")
 
 
 def global_features(images: np.ndarray) -> np.ndarray:
@@ -54,21 +51,6 @@ def global_features(images: np.ndarray) -> np.ndarray:
         feats.append((x > med + d).sum(1, keepdims=True))
     feats.append(pct / (med + 1e-6))
     return np.concatenate(feats, axis=1)
-
-
-def with_trait_means(pre: SimPreset, settings: list[str]) -> SimPreset:
-    """`pre` with class trait means moved by "CLASS.TRAIT=MEAN" strings (for calibration)."""
-    classes = {c.name: c for c in pre.classes}
-    for item in settings:
-        key, _, value = item.partition("=")
-        cname, _, trait = key.partition(".")
-        if cname not in classes or trait not in TRAITS or not value:
-            raise SystemExit(f"bad --set {item!r}: use CLASS.TRAIT=MEAN, CLASS in {list(classes)}, TRAIT in {TRAITS}")
-        c = classes[cname]
-        classes[cname] = replace(c, **{trait: replace(getattr(c, trait), mean=float(value))})
-    if not settings:
-        return pre
-    return replace(pre, name=f"{pre.name}+" + ",".join(settings), classes=tuple(classes[c.name] for c in pre.classes))
 
 
 def fit_score(model, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray) -> float:
@@ -94,7 +76,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     pre = get_preset(a.preset) if a.trait_scale is None else with_trait_scale(a.preset, a.trait_scale)
-    pre = with_trait_means(pre, a.set)
+    pre = with_trait_means(pre, dict(item.partition("=")[::2] for item in a.set)) if a.set else pre
     tr_s, te_s = split_sessions(a.seed, pre)
 
     def split(n: int, classes: tuple[int, int], seed: int, pool: list[int]):

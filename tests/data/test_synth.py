@@ -147,3 +147,18 @@ def test_trait_scale_narrows_class_spreads_only() -> None:
         assert b.granularity.sd == pytest.approx(0.5 * a.granularity.sd)
     with pytest.raises(ConfigError, match="trait scale"):
         with_trait_scale(base, 0)
+
+
+def test_trait_means_move_one_class_trait_only() -> None:
+    from lymphosort.data.synth.presets import get_preset, with_trait_means
+    from lymphosort.errors import ConfigError
+
+    base = get_preset("default")
+    moved = with_trait_means("default", {"T8.radius": 12.5, "B.granularity": "0.05"})
+    assert moved.name == "default+T8.radius=12.5,B.granularity=0.05"
+    t8, b = moved.classes[2], moved.classes[0]
+    assert t8.radius.mean == 12.5 and t8.radius.sd == base.classes[2].radius.sd
+    assert b.granularity.mean == 0.05 and moved.classes[1] == base.classes[1]
+    for bad in ({"T9.radius": 1}, {"T8.size": 1}, {"T8.radius": "big"}):
+        with pytest.raises(ConfigError):
+            with_trait_means(base, bad)

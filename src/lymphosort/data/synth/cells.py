@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import fft as sfft
 
-from lymphosort.data.synth.presets import SimPreset, Trait
+from lymphosort.data.synth.presets import CLASS_TRAITS, SimPreset, Trait
 
 #: boundary harmonics 2..6: 2 is an ellipse-like squash, higher ones are blebs/ruffles.
 _HARMONICS = np.arange(2, 7)
 _HARM_W = _HARMONICS.astype(np.float64) ** -0.7
 _HARM_W /= np.sqrt((_HARM_W**2).sum())
-_TRAITS = ("radius", "aspect", "roughness", "granularity", "nucleus_ratio", "nucleus_offset")
 
 
 def _draw(traits: list[Trait], labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -25,7 +24,7 @@ def _draw(traits: list[Trait], labels: np.ndarray, rng: np.random.Generator) -> 
 def sample_cells(preset: SimPreset, labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Per-cell generative parameters (the 'true' traits returned in meta)."""
     n = labels.shape[0]
-    out = {k: _draw([getattr(c, k) for c in preset.classes], labels, rng) for k in _TRAITS}
+    out = {k: _draw([getattr(c, k) for c in preset.classes], labels, rng) for k in CLASS_TRAITS}
     # random boundary harmonics scaled so their rms equals the drawn roughness
     coef = rng.standard_normal((n, len(_HARMONICS), 2)) * _HARM_W[None, :, None] / np.sqrt(2.0)
     out["harmonics"] = coef * out["roughness"][:, None, None]

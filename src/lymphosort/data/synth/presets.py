@@ -7,7 +7,7 @@ purpose so that nothing separates them perfectly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Mapping
 
@@ -45,6 +45,10 @@ class ClassMorphology:
     granularity: Trait
     nucleus_ratio: Trait
     nucleus_offset: Trait
+
+
+#: the generative traits of a class, in table order (everything but the name)
+CLASS_TRAITS: tuple[str, ...] = tuple(f.name for f in fields(ClassMorphology) if f.name != "name")
 
 
 @dataclass(frozen=True)
@@ -132,14 +136,8 @@ _DEFAULT_CLASSES = (
 
 def _scaled(classes: tuple[ClassMorphology, ...], k: float) -> tuple[ClassMorphology, ...]:
     """Widen (k > 1) or narrow (k < 1) every class trait's spread: harder or easier."""
-
-    def sc(t: Trait) -> Trait:
-        return replace(t, sd=t.sd * k)
-
     return tuple(
-        replace(c, radius=sc(c.radius), aspect=sc(c.aspect), roughness=sc(c.roughness),
-                granularity=sc(c.granularity), nucleus_ratio=sc(c.nucleus_ratio),
-                nucleus_offset=sc(c.nucleus_offset))
+        replace(c, **{t: replace(getattr(c, t), sd=getattr(c, t).sd * k) for t in CLASS_TRAITS})
         for c in classes
     )
 
@@ -175,6 +173,25 @@ def with_trait_scale(preset: str | SimPreset, k: float) -> SimPreset:
     if not k > 0:
         raise ConfigError(f"trait scale must be > 0, got {k}")
     return replace(base, name=f"{base.name}-x{k:g}", classes=_scaled(base.classes, float(k)))
+
+
+def with_trait_means(preset: str | SimPreset, means: Mapping[str, float | str]) -> SimPreset:
+    """`preset` with class trait means moved, keyed "CLASS.TRAIT" (e.g. {"T8.radius": 12.2}),
+    for designing a preset; named `<name>+<changes>`."""
+    base = get_preset(preset)
+    classes = {c.name: c for c in base.classes}
+    for key, value in means.items():
+        cname, _, trait = key.partition(".")
+        if cname not in classes or trait not in CLASS_TRAITS:
+            raise ConfigError(f"bad trait key {key!r}: use CLASS.TRAIT, CLASS in {list(classes)}, TRAIT in {CLASS_TRAITS}")
+        try:
+            mean = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: mean must be a number, got {value!r}") from None
+        c = classes[cname]
+        classes[cname] = replace(c, **{trait: replace(getattr(c, trait), mean=mean)})
+    name = f"{base.name}+" + ",".join(f"{k}={v}" for k, v in means.items())
+    return replace(base, name=name, classes=tuple(classes[c.name] for c in base.classes))
 
 
 def get_preset(preset: str | SimPreset) -> SimPreset:

@@ -7,6 +7,7 @@ process only, then distilled with the same `lymphosort distill` command as the b
   bn     batch norm after every conv (foldable into the conv for the FPGA)
   deep   one more 3x3 conv (8 -> 8) at full resolution before the first pool
   fov48  the centred 48x48 window (4 blocks would not fit the budget: 3 blocks, 3x3 head)
+  k5     a 5x5 first conv (a wider view of the texture at full resolution; +128 params)
 
     python benchmarks/student_probe.py --teacher runs/exp/teacher --data-root data/lymphosim \\
         --out runs/exp/probe --epochs 5 --variant wide bn deep fov48
@@ -55,12 +56,22 @@ def _deeper(m: ConvStudent) -> ConvStudent:
     return m
 
 
+def _k5_first(m: ConvStudent) -> ConvStudent:
+    old = m.features.conv1
+    new = nn.Conv2d(old.in_channels, old.out_channels, 5, padding=2)
+    nn.init.kaiming_normal_(new.weight, nonlinearity="relu")
+    nn.init.zeros_(new.bias)
+    m.features.conv1 = new
+    return m
+
+
 #: variant -> (input size / field of view, ConvStudent overrides, post-build edit)
 VARIANTS: dict[str, tuple[int, dict, Callable[[ConvStudent], ConvStudent] | None]] = {
     "wide": (32, {"channels": (16, 32, 48)}, None),
     "bn": (32, {}, _with_bn),
     "deep": (32, {}, _deeper),
     "fov48": (48, {"pool_out": 3}, None),
+    "k5": (32, {}, _k5_first),
 }
 
 
@@ -85,7 +96,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variant", nargs="+", choices=sorted(VARIANTS), default=sorted(VARIANTS))
     a = ap.parse_args()
-    res = {}
+    saved = a.out / "probe.json"
+    res = json.loads(saved.read_text()) if saved.is_file() else {}  # earlier variants are kept
     for v in a.variant:
         name, out = register(v), a.out / v
         cmd = ["distill", "--teacher", str(a.teacher), "--student", name, "--method", "kd", "--out", str(out),

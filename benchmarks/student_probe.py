@@ -27,7 +27,7 @@ from torch import nn
 
 from lymphosort.cli import main as cli
 from lymphosort.models.registry import register_model
-from lymphosort.models.students import TINY_VARIANTS, ConvStudent
+from lymphosort.models.students import TINY_VARIANTS, ConvStudent, init_weights_
 
 BASE = {k: v for k, v in TINY_VARIANTS["tiny-32c"].items() if k not in ("input_size", "fov")}
 
@@ -48,8 +48,7 @@ def _deeper(m: ConvStudent) -> ConvStudent:
     for name, mod in m.features.named_children():
         if name == "pool1":
             extra = nn.Conv2d(c1, c1, 3, padding=1)
-            nn.init.kaiming_normal_(extra.weight, nonlinearity="relu")
-            nn.init.zeros_(extra.bias)
+            init_weights_(extra, "he")
             layers["conv1b"], layers["relu1b"] = extra, nn.ReLU()
         layers[name] = mod
     m.features = nn.Sequential(layers)
@@ -59,8 +58,7 @@ def _deeper(m: ConvStudent) -> ConvStudent:
 def _k5_first(m: ConvStudent) -> ConvStudent:
     old = m.features.conv1
     new = nn.Conv2d(old.in_channels, old.out_channels, 5, padding=2)
-    nn.init.kaiming_normal_(new.weight, nonlinearity="relu")
-    nn.init.zeros_(new.bias)
+    init_weights_(new, "he")
     m.features.conv1 = new
     return m
 
@@ -108,7 +106,7 @@ def main() -> None:
         res[v] = {"accuracy": m["accuracy"], "params": m.get("params"), "command": "lymphosort " + " ".join(cmd)}
         print(v, res[v]["accuracy"], res[v]["params"])
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "probe.json").write_text(json.dumps(res, indent=2) + "\n")
+    saved.write_text(json.dumps(res, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -100,12 +100,12 @@ def read_provenance(root: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(prov, dict) or not isinstance(prov.get("source"), str):
         raise ConfigError(f"{path}: provenance must be a JSON object with a 'source' string")
     if prov.get("generator") == "LymphoSim":
-        _warn_if_older_simulator(str(path), str(prov.get("version")))
+        _warn_if_other_simulator(str(path), str(prov.get("version")))
     return prov
 
 
 @functools.lru_cache(maxsize=None)  # once per data set and version, not on every read
-def _warn_if_older_simulator(path: str, version: str) -> None:
+def _warn_if_other_simulator(path: str, version: str) -> None:
     from lymphosort.data.synth.presets import SIM_VERSION
 
     if version != SIM_VERSION:

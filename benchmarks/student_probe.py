@@ -8,6 +8,10 @@ process only, then distilled with the same `lymphosort distill` command as the b
   deep   one more 3x3 conv (8 -> 8) at full resolution before the first pool
   fov48  the centred 48x48 window (4 blocks would not fit the budget: 3 blocks, 3x3 head)
   k5     a 5x5 first conv (a wider view of the texture at full resolution; +128 params)
+  std    each crop standardised (own mean and sd) before the first conv: session invariance
+  xwide  16x the parameters, channels (32, 64, 128): is the 32x32 window or the size the limit?
+  sep    depthwise-separable convs after the first, channels (16, 40, 80), 2x2 head: width per parameter
+  wide64 the whole 64x64 crop, four blocks (16, 32, 48, 64): does the wider view carry more?
 
     python benchmarks/student_probe.py --teacher runs/exp/teacher --data-root data/lymphosim \\
         --out runs/exp/probe --epochs 5 --variant wide bn deep fov48
@@ -23,11 +27,13 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
+import torch
 from torch import nn
 
 from lymphosort.cli import main as cli
-from lymphosort.models.registry import register_model
+from lymphosort.models.registry import list_models, register_model
 from lymphosort.models.students import TINY_VARIANTS, ConvStudent, init_weights_
+from lymphosort.train.config import load_config
 
 BASE = {k: v for k, v in TINY_VARIANTS["tiny-32c"].items() if k not in ("input_size", "fov")}
 
@@ -63,6 +69,31 @@ def _k5_first(m: ConvStudent) -> ConvStudent:
     return m
 
 
+class _Standardise(nn.Module):
+    """Each crop to zero mean, unit sd: removes the session's background level and contrast."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu = x.mean(dim=(2, 3), keepdim=True)
+        return (x - mu) / x.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+
+
+def _standardised(m: ConvStudent) -> ConvStudent:
+    m.features = nn.Sequential(OrderedDict([("standardise", _Standardise()), *m.features.named_children()]))
+    return m
+
+
+def _separable(m: ConvStudent) -> ConvStudent:
+    """Every conv after the first as depthwise 3x3 + pointwise 1x1 (hls4ml: DepthwiseConv2D + Conv)."""
+    for name, old in list(m.features.named_children()):
+        if isinstance(old, nn.Conv2d) and name != "conv1":
+            dw = nn.Conv2d(old.in_channels, old.in_channels, old.kernel_size, padding=old.padding, groups=old.in_channels)
+            pw = nn.Conv2d(old.in_channels, old.out_channels, 1)
+            init_weights_(dw, "he")
+            init_weights_(pw, "he")
+            setattr(m.features, name, nn.Sequential(OrderedDict([("dw", dw), ("pw", pw)])))
+    return m
+
+
 #: variant -> (input size / field of view, ConvStudent overrides, post-build edit)
 VARIANTS: dict[str, tuple[int, dict, Callable[[ConvStudent], ConvStudent] | None]] = {
     "wide": (32, {"channels": (16, 32, 48)}, None),
@@ -70,12 +101,18 @@ VARIANTS: dict[str, tuple[int, dict, Callable[[ConvStudent], ConvStudent] | None
     "deep": (32, {}, _deeper),
     "fov48": (48, {"pool_out": 3}, None),
     "k5": (32, {}, _k5_first),
+    "std": (32, {}, _standardised),
+    "xwide": (32, {"channels": (32, 64, 128)}, None),
+    "sep": (32, {"channels": (16, 40, 80), "pool_out": 2}, _separable),
+    "wide64": (64, {"channels": (16, 32, 48, 64)}, None),
 }
 
 
 def register(variant: str) -> str:
     size, over, edit = VARIANTS[variant]
     name = f"probe-{variant}"
+    if name in list_models():
+        return name
 
     def factory(num_classes: int = 2, input_size: int = size) -> ConvStudent:
         m = ConvStudent(num_classes, input_size, **{**BASE, **over})
@@ -98,12 +135,17 @@ def main() -> None:
     res = json.loads(saved.read_text()) if saved.is_file() else {}  # earlier variants are kept
     for v in a.variant:
         name, out = register(v), a.out / v
+        done = (out / "metrics.json").is_file()
+        # A finished run is reused: its command names the epochs and seed it really ran with.
+        ran = load_config(out / "config.yaml") if done else None
+        epochs, seed = (ran.epochs, ran.seed) if ran else (a.epochs, a.seed)
         cmd = ["distill", "--teacher", str(a.teacher), "--student", name, "--method", "kd", "--out", str(out),
-               "--data-root", str(a.data_root), "--epochs", str(a.epochs), "--seed", str(a.seed), "--quiet"]
-        if not (out / "metrics.json").is_file() and cli(cmd) != 0:
+               "--data-root", str(a.data_root), "--epochs", str(epochs), "--seed", str(seed), "--quiet"]
+        if not done and cli(cmd) != 0:
             raise SystemExit(f"variant {v} failed")
         m = json.loads((out / "metrics.json").read_text())
-        res[v] = {"accuracy": m["accuracy"], "params": m.get("params"), "command": "lymphosort " + " ".join(cmd)}
+        res[v] = {"accuracy": m["accuracy"], "params": m.get("params"), "epochs": epochs,
+                  "command": "lymphosort " + " ".join(cmd)}
         print(v, res[v]["accuracy"], res[v]["params"])
     a.out.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(res, indent=2) + "\n")

@@ -33,7 +33,8 @@ from torch import nn
 from lymphosort.cli import main as cli
 from lymphosort.models.registry import list_models, register_model
 from lymphosort.models.students import TINY_VARIANTS, ConvStudent, init_weights_
-from lymphosort.train.config import load_config
+
+from kd_table import _as_run  # the same 'settings a finished run really used' as the kd table
 
 BASE = {k: v for k, v in TINY_VARIANTS["tiny-32c"].items() if k not in ("input_size", "fov")}
 
@@ -137,8 +138,8 @@ def main() -> None:
         name, out = register(v), a.out / v
         done = (out / "metrics.json").is_file()
         # A finished run is reused: its command names the epochs and seed it really ran with.
-        ran = load_config(out / "config.yaml") if done else None
-        epochs, seed = (ran.epochs, ran.seed) if ran else (a.epochs, a.seed)
+        ran = _as_run(out, {"epochs": a.epochs, "seed": a.seed})
+        epochs, seed = ran["epochs"], ran["seed"]
         cmd = ["distill", "--teacher", str(a.teacher), "--student", name, "--method", "kd", "--out", str(out),
                "--data-root", str(a.data_root), "--epochs", str(epochs), "--seed", str(seed), "--quiet"]
         if not done and cli(cmd) != 0:

@@ -78,3 +78,17 @@ def test_teacher_and_student_see_the_same_augmented_pixels(teacher_run: Path) ->
     module.train()
     assert not teacher.training and all(p.grad is None and not p.requires_grad for p in teacher.parameters())
     assert any(p.grad is not None for p in student.parameters())
+
+
+def test_a_distillation_with_weight_averaging_resumes(teacher_run: Path, tmp_path: Path) -> None:
+    from lymphosort.train.checkpoint import load_checkpoint
+
+    cfg = TrainConfig(model="tiny-32", teacher=str(teacher_run), method="kd", epochs=1, batch_size=32, patience=0,
+                      ema_decay=0.9)
+    train, val = toy_split(96, 2), toy_split(32, 3, "val")
+    fit(cfg, tmp_path / "run", quiet=True, train=train, val=val, evaluate=False)
+    res = fit(cfg.replace(epochs=2), tmp_path / "run", resume=True, quiet=True, train=train, val=val, evaluate=False)
+    assert [h["epoch"] for h in res.history] == [1, 2]
+    # The teacher still comes from its own folder: the saved student holds no teacher weights.
+    model, _ = load_checkpoint(tmp_path / "run")
+    assert not any(k.startswith("teacher.") for k in model.state_dict())

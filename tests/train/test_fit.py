@@ -150,3 +150,34 @@ def test_init_from_starts_from_the_run_weights_and_a_qat_twin_from_its_float_stu
 
     with pytest.raises(ConfigError, match="QAT twin"):
         fit(_cfg(model="tiny-48", init_from=str(src.run_dir)), tmp_path / "bad", quiet=True, train=train, val=val)
+
+
+def test_ema_weights_are_validated_saved_and_resumed(tmp_path: Path) -> None:
+    from lymphosort.data.transforms import to_model_input
+    from lymphosort.train.checkpoint import load_checkpoint
+
+    train, val = toy_split(96, 0), toy_split(48, 1, "val")
+    plain = fit(_cfg(epochs=2), tmp_path / "plain", quiet=True, train=train, val=val, evaluate=False)
+    out = tmp_path / "ema"
+    r1 = fit(_cfg(epochs=1, ema_decay=0.9), out, quiet=True, train=train, val=val, evaluate=False)
+    ckpt = torch.load(out / "last.ckpt", map_location="cpu", weights_only=True)
+    # Lightning keeps the raw weights beside the average, so a resume continues both.
+    assert "current_model_state" in ckpt
+    avg, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    assert any(not torch.equal(avg[k], raw[k]) for k in avg if k.startswith("student."))
+    r2 = fit(_cfg(epochs=2, ema_decay=0.9), out, resume=True, quiet=True, train=train, val=val, evaluate=False)
+    assert [h["epoch"] for h in r2.history] == [1, 2] and r2.history[0] == r1.history[0]
+    model, card = load_checkpoint(out)
+    assert card.config["ema_decay"] == 0.9
+    # The saved model is the averaged one that validation scored, not the last raw step.
+    s = model.spec
+    pred = model(to_model_input(val.images, s.input_size, s.mean, s.std)).argmax(1)
+    assert (pred == val.labels).float().mean().item() == pytest.approx(r2.best_val["val_acc"], abs=1e-6)
+    p_model, _ = load_checkpoint(plain.run_dir)
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), p_model.state_dict().values()))
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, -0.5])
+def test_ema_decay_outside_the_open_unit_interval_is_refused(decay: float) -> None:
+    with pytest.raises(ConfigError, match="ema_decay"):
+        _cfg(ema_decay=decay).validate()

@@ -30,6 +30,7 @@ _FLAG_FIELDS: dict[str, str] = {
     "strategy": "strategy",
     "precision": "precision",
     "init_from": "init_from",
+    "ema": "ema_decay",
 }
 
 
@@ -56,6 +57,9 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", default=None, help="Lightning devices (default auto; torchrun sets it)")
     p.add_argument("--strategy", default=None, help="Lightning strategy (default auto; ddp under torchrun)")
     p.add_argument("--precision", default=None, help="e.g. 32-true, bf16-mixed, 16-mixed")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="validate, early-stop and save an exponential moving average of the weights "
+                   "(e.g. 0.999; default off)")
     p.add_argument("--no-augment", action="store_true", help="train without batch augmentation")
     p.add_argument("--no-balanced", action="store_true", help="plain shuffling instead of class-balanced sampling")
     p.add_argument("--init-from", default=None, metavar="RUN",

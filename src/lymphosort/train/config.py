@@ -55,6 +55,11 @@ class TrainConfig:
     #: "auto" = single process, "ddp" when launched by torchrun with WORLD_SIZE > 1.
     strategy: str = "auto"
     precision: str = "32-true"
+    #: decay of an exponential moving average of the weights (Lightning's EMAWeightAveraging,
+    #: updated every step); validation, early stopping, best.ckpt and the saved model then use
+    #: the averaged weights, which smooths the epoch-to-epoch swings a session shift causes.
+    #: None = off.
+    ema_decay: float | None = None
     #: run folder whose trained weights start this run (same model, or the float student of
     #: a QAT model); None = fresh initialisation.
     init_from: str | None = None
@@ -81,6 +86,8 @@ class TrainConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr!r}")
         if not 0.0 <= self.warmup_frac < 1.0:
             raise ConfigError(f"warmup_frac must be in [0, 1), got {self.warmup_frac!r}")
+        if self.ema_decay is not None and not 0.0 < float(self.ema_decay) < 1.0:
+            raise ConfigError(f"ema_decay must be in (0, 1) or unset, got {self.ema_decay!r}")
         if self.monitor not in ("val_bacc", "val_acc", "val_loss"):
             raise ConfigError(f"monitor must be val_bacc, val_acc or val_loss, got {self.monitor!r}")
         for name in ("max_train_samples", "max_val_samples"):

@@ -357,7 +357,9 @@ class LymphoModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.teacher is not None:
+        # With weight averaging the checkpoint holds both states and Lightning reloads both
+        # strictly on resume, so the teacher's keys stay there.
+        if self.teacher is not None and "current_model_state" not in checkpoint:
             sd = checkpoint.get("state_dict", {})
             for k in [k for k in sd if k.startswith("teacher.")]:
                 del sd[k]
@@ -701,6 +703,10 @@ def _make_trainer(cfg: TrainConfig, run_dir: Path, quiet: bool, n_train: int) ->
         ),
         LearningRateMonitor(logging_interval="epoch"),
     ]
+    if cfg.ema_decay is not None:
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+
+        callbacks.append(EMAWeightAveraging(decay=float(cfg.ema_decay)))
     if cfg.patience > 0:
         callbacks.append(EarlyStopping(monitor=cfg.monitor, mode=mode, patience=cfg.patience))
     show_bar = not quiet and sys.stdout.isatty()

@@ -37,6 +37,7 @@ def _base_cfg(args: argparse.Namespace) -> Any:
         reset_head=args.reset_head,
         n_boot=args.n_boot,
         head_steps=args.head_steps,
+        ema_decay=args.ema,
     )
 
 
@@ -124,6 +125,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="partial/full (default 15 short epochs for K<=100, 4 for all)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--patience", type=int, default=None, help="early-stopping patience on val balanced accuracy")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="partial/full: validate, early-stop and keep an exponential moving average of the "
+                   "weights (e.g. 0.999; default off)")
     p.add_argument("--max-val-samples", type=int, default=2000, help="stratified cap on validation (0 = all)")
     p.add_argument("--reset-head", action="store_true", help="start from a fresh head even when the classes match")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")

@@ -404,6 +404,9 @@ class FinetuneConfig:
     #: `AugmentConfig` keywords; None = the source run's own augmentation.
     augment: dict[str, Any] | None = None
     reset_head: bool = False
+    #: partial/full: decay of an exponential moving average of the weights (None = off);
+    #: see `TrainConfig.ema_decay`.
+    ema_decay: float | None = None
     #: linear mode: most full-batch head steps.
     head_steps: int = 500
     n_boot: int = 1000
@@ -537,6 +540,7 @@ def finetune(
             patience=cfg.patience if cfg.patience is not None else (4 if small else 2),
             seed=cfg.seed,
             augment=cfg.augment if cfg.augment is not None else src_card.config.get("augment", {}),
+            ema_decay=cfg.ema_decay,
         )
         train = _tile(shots, cfg.min_epoch_samples) if small else shots
         res = fit(tcfg, out_dir, quiet=quiet, train=train, val=val, test=data.test, evaluate=False, model=model)
@@ -601,6 +605,7 @@ def redistill(
         patience=cfg.patience if cfg.patience is not None else (4 if small else 2),
         seed=cfg.seed,
         augment=cfg.augment if cfg.augment is not None else s_card.config.get("augment", {}),
+        ema_decay=cfg.ema_decay,
         teacher=str(teacher_run),
         method=m,
         method_kwargs=dict(BEST_SETTING["method_kwargs"]) if m == BEST_SETTING["method"] else {},

@@ -162,3 +162,22 @@ def test_trait_means_move_one_class_trait_only() -> None:
     for bad in ({"T9.radius": 1}, {"T8.size": 1}, {"T8.radius": "big"}):
         with pytest.raises(ConfigError):
             with_trait_means(base, bad)
+
+
+def test_moving_one_class_leaves_the_other_classes_pixels_unchanged() -> None:
+    # Why 2.1 (T8 radius only) keeps every T4-vs-B crop of 2.0: sessions are salted by the
+    # preset's name and trait draws are shifted normals, so another class's traits cannot
+    # change what B and T4 render. A rename (a new session table) must change them.
+    from dataclasses import replace
+
+    from lymphosort.data.synth.presets import with_trait_means
+
+    moved = with_trait_means("default", {"T8.radius": 13.0})
+    a, la, _ = render_crops(48, seed=5)
+    b, lb, mb = render_crops(48, seed=5, preset=replace(moved, name="default"))
+    c, _, _ = render_crops(48, seed=5, preset=moved)
+    assert np.array_equal(la, lb) and {0, 1, 2} <= set(la.tolist())
+    other = la != 2
+    assert np.array_equal(a[other], b[other])
+    assert not np.array_equal(a[~other], b[~other]) and mb["radius"][~other].mean() > 12.5
+    assert not np.array_equal(a[other], c[other])

@@ -107,7 +107,7 @@ def _t(mean: float, sd: float, lo: float, hi: float) -> Trait:
 # stopped at 95.4%, 1.4 points under the T4-vs-B teacher where the reference's real data has
 # 1 point; size separates T8 from B without changing what a T4-vs-B model reads zero-shot.
 # Sessions are salted by preset name and every trait draw is a shifted normal, so B and T4
-# crops render bit-identical to 2.0 (tests/data/synth check it; BENCHMARKS.md "LymphoSim 2.1").
+# crops render bit-identical to 2.0 (tests/data/test_synth.py checks it; BENCHMARKS.md "LymphoSim 2.1").
 _DEFAULT_CLASSES = (
     ClassMorphology(
         "B",

@@ -181,3 +181,29 @@ def test_ema_weights_are_validated_saved_and_resumed(tmp_path: Path) -> None:
 def test_ema_decay_outside_the_open_unit_interval_is_refused(decay: float) -> None:
     with pytest.raises(ConfigError, match="ema_decay"):
         _cfg(ema_decay=decay).validate()
+
+
+def test_frozen_teacher_graph_gives_the_eager_logits_at_any_batch_size() -> None:
+    from lymphosort.models import create_model
+    from lymphosort.train.fit import freeze_for_inference
+
+    torch.manual_seed(0)
+    teacher = create_model("compact-teacher", num_classes=2).eval()
+    graph = freeze_for_inference(teacher, torch.rand(8, 1, 64, 64))
+    assert graph is not teacher
+    for n in (8, 3, 1):  # the last batch of an epoch is usually smaller
+        x = torch.rand(n, 1, 64, 64)
+        with torch.no_grad():
+            torch.testing.assert_close(graph(x), teacher(x), rtol=1e-4, atol=1e-4)
+
+
+def test_an_untraceable_teacher_falls_back_to_eager_mode() -> None:
+    from lymphosort.train.fit import freeze_for_inference
+
+    class DataDependent(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)[:, : int(x.sum() > 0) + 1]  # shape depends on the values
+
+    model = DataDependent()
+    out = freeze_for_inference(model, torch.rand(2, 1, 4, 4))
+    assert out is model

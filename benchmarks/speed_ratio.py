@@ -25,7 +25,8 @@ import torch
 from lymphosort.evaluate.efficiency import count_macs, count_params, measure_latency
 
 
-def _load(ref: str) -> tuple[str, torch.nn.Module, str]:
+def load_model_or_arch(ref: str) -> tuple[str, torch.nn.Module, str]:
+    """(ref, model, label) for a run folder (trained weights) or a registered name (untrained)."""
     from lymphosort.models import create_model
     from lymphosort.train.checkpoint import load_checkpoint
 
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.reference not in args.model:
         raise SystemExit("--reference must be one of the --model values")
-    loaded = [_load(m) for m in args.model]
+    loaded = [load_model_or_arch(m) for m in args.model]
     models = {key: model for key, model, _ in loaded}
     result: dict = {"command": "python benchmarks/speed_ratio.py " + " ".join(sys.argv[1:] if argv is None else argv),
                     "machine": {"platform": platform.platform(), "torch": torch.__version__}, "models": {}}

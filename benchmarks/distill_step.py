@@ -1,0 +1,101 @@
+"""Benchmark: where a distillation step's time goes, and what the frozen teacher graph saves.
+
+Times, interleaved in one process at one intra-op thread on random inputs of the training
+batch size: the teacher's forward in eager mode, the same teacher as the frozen TorchScript
+graph the training loop uses (`train.fit.freeze_for_inference`), and the student's forward +
+backward + AdamW step. Speed does not depend on the data, only on shapes.
+
+    python benchmarks/distill_step.py --teacher runs/exp/teacher --student tiny-32c \\
+        --out benchmarks/results/distill_step.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+def _median_s(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from speed_ratio import load_model_or_arch
+
+    from lymphosort.models import create_model
+    from lymphosort.train.fit import freeze_for_inference
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", required=True, help="teacher run folder, or a registered name (speed only)")
+    ap.add_argument("--student", default="tiny-32c", help="registered student name")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=15, help="interleaved rounds")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+    _, teacher, _ = load_model_or_arch(args.teacher)
+    teacher.eval()
+    student = create_model(args.student, num_classes=teacher.spec.num_classes)
+    x = torch.rand(args.batch_size, 1, 64, 64)
+    tx, sx = teacher.spec.prepare(x), student.spec.prepare(x)
+    graph = freeze_for_inference(teacher, tx)
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
+
+    def eager() -> None:
+        with torch.no_grad():
+            teacher(tx)
+
+    def frozen() -> None:
+        with torch.no_grad():
+            graph(tx)
+
+    def student_step() -> None:
+        student(sx).logsumexp(1).mean().backward()
+        opt.step()
+        opt.zero_grad()
+
+    parts = {"teacher_eager": eager, "teacher_frozen_graph": frozen, "student_step": student_step}
+    for fn in parts.values():  # warm-up (graph specialisation, allocator)
+        fn()
+    samples: dict[str, list[float]] = {k: [] for k in parts}
+    for _ in range(args.repeats):
+        for k, fn in parts.items():
+            samples[k].append(_median_s(fn, 3))
+    ms = {k: 1e3 * statistics.median(v) for k, v in samples.items()}
+    step_eager = ms["teacher_eager"] + ms["student_step"]
+    step_graph = ms["teacher_frozen_graph"] + ms["student_step"]
+    result = {
+        "command": "python benchmarks/distill_step.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": 1},
+        "batch_size": args.batch_size,
+        "median_ms": ms,
+        "teacher_speedup": ms["teacher_eager"] / ms["teacher_frozen_graph"],
+        "step_ms": {"eager_teacher": step_eager, "frozen_teacher": step_graph},
+        "step_speedup": step_eager / step_graph,
+    }
+    print(f"teacher forward: eager {ms['teacher_eager']:.1f} ms, frozen graph {ms['teacher_frozen_graph']:.1f} ms "
+          f"({result['teacher_speedup']:.2f}x); student step {ms['student_step']:.1f} ms; "
+          f"teacher + student {step_eager:.1f} -> {step_graph:.1f} ms ({result['step_speedup']:.2f}x)")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

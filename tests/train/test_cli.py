@@ -32,6 +32,18 @@ def test_train_resume_and_distill_through_the_cli(tiny_root: Path, tmp_path: Pat
     assert cfg.data_root == str(tiny_root)  # taken from the teacher's card
     assert cfg.method == "kd" and cfg.method_kwargs == {"temperature": 2.0, "alpha": 0.9}
     assert cfg.teacher == str(teacher) and cfg.task == "t4-vs-b"
+    # Without --student/--method/--epochs: the documented best setting, length included.
+    from lymphosort.cli import build_parser
+    from lymphosort.distill import BEST_SETTING
+    from lymphosort.distill.cli import distill_config
+
+    bare = build_parser().parse_args(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "d")])
+    cfg = distill_config(bare)
+    assert (cfg.model, cfg.method, cfg.epochs) == ("tiny-32c", "kd", 60) == tuple(
+        BEST_SETTING[k] for k in ("student", "method", "epochs"))
+    assert cfg.data_root == str(tiny_root)
+    assert distill_config(build_parser().parse_args(
+        ["distill", "--teacher", str(teacher), "--out", str(tmp_path / "d"), "--epochs", "5"])).epochs == 5
 
 
 def test_default_model_and_missing_data_root_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -7,12 +7,24 @@ from pathlib import Path
 
 from lymphosort.distill import BEST_SETTING
 from lymphosort.train.cli import add_common_args, report, resolve_config
+from lymphosort.train.config import TrainConfig
 
 
 def run_distill(args: argparse.Namespace) -> int:
+    from lymphosort.train.fit import fit, is_rank_zero
+
+    cfg = distill_config(args)
+    result = fit(cfg, args.out, resume=args.resume, quiet=args.quiet, evaluate=not args.no_eval)
+    if is_rank_zero():
+        report(result)
+    return 0
+
+
+def distill_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's config: the saved one (--resume) or --config, then flags; what neither sets comes from
+    the teacher's card (task, data) and `BEST_SETTING` (student, method, epochs)."""
     from lymphosort.distill.losses import parse_method_args
     from lymphosort.errors import ConfigError
-    from lymphosort.train.fit import fit, is_rank_zero
 
     resuming = args.resume and (Path(args.out) / "config.yaml").is_file()
     fields: dict = {}
@@ -36,6 +48,8 @@ def run_distill(args: argparse.Namespace) -> int:
                 **parse_method_args(args.method_arg),
             },
         )
+        if args.epochs is None and not args.config:
+            fields["epochs"] = BEST_SETTING["epochs"]
     else:
         for key, value in (("teacher", args.teacher), ("model", args.student), ("method", args.method)):
             if value is not None:
@@ -46,11 +60,7 @@ def run_distill(args: argparse.Namespace) -> int:
         fields["student_layers"] = args.student_layers.split(",")
     if args.teacher_layers:
         fields["teacher_layers"] = args.teacher_layers.split(",")
-    cfg = resolve_config(args, **fields)
-    result = fit(cfg, args.out, resume=args.resume, quiet=args.quiet, evaluate=not args.no_eval)
-    if is_rank_zero():
-        report(result)
-    return 0
+    return resolve_config(args, **fields)
 
 
 def _apply_qat(bits: int, fields: dict) -> None:
@@ -82,7 +92,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "see the same augmented images, each resized and normalised for its own input. Methods: "
         "kd (Hinton), dkd (decoupled KD), at (attention transfer + KD), none (labels only), paper "
         "(the reference recipe: mixup soft labels, teacher unused). Defaults: the documented best "
-        f"setting, --student {BEST_SETTING['student']} --method {BEST_SETTING['method']}.",
+        f"setting, --student {BEST_SETTING['student']} --method {BEST_SETTING['method']} "
+        f"and {BEST_SETTING['epochs']} epochs (without --epochs or --config).",
     )
     p.add_argument("--teacher", default=None, metavar="RUN", help="run folder of the trained teacher")
     p.add_argument("--student", default=None, help=f"registered student (default {BEST_SETTING['student']})")

@@ -390,6 +390,8 @@ def freeze_for_inference(model: nn.Module, example: torch.Tensor) -> nn.Module:
             # A tracer warning means Python control flow read tensor values: the trace
             # would bake in one branch, so it is an error here.
             warnings.simplefilter("error", torch.jit.TracerWarning)
+            # TorchScript is deprecated, not gone: when it is, the except below runs eagerly.
+            warnings.simplefilter("ignore", DeprecationWarning)
             graph = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model.eval(), example)))
             torch.testing.assert_close(graph(example), model(example), rtol=1e-3, atol=1e-4)
         return graph

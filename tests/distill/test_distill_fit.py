@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,36 @@ def test_a_distillation_with_weight_averaging_resumes(teacher_run: Path, tmp_pat
     # The teacher still comes from its own folder: the saved student holds no teacher weights.
     model, _ = load_checkpoint(tmp_path / "run")
     assert not any(k.startswith("teacher.") for k in model.state_dict())
+
+
+def test_a_bfloat16_teacher_gives_float32_logits_close_to_the_exact_ones(teacher_run: Path) -> None:
+    from lymphosort.distill.losses import KDLoss
+    from lymphosort.models.registry import create_model
+    from lymphosort.train.checkpoint import load_checkpoint
+
+    teacher = load_checkpoint(teacher_run)[0]
+    x = torch.rand(16, 1, 64, 64)
+    exact = LymphoModule(create_model("tiny-32"), KDLoss(), num_classes=2, teacher=teacher)._teacher_forward(x)
+    fast = LymphoModule(create_model("tiny-32"), KDLoss(), num_classes=2, teacher=teacher, teacher_precision="bf16")
+    out = fast._teacher_forward(x)
+    assert out.dtype == torch.float32 and out.shape == exact.shape
+    # bfloat16 keeps 8 significant bits: close, but not the float32 result itself.
+    torch.testing.assert_close(out, exact, rtol=0.05, atol=0.05)
+    assert not torch.equal(out, exact)
+
+
+def test_feature_distillation_runs_with_a_bfloat16_teacher(teacher_run: Path, tmp_path: Path) -> None:
+    from lymphosort.train.checkpoint import load_checkpoint
+
+    cfg = TrainConfig(model="tiny-32", teacher=str(teacher_run), method="at", epochs=1, batch_size=32, patience=0,
+                      teacher_precision="bf16")
+    res = fit(cfg, tmp_path / "at", quiet=True, train=toy_split(64, 2), val=toy_split(32, 3, "val"), evaluate=False)
+    assert math.isfinite(res.history[0]["train_loss"])
+    assert load_checkpoint(tmp_path / "at")[1].config["teacher_precision"] == "bf16"
+
+
+def test_an_unknown_teacher_precision_is_refused() -> None:
+    from lymphosort.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="teacher_precision"):
+        TrainConfig(teacher_precision="fp8").validate()

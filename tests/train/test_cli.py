@@ -44,6 +44,9 @@ def test_train_resume_and_distill_through_the_cli(tiny_root: Path, tmp_path: Pat
     assert cfg.data_root == str(tiny_root)
     assert distill_config(build_parser().parse_args(
         ["distill", "--teacher", str(teacher), "--out", str(tmp_path / "d"), "--epochs", "5"])).epochs == 5
+    assert cfg.teacher_precision == "32" and distill_config(build_parser().parse_args(
+        ["distill", "--teacher", str(teacher), "--out", str(tmp_path / "d"), "--teacher-precision", "bf16"]
+    )).teacher_precision == "bf16"
 
 
 def test_default_model_and_missing_data_root_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

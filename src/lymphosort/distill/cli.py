@@ -60,6 +60,8 @@ def distill_config(args: argparse.Namespace) -> TrainConfig:
         fields["student_layers"] = args.student_layers.split(",")
     if args.teacher_layers:
         fields["teacher_layers"] = args.teacher_layers.split(",")
+    if args.teacher_precision:
+        fields["teacher_precision"] = args.teacher_precision
     return resolve_config(args, **fields)
 
 
@@ -84,6 +86,7 @@ def _apply_qat(bits: int, fields: dict) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from lymphosort.distill.losses import DISTILL_LOSSES
+    from lymphosort.train.config import TEACHER_PRECISIONS
 
     p = subparsers.add_parser(
         "distill",
@@ -107,6 +110,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--student-layers", default=None, help="comma-separated module paths for feature losses")
     p.add_argument("--teacher-layers", default=None, help="comma-separated module paths for feature losses")
+    p.add_argument("--teacher-precision", choices=tuple(TEACHER_PRECISIONS), default=None,
+                   help="the frozen teacher's arithmetic: 32 (default) or bf16 autocast, ~2x faster steps "
+                   "on CPUs with native bfloat16 (AVX512-BF16, AMX) and on recent GPUs")
     p.add_argument("--qat", type=int, default=None, metavar="BITS",
                    help="quantisation-aware training: the student's Brevitas fixed-point twin with BITS-bit "
                    "weights and activations (e.g. 8 or 4), for `lymphosort export hls`")

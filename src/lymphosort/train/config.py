@@ -76,9 +76,9 @@ class TrainConfig:
     student_layers: list[str] | None = None
     teacher_layers: list[str] | None = None
     #: arithmetic of the frozen teacher's forward, most of a distillation step: "32" (float32)
-    #: or "bf16" (bfloat16 autocast; ~2x faster where the CPU has native bf16, e.g. AVX512-BF16
-    #: or AMX, and on recent GPUs; logits differ by a few hundredths). The student always
-    #: trains at `precision`.
+    #: or "bf16" (bfloat16 autocast: 1.7x faster teacher forward on an AVX512-BF16 CPU, see
+    #: benchmarks/distill_step.py; slow where bf16 is emulated; logits differ by a few
+    #: hundredths). The student always trains at `precision`.
     teacher_precision: str = "32"
 
     def validate(self) -> "TrainConfig":

@@ -31,7 +31,7 @@ from lymphosort.distill.hooks import FeatureCapture, spatial_module_paths
 from lymphosort.distill.losses import DistillLoss, make_loss
 from lymphosort.errors import ConfigError, DatasetNotFoundError
 from lymphosort.train.callbacks import HistoryCallback, plot_history, warmup_cosine
-from lymphosort.train.config import TrainConfig, save_config
+from lymphosort.train.config import TEACHER_PRECISIONS, TrainConfig, save_config
 
 if TYPE_CHECKING:
     from lymphosort.data.lymphomnist import SplitData
@@ -258,8 +258,6 @@ class LymphoModule(L.LightningModule):
         teacher_precision: str = "32",
     ) -> None:
         super().__init__()
-        from lymphosort.train.config import TEACHER_PRECISIONS
-
         from torchmetrics.classification import MulticlassAccuracy
 
         from lymphosort.data.transforms import AugmentConfig, BatchAugment

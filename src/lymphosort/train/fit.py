@@ -340,7 +340,9 @@ class LymphoModule(L.LightningModule):
     def _teacher_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The frozen teacher's logits. Its forward is most of a distillation step's cost, so
         without feature hooks (which need the eager modules) it runs as a frozen TorchScript
-        graph, BatchNorm folded into the convs: ~1.6x faster on CPU, same logits to ~1e-6."""
+        graph, BatchNorm folded into the convs: ~1.6x faster on CPU, same logits to ~1e-6.
+        With `teacher_precision="bf16"` it runs eagerly under bfloat16 autocast instead (hooks
+        still work; ~1.7x faster than the graph on an AVX512-BF16 CPU, logits to ~0.03)."""
         assert self.teacher is not None
         if self.teacher_dtype is not None:
             # Autocast, not a cast of the weights: BatchNorm and the logits stay float32.

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -122,6 +123,32 @@ def test_paper_mixup_mixes_images_and_labels_consistently() -> None:
     assert torch.equal(xm, xm2) and torch.equal(targets, t2)
     x0, t0 = PaperLoss(mixup_alpha=0.0).mix(x, y, 2, g)
     assert torch.equal(x0, x) and torch.equal(t0, F.one_hot(y, 2).float())
+
+
+def _mixup_weights(loss: PaperLoss, draws: int) -> np.ndarray:
+    """lam of each draw where the permutation swapped a 2-image batch (images 0 and 1:
+    then the second mixed image is exactly lam * 1 + (1 - lam) * 0)."""
+    x = torch.stack([torch.zeros(1, 1, 1), torch.ones(1, 1, 1)])
+    y = torch.tensor([0, 1])
+    g = torch.Generator().manual_seed(3)
+    lams = []
+    for _ in range(draws):
+        xm, _ = loss.mix(x, y, 2, g)
+        if xm[0].item() != 0.0 or xm[1].item() != 1.0:  # swapped
+            lams.append(xm[1].item())
+    return np.asarray(lams)
+
+
+# None: the default, which must be the reference scripts' Beta(1, 1) (ALPHA = 1): uniform.
+@pytest.mark.parametrize("alpha,expected,other", [(None, 1.0, 0.4), (1.0, 1.0, 0.4), (0.4, 0.4, 1.0)])
+def test_paper_mixup_weight_follows_beta_alpha_alpha(alpha: float | None, expected: float, other: float) -> None:
+    from scipy import stats
+
+    loss = PaperLoss() if alpha is None else PaperLoss(mixup_alpha=alpha)
+    lams = _mixup_weights(loss, 1200)
+    assert len(lams) > 400
+    assert stats.kstest(lams, "beta", args=(expected, expected)).pvalue > 0.01
+    assert stats.kstest(lams, "beta", args=(other, other)).pvalue < 1e-3
 
 
 def test_registry_and_method_args() -> None:

@@ -11,6 +11,7 @@ from lymphosort.evaluate.metrics import (
     _weighted_auc,
     classification_metrics,
     expected_calibration_error,
+    paired_accuracy_difference,
 )
 
 
@@ -126,3 +127,40 @@ def test_ece_hand_case() -> None:
     y = np.array([1, 0, 1, 0])
     p = _binary([0.7, 0.7, 1.0, 0.0])
     assert expected_calibration_error(y, p) == pytest.approx(0.5 * abs(0.5 - 0.7))
+
+
+def test_paired_difference_is_the_difference_of_mean_accuracies() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400)
+    a = [np.where(rng.random(400) < 0.9, y, 1 - y) for _ in range(3)]
+    b = [np.where(rng.random(400) < 0.8, y, 1 - y) for _ in range(2)]
+    r = paired_accuracy_difference(y, a, b, n_boot=300, seed=1)
+    acc_a = [float((x == y).mean()) for x in a]
+    acc_b = [float((x == y).mean()) for x in b]
+    assert r["per_run_a"] == pytest.approx(acc_a) and r["per_run_b"] == pytest.approx(acc_b)
+    assert r["difference"] == pytest.approx(np.mean(acc_a) - np.mean(acc_b))
+    lo, hi = r["interval"]
+    assert lo < r["difference"] < hi and 0 < lo  # ~10 points apart on 400 samples: clearly positive
+    # Swapping the sides flips the sign and mirrors the interval (same resamples, same seed).
+    s = paired_accuracy_difference(y, b, a, n_boot=300, seed=1)
+    assert s["difference"] == pytest.approx(-r["difference"])
+    assert s["interval"] == pytest.approx([-hi, -lo])
+
+
+def test_paired_difference_cancels_shared_errors() -> None:
+    # Two runs that differ on one sample: the paired interval is at most that sample's weight,
+    # however many samples both get wrong (an unpaired interval would be ~ +-4 points here).
+    y = np.zeros(1000, dtype=int)
+    a = y.copy()
+    a[:200] = 1  # 200 shared errors
+    b = a.copy()
+    b[500] = 1
+    r = paired_accuracy_difference(y, [a], [b], n_boot=200, seed=0)
+    assert r["difference"] == pytest.approx(0.001)
+    assert 0 <= r["interval"][0] <= r["interval"][1] <= 0.006
+
+
+@pytest.mark.parametrize("a, b", [([], [np.zeros(4)]), ([np.zeros(3)], [np.zeros(4)])])
+def test_paired_difference_rejects_bad_runs(a: list, b: list) -> None:
+    with pytest.raises(ValueError):
+        paired_accuracy_difference(np.zeros(4, dtype=int), a, b, n_boot=10)

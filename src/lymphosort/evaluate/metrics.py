@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn import metrics as skm
 
-__all__ = ["ECE_BINS", "classification_metrics", "expected_calibration_error"]
+__all__ = ["ECE_BINS", "classification_metrics", "expected_calibration_error", "paired_accuracy_difference"]
 
 ECE_BINS = 15
 _CHUNK = 100  # resamples per vectorised chunk: bounds memory at ~CHUNK x N floats
@@ -186,3 +186,49 @@ def classification_metrics(
         result["intervals"] = intervals
         result["bootstrap"] = {"n_boot": int(n_boot), "seed": int(seed), "stratified": bool(stratified), "level": 0.95}
     return result
+
+
+def paired_accuracy_difference(
+    y_true: Sequence[int] | np.ndarray,
+    preds_a: Sequence[Sequence[int] | np.ndarray],
+    preds_b: Sequence[Sequence[int] | np.ndarray],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    stratified: bool = True,
+) -> dict[str, Any]:
+    """Mean accuracy of the runs `preds_a` minus that of `preds_b` (hard predictions [N] of
+    several seeds each, on the same N test samples), with a paired bootstrap 95% interval.
+
+    Every resample reweights the test samples once and applies the same weights to all runs,
+    so the interval reflects only the test set's sampling; the runs' seed-to-seed spread
+    enters through the means. Returns {difference, interval, mean_a, mean_b, per_run_a,
+    per_run_b, n, bootstrap}.
+    """
+    y = np.asarray(y_true)
+    runs = [np.asarray(r) for r in (*preds_a, *preds_b)]
+    if y.ndim != 1 or not len(preds_a) or not len(preds_b):
+        raise ValueError("need labels [N] and at least one run on each side")
+    if any(r.shape != y.shape for r in runs):
+        raise ValueError(f"every run needs {y.shape[0]} predictions, one per test sample")
+    hits = np.stack([r == y for r in runs]).astype(np.float64)  # [runs, N]
+    # Per-sample contribution to mean(acc_a) - mean(acc_b): one weighted sum per resample.
+    k = len(preds_a)
+    contrib = hits[:k].mean(0) - hits[k:].mean(0)
+    acc = hits.mean(1)
+    rng = np.random.default_rng(seed)
+    diffs = [
+        _resample_weights(y, min(_CHUNK, n_boot - start), rng, stratified) @ contrib / len(y)
+        for start in range(0, n_boot, _CHUNK)
+    ]
+    boot = np.concatenate(diffs) if diffs else np.empty(0)
+    return {
+        "n": int(len(y)),
+        "difference": float(contrib.mean()),
+        "interval": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))] if boot.size else None,
+        "mean_a": float(acc[:k].mean()),
+        "mean_b": float(acc[k:].mean()),
+        "per_run_a": acc[:k].tolist(),
+        "per_run_b": acc[k:].tolist(),
+        "bootstrap": {"n_boot": int(n_boot), "seed": int(seed), "stratified": bool(stratified), "level": 0.95},
+    }

@@ -1,0 +1,144 @@
+"""Benchmark: settings over seeds, from finished run folders, with paired differences.
+
+Each `--group LABEL=RUN[,RUN...]` is one setting trained with several seeds; every run
+folder must hold `lymphosort evaluate`'s output for --task on the test split
+(`RUN/eval/TASK-test/{metrics,predictions}.{json,npz}`, written at the end of training)
+and its `history.json`. For every run the table lists test accuracy with its bootstrap
+interval, the best validation value of the run's own monitor and its epoch, and the last
+epoch trained; per group the means. Against `--baseline LABEL`, each other group gets the
+difference of mean test accuracies with a paired bootstrap 95% interval (the same test-crop
+resamples for every run, so crops that all runs get right or wrong cancel) and the
+per-seed differences (runs paired by position).
+
+    python benchmarks/seed_table.py --task t4-vs-b \\
+        --group kd=runs/exp/kd/tiny-32c-e60,runs/exp/kd/tiny-32c-e60-s1 \\
+        --group paper=runs/exp/kd/tiny-32c-paper-a1-e60-nostop-s0,runs/exp/kd/tiny-32c-paper-a1-e60-nostop-s1 \\
+        --baseline paper --out benchmarks/results/seed_table.json
+
+Nothing is trained or timed here: it only reads what the runs wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lymphosort.evaluate.metrics import paired_accuracy_difference
+from lymphosort.train.config import load_config
+
+
+def _run(run: Path, task: str) -> dict[str, Any]:
+    ev = run / "eval" / f"{task}-test"
+    try:
+        metrics = json.loads((ev / "metrics.json").read_text())
+        history = json.loads((run / "history.json").read_text())
+        pred = np.load(ev / "predictions.npz")
+    except OSError as exc:
+        raise SystemExit(f"{run}: {exc.strerror or exc} ({exc.filename}); evaluate it with `lymphosort evaluate {run} --task {task}`")
+    cfg = load_config(run / "config.yaml")
+    values = [h[cfg.monitor] for h in history if h.get(cfg.monitor) is not None]
+    if not values:
+        raise SystemExit(f"{run}: history.json has no {cfg.monitor}")
+    best = int(np.argmin(values) if cfg.monitor.endswith("loss") else np.argmax(values))
+    return {
+        "run": str(run),
+        "seed": cfg.seed,
+        "accuracy": metrics["accuracy"],
+        "interval": metrics["intervals"]["accuracy"],
+        "roc_auc": metrics["roc_auc"],
+        "monitor": cfg.monitor,
+        "best_val": values[best],
+        "best_epoch": history[best]["epoch"],
+        "last_epoch": history[-1]["epoch"],
+        "data": metrics["data"],
+        "_labels": pred["labels"],
+        "_indices": pred["indices"],
+        "_pred": pred["probs"].argmax(1),
+    }
+
+
+def seed_table(groups: dict[str, list[Path]], task: str, baseline: str | None = None,
+               n_boot: int = 1000) -> dict[str, Any]:
+    """Per-run and per-group results of `groups`; paired differences against `baseline`."""
+    if baseline is not None and baseline not in groups:
+        raise SystemExit(f"--baseline {baseline!r} is not a group ({', '.join(groups)})")
+    runs = {label: [_run(r, task) for r in paths] for label, paths in groups.items()}
+    first = next(iter(runs.values()))[0]
+    for label, rs in runs.items():
+        for r in rs:
+            if not (np.array_equal(r["_indices"], first["_indices"]) and np.array_equal(r["_labels"], first["_labels"])):
+                raise SystemExit(f"{r['run']} was tested on other crops than {first['run']}: not comparable")
+            if r["data"].get("split_id") != first["data"].get("split_id"):
+                raise SystemExit(f"{r['run']} has split {r['data'].get('split_id')}, {first['run']} {first['data'].get('split_id')}")
+    out: dict[str, Any] = {"task": task, "data": first["data"], "baseline": baseline, "groups": {}}
+    for label, rs in runs.items():
+        g: dict[str, Any] = {
+            "runs": [{k: v for k, v in r.items() if not k.startswith("_") and k != "data"} for r in rs],
+            "mean_accuracy": float(np.mean([r["accuracy"] for r in rs])),
+            "mean_best_val": float(np.mean([r["best_val"] for r in rs])),
+        }
+        if baseline is not None and label != baseline:
+            base = runs[baseline]
+            g["vs_baseline"] = paired_accuracy_difference(
+                first["_labels"], [r["_pred"] for r in rs], [r["_pred"] for r in base], n_boot=n_boot)
+            g["vs_baseline"]["per_seed"] = [a["accuracy"] - b["accuracy"] for a, b in zip(rs, base)]
+        out["groups"][label] = g
+    return out
+
+
+def markdown(table: dict[str, Any]) -> str:
+    pct = lambda x: f"{100 * x:.2f}%"  # noqa: E731
+    lines = [
+        "| setting | seed | test accuracy [95% CI] | ROC-AUC | best val (epoch) | last epoch |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, g in table["groups"].items():
+        for r in g["runs"]:
+            lo, hi = r["interval"]
+            lines.append(f"| {label} | {r['seed']} | {pct(r['accuracy'])} [{100 * lo:.2f}, {100 * hi:.2f}] | "
+                         f"{r['roc_auc']:.4f} | {pct(r['best_val'])} ({r['best_epoch']}) | {r['last_epoch']} |")
+        lines.append(f"| {label} | **mean** | **{pct(g['mean_accuracy'])}** | | {pct(g['mean_best_val'])} | |")
+    base = table["baseline"]
+    for label, g in table["groups"].items():
+        d = g.get("vs_baseline")
+        if d:
+            lo, hi = d["interval"]
+            seeds = " / ".join(f"{100 * x:+.2f}" for x in d["per_seed"])
+            lines.append(f"\n{label} - {base}: mean **{100 * d['difference']:+.2f}** points, paired bootstrap 95% "
+                         f"[{100 * lo:+.2f}, {100 * hi:+.2f}] (per seed {seeds})")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--group", action="append", required=True, metavar="LABEL=RUN[,RUN...]",
+                    help="one setting and its run folders, one per seed (repeatable)")
+    ap.add_argument("--baseline", default=None, help="group label the others are compared with")
+    ap.add_argument("--task", default="t4-vs-b")
+    ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
+    args = ap.parse_args(argv)
+    groups: dict[str, list[Path]] = {}
+    for spec in args.group:
+        label, sep, paths = spec.partition("=")
+        if not sep or not label or not paths:
+            raise SystemExit(f"bad --group {spec!r}: use LABEL=RUN[,RUN...]")
+        if label in groups:
+            raise SystemExit(f"group {label!r} given twice")
+        groups[label] = [Path(p) for p in paths.split(",") if p]
+    table = seed_table(groups, args.task, args.baseline, args.n_boot)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({**table, "command": "python benchmarks/seed_table.py " + " ".join(
+            sys.argv[1:] if argv is None else argv)}, indent=2) + "\n")
+    print(markdown(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from lymphosort.cli import main
+from lymphosort.distill import BEST_SETTING
 from lymphosort.train.config import TrainConfig, load_config, save_config
 from lymphosort.errors import ConfigError
 
@@ -26,24 +27,27 @@ def test_train_resume_and_distill_through_the_cli(tiny_root: Path, tmp_path: Pat
 
     student = tmp_path / "student"
     args = ["distill", "--teacher", str(teacher), "--student", "tiny-32", "--method", "kd",
-            "--method-arg", "temperature=2", "--out", str(student), "--epochs", "1", "--batch-size", "8", "--quiet"]
+            "--method-arg", "temperature=3", "--out", str(student), "--epochs", "1", "--batch-size", "8", "--quiet"]
     assert main(args) == 0
     cfg = load_config(student / "config.yaml")
     assert cfg.data_root == str(tiny_root)  # taken from the teacher's card
-    assert cfg.method == "kd" and cfg.method_kwargs == {"temperature": 2.0, "alpha": 0.9}
+    # --method-arg overrides one of the best setting's kd weights and keeps the other.
+    assert cfg.method == "kd" and cfg.method_kwargs == {"temperature": 3.0, "alpha": BEST_SETTING["method_kwargs"]["alpha"]}
     assert cfg.teacher == str(teacher) and cfg.task == "t4-vs-b"
     # Without --student/--method/--epochs: the documented best setting, length included.
     from lymphosort.cli import build_parser
-    from lymphosort.distill import BEST_SETTING
     from lymphosort.distill.cli import distill_config
 
     bare = build_parser().parse_args(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "d")])
     cfg = distill_config(bare)
-    assert (cfg.model, cfg.method, cfg.epochs) == ("tiny-32c", "kd", 60) == tuple(
-        BEST_SETTING[k] for k in ("student", "method", "epochs"))
+    assert (cfg.model, cfg.method, cfg.epochs, cfg.patience) == ("tiny-32c", "kd", 60, 0) == tuple(
+        BEST_SETTING[k] for k in ("student", "method", "epochs", "patience"))
+    assert cfg.method_kwargs == dict(BEST_SETTING["method_kwargs"])
     assert cfg.data_root == str(tiny_root)
     assert distill_config(build_parser().parse_args(
         ["distill", "--teacher", str(teacher), "--out", str(tmp_path / "d"), "--epochs", "5"])).epochs == 5
+    assert distill_config(build_parser().parse_args(
+        ["distill", "--teacher", str(teacher), "--out", str(tmp_path / "d"), "--patience", "8"])).patience == 8
     assert cfg.teacher_precision == "32" and distill_config(build_parser().parse_args(
         ["distill", "--teacher", str(teacher), "--out", str(tmp_path / "d"), "--teacher-precision", "bf16"]
     )).teacher_precision == "bf16"

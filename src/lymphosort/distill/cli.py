@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Mapping
 
 from lymphosort.distill import BEST_SETTING
 from lymphosort.train.cli import add_common_args, report, resolve_config
@@ -22,7 +23,7 @@ def run_distill(args: argparse.Namespace) -> int:
 
 def distill_config(args: argparse.Namespace) -> TrainConfig:
     """The run's config: the saved one (--resume) or --config, then flags; what neither sets comes from
-    the teacher's card (task, data) and `BEST_SETTING` (student, method, epochs)."""
+    the teacher's card (task, data) and `BEST_SETTING` (student, method, epochs, patience)."""
     from lymphosort.distill.losses import parse_method_args
     from lymphosort.errors import ConfigError
 
@@ -48,8 +49,10 @@ def distill_config(args: argparse.Namespace) -> TrainConfig:
                 **parse_method_args(args.method_arg),
             },
         )
-        if args.epochs is None and not args.config:
-            fields["epochs"] = BEST_SETTING["epochs"]
+        if not args.config:
+            for key in ("epochs", "patience"):
+                if getattr(args, key) is None:
+                    fields[key] = BEST_SETTING[key]
     else:
         for key, value in (("teacher", args.teacher), ("model", args.student), ("method", args.method)):
             if value is not None:
@@ -84,6 +87,10 @@ def _apply_qat(bits: int, fields: dict) -> None:
         fields["model_kwargs"] = {"bits": int(bits)}
 
 
+def _kwargs(kwargs: Mapping[str, float]) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in kwargs.items())
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from lymphosort.distill.losses import DISTILL_LOSSES
     from lymphosort.train.config import TEACHER_PRECISIONS
@@ -96,7 +103,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "kd (Hinton), dkd (decoupled KD), at (attention transfer + KD), none (labels only), paper "
         "(the reference recipe: mixup soft labels, teacher unused). Defaults: the documented best "
         f"setting, --student {BEST_SETTING['student']} --method {BEST_SETTING['method']} "
-        f"and {BEST_SETTING['epochs']} epochs (without --epochs or --config).",
+        f"({_kwargs(BEST_SETTING['method_kwargs'])}), {BEST_SETTING['epochs']} epochs and patience "
+        f"{BEST_SETTING['patience']} (0: all epochs, the best validation checkpoint kept) without "
+        "--epochs/--patience or --config.",
     )
     p.add_argument("--teacher", default=None, metavar="RUN", help="run folder of the trained teacher")
     p.add_argument("--student", default=None, help=f"registered student (default {BEST_SETTING['student']})")
@@ -105,7 +114,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--method-arg",
         action="append",
         metavar="KEY=VALUE",
-        help="loss hyper-parameter, repeatable (kd: temperature, alpha; dkd: alpha, beta, temperature, "
+        help=f"loss hyper-parameter, repeatable; overrides the best setting's {BEST_SETTING['method']} "
+        f"{_kwargs(BEST_SETTING['method_kwargs'])} (kd: temperature, alpha; dkd: alpha, beta, temperature, "
         "ce_weight; at: beta, p, base, temperature, alpha; paper: mixup_alpha)",
     )
     p.add_argument("--student-layers", default=None, help="comma-separated module paths for feature losses")

@@ -30,6 +30,7 @@ import numpy as np
 
 from lymphosort.evaluate.metrics import paired_accuracy_difference
 from lymphosort.train.config import load_config
+from lymphosort.train.fit import best_row
 
 
 def _run(run: Path, task: str) -> dict[str, Any]:
@@ -41,10 +42,9 @@ def _run(run: Path, task: str) -> dict[str, Any]:
     except OSError as exc:
         raise SystemExit(f"{run}: {exc.strerror or exc} ({exc.filename}); evaluate it with `lymphosort evaluate {run} --task {task}`")
     cfg = load_config(run / "config.yaml")
-    values = [h[cfg.monitor] for h in history if h.get(cfg.monitor) is not None]
-    if not values:
+    best = best_row(history, cfg.monitor)
+    if not best:
         raise SystemExit(f"{run}: history.json has no {cfg.monitor}")
-    best = int(np.argmin(values) if cfg.monitor.endswith("loss") else np.argmax(values))
     return {
         "run": str(run),
         "seed": cfg.seed,
@@ -52,8 +52,8 @@ def _run(run: Path, task: str) -> dict[str, Any]:
         "interval": metrics["intervals"]["accuracy"],
         "roc_auc": metrics["roc_auc"],
         "monitor": cfg.monitor,
-        "best_val": values[best],
-        "best_epoch": history[best]["epoch"],
+        "best_val": best[cfg.monitor],
+        "best_epoch": best["epoch"],
         "last_epoch": history[-1]["epoch"],
         "data": metrics["data"],
         "_labels": pred["labels"],
@@ -84,9 +84,9 @@ def seed_table(groups: dict[str, list[Path]], task: str, baseline: str | None = 
         }
         if baseline is not None and label != baseline:
             base = runs[baseline]
-            g["vs_baseline"] = paired_accuracy_difference(
+            d = paired_accuracy_difference(
                 first["_labels"], [r["_pred"] for r in rs], [r["_pred"] for r in base], n_boot=n_boot)
-            g["vs_baseline"]["per_seed"] = [a["accuracy"] - b["accuracy"] for a, b in zip(rs, base)]
+            g["vs_baseline"] = {**d, "per_seed": [a - b for a, b in zip(d["per_run_a"], d["per_run_b"])]}
         out["groups"][label] = g
     return out
 

@@ -649,7 +649,7 @@ def _fit(
     if best_state is not None:
         student.load_state_dict(best_state)
     student = student.cpu().eval()
-    best_val = _best_row(history, cfg.monitor)
+    best_val = best_row(history, cfg.monitor)
     test_metrics = None
     if trainer.is_global_zero:
         test_metrics = _finish_run(run_dir, cfg, student, dm.train_split, history, best_val, test, evaluate)
@@ -683,7 +683,8 @@ def _init_from(cfg: TrainConfig, num_classes: int, train: "SplitData") -> nn.Mod
     return q.train()
 
 
-def _best_row(history: list[dict[str, Any]], monitor: str) -> dict[str, float]:
+def best_row(history: list[dict[str, Any]], monitor: str) -> dict[str, float]:
+    """The history row (one per epoch) where `monitor` was best, as the checkpoint callback picks it."""
     rows = [h for h in history if h.get(monitor) is not None]
     if not rows:
         return {}

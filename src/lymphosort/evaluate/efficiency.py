@@ -71,11 +71,18 @@ def measure_latency(
     input_sizes: Mapping[str, int] | None = None,
     device: str | torch.device = "cpu",
     runtime: str = "torch",
+    burst: int = 5,
 ) -> dict:
     """Time forward passes of several models side by side in one process.
 
-    Rounds are interleaved (each round runs every model once, in a rotating order) so slow
-    drifts of a shared machine hit all models alike; the median over `repeats` is reported.
+    Rounds are interleaved (each round visits every model, in a rotating order) so slow
+    drifts of a shared machine hit all models alike. A visit is one untimed call, which
+    brings the model back into the caches the previous model evicted, then `burst` timed
+    calls: the steady state of a model that runs back to back, as a sorter's classifier
+    does. Without the untimed call a small model would be timed with cold caches after a
+    big one, and its ratios would depend on which other models were in the set.
+    `median_ms` / `min_ms` are over `repeats` timed calls; `first_call_median_ms` is the
+    median of the untimed (cold) calls, kept for reference.
     `runtime` "torch": eager PyTorch under `torch.inference_mode()` with `threads` intra-op
     threads (default: the current setting), restored afterwards. "onnxruntime": each model
     exported to ONNX and run by an ONNX Runtime CPU session with `threads` threads (default 1),
@@ -83,11 +90,12 @@ def measure_latency(
     Brevitas QAT model) is reported as None. Input size per model: `input_sizes[name]`, else
     `model.spec.input_size`.
 
-    Returns `{"runtime", "threads", "device", "warmup", "repeats", "torch", "models": {name:
-    {batch: {"median_ms", "min_ms", "ms_per_image"}} or None}}` with integer batch keys.
+    Returns `{"runtime", "threads", "device", "warmup", "repeats", "burst", "torch", "models":
+    {name: {batch: {"median_ms", "min_ms", "ms_per_image", "first_call_median_ms"}} or None}}`
+    with integer batch keys.
     """
-    if warmup < 0 or repeats < 1:
-        raise ValueError("warmup must be >= 0 and repeats >= 1")
+    if warmup < 0 or repeats < 1 or burst < 1:
+        raise ValueError("warmup must be >= 0, repeats >= 1 and burst >= 1")
     if runtime not in ("torch", "onnxruntime"):
         raise ValueError(f"runtime must be 'torch' or 'onnxruntime', got {runtime!r}")
     dev = torch.device(device)
@@ -100,6 +108,7 @@ def measure_latency(
         "device": str(dev) if runtime == "torch" else "cpu",
         "warmup": warmup,
         "repeats": repeats,
+        "burst": burst,
         "torch": torch.__version__,
         "models": {n: {} for n in names},
     }
@@ -123,10 +132,11 @@ def measure_latency(
                 runners = {n: _torch_runner(models[n], dev) for n in names}
             for bs in batch_sizes:
                 calls = {n: runners[n](int(bs), sizes[n]) for n in names}  # type: ignore[misc]
-                times = _interleaved(calls, warmup, repeats)
+                times, first = _interleaved(calls, warmup, repeats, burst)
                 for n in names:
                     med = statistics.median(times[n])
-                    result["models"][n][int(bs)] = {"median_ms": med, "min_ms": min(times[n]), "ms_per_image": med / int(bs)}
+                    result["models"][n][int(bs)] = {"median_ms": med, "min_ms": min(times[n]), "ms_per_image": med / int(bs),
+                                                    "first_call_median_ms": statistics.median(first[n])}
     finally:
         torch.set_num_threads(prev_threads)
         for n, m in models.items():
@@ -169,15 +179,28 @@ def _ort_runner(model: nn.Module, path: Path, threads: int) -> Callable[[int, in
     return make
 
 
-def _interleaved(calls: Mapping[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, list[float]]:
-    """Milliseconds per call, `warmup` rounds dropped; each round starts at the next model."""
+def _interleaved(
+    calls: Mapping[str, Callable[[], Any]], warmup: int, repeats: int, burst: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Milliseconds per timed call and per first (untimed-for-the-median) call of a visit.
+
+    `warmup` rounds of one call per model are dropped; then rounds of visits (one first call,
+    `burst` timed calls) until each model has `repeats` timed calls; each round starts at the
+    next model.
+    """
     names = list(calls)
     times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(warmup + repeats):
+    first: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(warmup):
+        for n in names[r % len(names):] + names[: r % len(names)]:
+            calls[n]()
+    r = 0
+    while len(times[names[0]]) < repeats:
         k = r % len(names)
         for n in names[k:] + names[:k]:
-            t0 = time.perf_counter()
-            calls[n]()
-            if r >= warmup:
-                times[n].append((time.perf_counter() - t0) * 1e3)
-    return times
+            for i in range(1 + min(burst, repeats - len(times[n]))):
+                t0 = time.perf_counter()
+                calls[n]()
+                (times[n] if i else first[n]).append((time.perf_counter() - t0) * 1e3)
+        r += 1
+    return times, first

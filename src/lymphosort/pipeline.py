@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from lymphosort.errors import ConfigError
+from lymphosort.train.config import DEFAULT_TEACHER
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 PRESETS: Mapping[str, Mapping[str, Any]] = {
     "quick": {
         "data": {"preset": "default", "n_train": 24_000, "n_test": 8_000, "seed": 0},
-        "teacher": {"model": "compact-teacher", "epochs": 3, "max_train_samples": 12_000, "batch_size": 128, "seed": 0},
+        "teacher": {"model": DEFAULT_TEACHER, "epochs": 3, "max_train_samples": 12_000, "batch_size": 128, "seed": 0},
         "students": {
             "epochs": 3,
             "max_train_samples": 8_000,
@@ -48,7 +49,7 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
     # stage on a few hundred images; its numbers mean nothing.
     "smoke": {
         "data": {"preset": "default", "n_train": 900, "n_test": 600, "seed": 0},
-        "teacher": {"model": "compact-teacher", "epochs": 1, "max_train_samples": 256, "batch_size": 64, "seed": 0},
+        "teacher": {"model": DEFAULT_TEACHER, "epochs": 1, "max_train_samples": 256, "batch_size": 64, "seed": 0},
         "students": {
             "epochs": 1,
             "max_train_samples": 256,

@@ -182,22 +182,25 @@ def _ort_runner(model: nn.Module, path: Path, threads: int) -> Callable[[int, in
 def _interleaved(
     calls: Mapping[str, Callable[[], Any]], warmup: int, repeats: int, burst: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Milliseconds per timed call and per first (untimed-for-the-median) call of a visit.
+    """Milliseconds of the timed calls, and of each visit's first (cold) call, per model.
 
-    `warmup` rounds of one call per model are dropped; then rounds of visits (one first call,
-    `burst` timed calls) until each model has `repeats` timed calls; each round starts at the
-    next model.
+    `warmup` rounds of one untimed call per model; then rounds of visits (one first call,
+    `burst` timed calls) until each model has `repeats` timed calls. Round r starts at model
+    r (mod the number of models).
     """
     names = list(calls)
     times: dict[str, list[float]] = {n: [] for n in names}
     first: dict[str, list[float]] = {n: [] for n in names}
+
+    def rotated(r: int) -> list[str]:
+        return names[r % len(names):] + names[: r % len(names)]
+
     for r in range(warmup):
-        for n in names[r % len(names):] + names[: r % len(names)]:
+        for n in rotated(r):
             calls[n]()
     r = 0
     while len(times[names[0]]) < repeats:
-        k = r % len(names)
-        for n in names[k:] + names[:k]:
+        for n in rotated(r):
             for i in range(1 + min(burst, repeats - len(times[n]))):
                 t0 = time.perf_counter()
                 calls[n]()

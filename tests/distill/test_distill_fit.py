@@ -51,14 +51,16 @@ def test_a_field_of_view_student_distils_from_logits_but_not_from_feature_maps(t
         fit(at, tmp_path / "at", quiet=True, train=train, val=val, evaluate=False)
 
 
-def test_teacher_and_student_see_the_same_augmented_pixels(teacher_run: Path) -> None:
+# mixup_alpha 1: function matching, the teacher must see the very same mixed images.
+@pytest.mark.parametrize("mixup_alpha", [0.0, 1.0])
+def test_teacher_and_student_see_the_same_augmented_pixels(teacher_run: Path, mixup_alpha: float) -> None:
     from lymphosort.distill.losses import KDLoss
     from lymphosort.models.registry import create_model
     from lymphosort.train.checkpoint import load_checkpoint
 
     teacher = load_checkpoint(teacher_run)[0]
     student = create_model("tiny-32")
-    module = LymphoModule(student, KDLoss(), num_classes=2, augment={}, teacher=teacher)
+    module = LymphoModule(student, KDLoss(mixup_alpha=mixup_alpha), num_classes=2, augment={}, teacher=teacher)
     seen: dict[str, torch.Tensor] = {}
     student.register_forward_pre_hook(lambda m, a: seen.__setitem__("s", a[0].detach()))
     teacher.register_forward_pre_hook(lambda m, a: seen.__setitem__("t", a[0].detach()))

@@ -125,6 +125,24 @@ def test_paper_mixup_mixes_images_and_labels_consistently() -> None:
     assert torch.equal(x0, x) and torch.equal(t0, F.one_hot(y, 2).float())
 
 
+def test_kd_mixes_only_when_asked_and_then_exactly_as_the_paper_recipe() -> None:
+    x = torch.stack([torch.full((1, 4, 4), float(i)) for i in range(6)])
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    x0, y0 = KDLoss(temperature=2, alpha=0.5).mix(x, y, 2, torch.Generator().manual_seed(0))
+    assert x0 is x and y0 is y  # plain KD: the batch is untouched, hard labels kept
+    xm, tm = KDLoss(mixup_alpha=1.0).mix(x, y, 2, torch.Generator().manual_seed(0))
+    xp, tp = PaperLoss(mixup_alpha=1.0).mix(x, y, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(xm, xp) and torch.equal(tm, tp)
+    assert not torch.equal(xm, x) and tm.shape == (6, 2)
+    # The label term then reads the mixed rows: CE against them, not against y.
+    s = torch.randn(6, 2, generator=torch.Generator().manual_seed(1))
+    _, parts = KDLoss(mixup_alpha=1.0)(s, s.clone(), tm)
+    assert parts["ce"].item() == pytest.approx(-(tm * F.log_softmax(s, 1)).sum(1).mean().item(), rel=1e-6)
+    assert parts["kd"].item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ConfigError, match="mixup_alpha"):
+        KDLoss(mixup_alpha=-1)
+
+
 def _mixup_weights(loss: PaperLoss, draws: int) -> np.ndarray:
     """lam of each draw where the permutation swapped a 2-image batch of images 0 and 1.
     Unswapped, the first mixed image is exactly 0; swapped, the second is lam * 1 + (1 - lam) * 0."""

@@ -115,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         metavar="KEY=VALUE",
         help=f"loss hyper-parameter, repeatable; overrides the best setting's {BEST_SETTING['method']} "
-        f"{_kwargs(BEST_SETTING['method_kwargs'])} (kd: temperature, alpha; dkd: alpha, beta, temperature, "
+        f"{_kwargs(BEST_SETTING['method_kwargs'])} (kd: temperature, alpha, mixup_alpha; dkd: alpha, beta, temperature, "
         "ce_weight; at: beta, p, base, temperature, alpha; paper: mixup_alpha)",
     )
     p.add_argument("--student-layers", default=None, help="comma-separated module paths for feature losses")

@@ -79,18 +79,32 @@ class DistillLoss:
 
 
 class KDLoss(DistillLoss):
-    """Hinton KD: ``alpha * KD_T + (1 - alpha) * CE`` (alpha weighs the soft term)."""
+    """Hinton KD: ``alpha * KD_T + (1 - alpha) * CE`` (alpha weighs the soft term).
+
+    ``mixup_alpha > 0`` adds "function matching" (Beyer et al., CVPR 2022, "a good teacher is
+    patient and consistent"): teacher and student see the same mixup-mixed images, so the
+    student copies the teacher's function between the training images too, not only on
+    them; CE then uses the mixed label rows.
+    """
 
     name = "kd"
     needs_teacher = True
 
-    def __init__(self, temperature: float = 4.0, alpha: float = 0.9) -> None:
+    def __init__(self, temperature: float = 4.0, alpha: float = 0.9, mixup_alpha: float = 0.0) -> None:
         if temperature <= 0:
             raise ConfigError(f"kd temperature must be > 0, got {temperature}")
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"kd alpha must be in [0, 1], got {alpha}")
+        if mixup_alpha < 0:
+            raise ConfigError(f"kd mixup_alpha must be >= 0, got {mixup_alpha}")
         self.temperature = float(temperature)
         self.alpha = float(alpha)
+        self.mixup_alpha = float(mixup_alpha)
+
+    def mix(self, x, labels, num_classes, generator):
+        if self.mixup_alpha == 0:
+            return x, labels
+        return mixup(x, labels, num_classes, self.mixup_alpha, generator)
 
     def __call__(self, student_logits, teacher_logits, targets, student_feats=(), teacher_feats=()):
         t_logits = self._require_teacher(teacher_logits)
@@ -249,15 +263,7 @@ class PaperLoss(DistillLoss):
         self.mixup_alpha = float(mixup_alpha)
 
     def mix(self, x, labels, num_classes, generator):
-        onehot = F.one_hot(labels, num_classes).to(x.dtype) if labels.dim() == 1 else labels.to(x.dtype)
-        if self.mixup_alpha == 0:
-            return x, onehot
-        # Draw on CPU from the loop's generator so the stream is device independent.
-        g_dev = generator.device if generator is not None else torch.device("cpu")
-        u = torch.rand((), generator=generator, device=g_dev).item()
-        perm = torch.randperm(x.shape[0], generator=generator, device=g_dev).to(x.device)
-        lam = float(_beta_sample(self.mixup_alpha, u))
-        return lam * x + (1 - lam) * x[perm], lam * onehot + (1 - lam) * onehot[perm]
+        return mixup(x, labels, num_classes, self.mixup_alpha, generator)
 
     def __call__(self, student_logits, teacher_logits, targets, student_feats=(), teacher_feats=()):
         if targets.dim() == 1:
@@ -265,6 +271,22 @@ class PaperLoss(DistillLoss):
         # KLDiv(input=log q_student, target=mixed one-hot) at T = 1, batch mean.
         loss = F.kl_div(F.log_softmax(student_logits, dim=1), targets, reduction="batchmean")
         return loss, {"kl_mixup": loss.detach()}
+
+
+def mixup(
+    x: torch.Tensor, labels: torch.Tensor, num_classes: int, alpha: float, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup with one ``lam ~ Beta(alpha, alpha)`` per batch: images and one-hot label rows
+    mixed with a random permutation of the batch (alpha 0: images unchanged, one-hot rows)."""
+    onehot = F.one_hot(labels, num_classes).to(x.dtype) if labels.dim() == 1 else labels.to(x.dtype)
+    if alpha == 0:
+        return x, onehot
+    # Draw on CPU from the loop's generator so the stream is device independent.
+    g_dev = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand((), generator=generator, device=g_dev).item()
+    perm = torch.randperm(x.shape[0], generator=generator, device=g_dev).to(x.device)
+    lam = float(_beta_sample(alpha, u))
+    return lam * x + (1 - lam) * x[perm], lam * onehot + (1 - lam) * onehot[perm]
 
 
 def _beta_sample(alpha: float, u: float) -> float:

@@ -31,8 +31,10 @@ def test_train_resume_and_distill_through_the_cli(tiny_root: Path, tmp_path: Pat
     assert main(args) == 0
     cfg = load_config(student / "config.yaml")
     assert cfg.data_root == str(tiny_root)  # taken from the teacher's card
-    # --method-arg overrides one of the best setting's kd weights and keeps the other.
-    assert cfg.method == "kd" and cfg.method_kwargs == {"temperature": 3.0, "alpha": BEST_SETTING["method_kwargs"]["alpha"]}
+    # --method-arg overrides one of the best setting's kd weights and keeps the other; the
+    # saved config is resolved (the loss's own default mixup_alpha included).
+    alpha = BEST_SETTING["method_kwargs"]["alpha"]
+    assert cfg.method == "kd" and cfg.method_kwargs == {"temperature": 3.0, "alpha": alpha, "mixup_alpha": 0.0}
     assert cfg.teacher == str(teacher) and cfg.task == "t4-vs-b"
     # Without --student/--method/--epochs: the documented best setting, length included.
     from lymphosort.cli import build_parser

@@ -1,4 +1,5 @@
-"""LymphoSim: determinism, shapes, labels, held-out sessions, morphology, realism, flow frames."""
+"""LymphoSim: determinism, shapes, labels, held-out sessions, morphology, geometry, relief,
+the confounded preset, flow frames; the brightfield (2.x) history presets."""
 
 from __future__ import annotations
 
@@ -53,31 +54,93 @@ def test_unknown_preset_lists_valid_names():
         render_crops(2, seed=0, preset="nope")
     with pytest.raises(ConfigError):
         next(iter(render_flow(1, seed=0, preset="nope")))
-    assert {"default", "easy", "hard"} <= set(PRESETS)
+    assert {"default", "easy", "hard", "confounded", "brightfield"} <= set(PRESETS)
+    assert PRESETS["default"].version == "3.0" and PRESETS["default"].optics == "relief"
+    assert PRESETS["brightfield"].version == "2.1" and PRESETS["brightfield"].optics == "brightfield"
 
 
 def test_class_morphology_ordering(crops):
     _, lab, meta = crops
     mean = lambda k, c: meta[k][lab == c].mean()  # noqa: E731
-    # documented (v2): T8 largest, T4 smallest; T4 rougher than B and T8; T8 most granular,
-    # then T4; nucleus ratio B > T8 > T4
+    # documented (3.0, presets.py): T8 largest, T4 smallest; T4 rougher than T8 and B; T4 and
+    # T8 coarser and more granular than B; nucleus ratio B > T8 > T4
     assert mean("radius", 2) > mean("radius", 0) > mean("radius", 1)
+    assert mean("grain", 1) > mean("grain", 0) and mean("grain", 2) > mean("grain", 0)
     assert mean("roughness", 1) > mean("roughness", 2) and mean("roughness", 1) > mean("roughness", 0)
-    assert mean("granularity", 2) > mean("granularity", 1) > mean("granularity", 0)
+    assert mean("granularity", 2) > mean("granularity", 0) and mean("granularity", 1) > mean("granularity", 0)
     assert mean("nucleus_ratio", 0) > mean("nucleus_ratio", 2) > mean("nucleus_ratio", 1)
     # overlapping, not separable: some B are smaller than the mean T4
     assert (meta["radius"][lab == 0] < mean("radius", 1)).any()
 
 
-def test_background_levels_match_real_sessions(crops):
+def test_class_shares_are_lymphomnists_by_default():
+    from lymphosort.data.synth.crops import share_labels
+    from lymphosort.data.synth.presets import REAL_CLASS_SHARES
+
+    _, lab, _ = render_crops(1000, seed=2)
+    assert np.bincount(lab, minlength=3).tolist() == [362, 400, 238]
+    got = share_labels(7, REAL_CLASS_SHARES, np.random.default_rng(0))
+    assert np.bincount(got, minlength=3).tolist() == [2, 3, 2]  # 2.53, 2.80, 1.67: largest remainders
+    _, lab2, _ = render_crops(30, seed=2, preset="brightfield")  # 2.x sets stay balanced
+    assert np.bincount(lab2).tolist() == [10, 10, 10]
+    with pytest.raises(ConfigError, match="shares"):
+        share_labels(5, (0.0, 0.0), np.random.default_rng(0))
+
+
+def test_relief_geometry_follows_the_datasets_cropper(crops):
+    _, _, meta = crops
+    # the cell fills ~0.76 of a native crop cut around it (51-73 px), then resized to 64
+    assert abs(meta["diam_frac"].mean() - 0.76) < 0.01 and meta["diam_frac"].std() < 0.04
+    assert meta["crop_side"].min() >= 51 and meta["crop_side"].max() <= 73
+    assert 45 < meta["diameter"].mean() < 52
+    assert np.abs(meta["center_x"] - 31.5).max() < 4 and np.abs(meta["center_y"] - 31.5).max() < 4
+    assert 0.03 < meta["neighbour"].mean() < 0.2
+
+
+def _rim_means(img: np.ndarray, cx: float, cy: float, d: float) -> tuple[float, float]:
+    """Mean grey of the upper-left and the lower-right quarter of the rim (0.8-1.05 R)."""
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    r, th = np.hypot(xx - cx, yy - cy), np.arctan2(yy - cy, xx - cx)
+    rim = (r > 0.4 * d) & (r < 0.525 * d)
+    ul, lr = rim & (np.cos(th + 0.75 * np.pi) > 0.7), rim & (np.cos(th - 0.25 * np.pi) > 0.7)
+    return float(img[ul].mean()), float(img[lr].mean())
+
+
+def test_relief_bright_rim_faces_the_lower_right(crops):
     img, _, meta = crops
+    diffs = []
+    for i in range(60):
+        ul, lr = _rim_means(img[i].astype(float), meta["center_x"][i], meta["center_y"][i], meta["diameter"][i])
+        diffs.append(ul - lr)
+    diffs = np.array(diffs)
+    # the reference crops: upper-left minus lower-right rim -47.5 +- 9.1 (their rim measure);
+    # always the same sign: every crop's dark side is the upper left
+    assert (diffs < -15).all() and -110 < diffs.mean() < -40
+    assert 90 < np.mean([np.median(np.r_[i[:3].ravel(), i[-3:].ravel()]) for i in img]) < 140
+
+
+def test_confounded_preset_records_each_class_in_its_own_sessions():
+    _, lab, meta = render_crops(600, seed=4, preset="confounded")
+    sessions = [set(meta["session"][lab == c].tolist()) for c in range(3)]
+    assert not (sessions[0] & sessions[1]) and not (sessions[1] & sessions[2]) and not (sessions[0] & sessions[2])
+    bg = [meta["background"][lab == c].mean() for c in range(3)]
+    assert bg[0] > bg[1] > bg[2]
+    _, lab_d, meta_d = render_crops(600, seed=4)
+    assert len(set(meta_d["session"][lab_d == 0]) & set(meta_d["session"][lab_d == 1])) > 5
+
+
+def test_background_levels_match_real_sessions_brightfield():
+    img, _, meta = render_crops(200, seed=11, preset="brightfield")
     bg = np.median(img.reshape(len(img), -1), axis=1)
     near = np.minimum(np.abs(bg - 128), np.abs(bg - 170))
     assert np.percentile(near, 95) <= 10
     assert np.abs(bg - meta["background"]).mean() < 6
 
 
-def test_noise_within_real_range(crops):
+def test_noise_within_real_range_brightfield():
+    # 2.x history: noise and cell size of the brightfield preset against the crops it was
+    # calibrated on (another instrument: ../shared/reference/brightfield)
+    crops = render_crops(60, seed=11, preset="brightfield")
     if not REF.is_dir():
         pytest.skip(f"reference crops not found at {REF}")
     from PIL import Image
@@ -101,7 +164,7 @@ def test_write_lymphomnist_held_out_sessions(tmp_path):
     tr, te = read_idx(base / "raw" / "train_images"), read_idx(base / "raw" / "test_images")
     lt = read_idx(base / "raw" / "train_labels")
     assert tr.shape == (60, 64, 64) and te.shape == (30, 64, 64) and tr.dtype == np.uint8
-    assert lt.dtype == np.uint8 and np.bincount(lt, minlength=3).tolist() == [20, 20, 20]
+    assert lt.dtype == np.uint8 and np.bincount(lt, minlength=3).tolist() == [22, 24, 14]  # real shares
     prov = json.loads((base / "provenance.json").read_text())
     assert prov["source"] == "simulated" and prov["generator"] == "LymphoSim"
     assert prov["seed"] == 2 and prov["preset"] == "default" and prov["n_test"] == 30
@@ -111,8 +174,9 @@ def test_write_lymphomnist_held_out_sessions(tmp_path):
     assert read_idx(again / "raw" / "train_images").tobytes() == tr.tobytes()
 
 
-def test_flow_frames_truth():
-    frames = list(render_flow(160, seed=3, cell_rate=0.04, p_pair=0.3))
+@pytest.mark.parametrize("preset", ["default", "brightfield"])
+def test_flow_frames_truth(preset: str):
+    frames = list(render_flow(160, seed=3, cell_rate=0.04, p_pair=0.3, preset=preset))
     h, w = frames[0].image.shape
     assert frames[0].image.dtype == np.uint8 and (h, w) == (96, 320)
     assert frames[1].t_s > frames[0].t_s
@@ -122,16 +186,22 @@ def test_flow_frames_truth():
             x0, y0, x1, y1 = c.box
             assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
             seen.setdefault(c.cell_id, []).append(c.center[0])
-            if c.whole:
+            if c.whole and preset == "brightfield":
                 # a cell is darker than the frame's background at its box centre region
                 cx, cy = int(round(c.center[0])), int(round(c.center[1]))
                 core = f.image[cy - 3:cy + 4, cx - 3:cx + 4].astype(float)
                 assert core.mean() < np.median(f.image) - 8
+            elif c.whole:
+                # relief: the cell (box with its halo) is ~49 px of a 64 px crop, busier than the background
+                assert 40 <= x1 - x0 <= 72 and 40 <= y1 - y0 <= 72
+                box = f.image[y0:y1, x0:x1].astype(float)
+                noise = np.median(np.abs(np.diff(f.image.astype(float), axis=1))) / 0.6745 / np.sqrt(2)
+                assert box.std() > 4 * noise and box.std() > 10
     assert len(seen) >= 3
     for xs in seen.values():
         assert all(b > a for a, b in zip(xs, xs[1:]))  # same id, moving in +x
     assert any(not c.isolated for f in frames for c in f.truth)
-    again = list(render_flow(5, seed=3, cell_rate=0.04, p_pair=0.3))
+    again = list(render_flow(5, seed=3, cell_rate=0.04, p_pair=0.3, preset=preset))
     assert all(a.image.tobytes() == b.image.tobytes() for a, b in zip(frames, again))
 
 
@@ -167,15 +237,15 @@ def test_trait_means_move_one_class_trait_only() -> None:
 def test_moving_one_class_leaves_the_other_classes_pixels_unchanged() -> None:
     # Why 2.1 (T8 radius only) keeps every T4-vs-B crop of 2.0: sessions are salted by the
     # preset's name and trait draws are shifted normals, so another class's traits cannot
-    # change what B and T4 render. A rename (a new session table) must change them.
+    # change what B and T4 render. A new session salt (a new session table) must change them.
     from dataclasses import replace
 
     from lymphosort.data.synth.presets import with_trait_means
 
-    moved = with_trait_means("default", {"T8.radius": 13.0})
-    a, la, _ = render_crops(48, seed=5)
-    b, lb, mb = render_crops(48, seed=5, preset=replace(moved, name="default"))
-    c, _, _ = render_crops(48, seed=5, preset=moved)
+    moved = with_trait_means("brightfield", {"T8.radius": 13.0})
+    a, la, _ = render_crops(48, seed=5, preset="brightfield")
+    b, lb, mb = render_crops(48, seed=5, preset=replace(moved, name="brightfield"))
+    c, _, _ = render_crops(48, seed=5, preset=replace(moved, session_salt="another"))
     assert np.array_equal(la, lb) and {0, 1, 2} <= set(la.tolist())
     other = la != 2
     assert np.array_equal(a[other], b[other])

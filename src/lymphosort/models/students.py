@@ -10,7 +10,8 @@ flattened into a linear `head`. Feature-distillation module paths: "features.con
 - `tiny-*`: our candidates (<= 6,000 parameters each): 3-4 blocks of "same"-padded conv +
   ReLU + max pool 2, then an average pool down to `pool_out` x `pool_out`, then linear.
   `tiny-32c` reads the centred 32x32 window of the crop (`ModelSpec.fov`) instead of the
-  shrunk crop. Which one is best is decided by measurement (BENCHMARKS.md), not here.
+  shrunk crop; `tiny-32w` / `tiny-48w` read the whole crop shrunk ("w": whole cell). Which
+  one is best is decided by measurement (BENCHMARKS.md), not here.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def paper_student2(num_classes: int = 2, input_size: int = 48) -> ConvStudent:
 
 #: name -> registration (input size, field of view) and `ConvStudent` arguments.
 #: Parameters at 2 classes: tiny-32 4,778; tiny-48 5,394; tiny-48-s2 3,698; tiny-64 5,922;
-#: tiny-32c 5,498.
+#: tiny-32c 5,498; tiny-32w 5,498; tiny-48w 5,162.
 TINY_VARIANTS: dict[str, dict[str, Any]] = {
     # 32 -> 16 -> 8 -> 4, global average: cheapest in MACs (whole 64x64 crop shrunk to 32).
     "tiny-32": {"input_size": 32, "channels": (8, 16, 24), "kernel": 3, "pool_out": 1},
@@ -110,6 +111,12 @@ TINY_VARIANTS: dict[str, dict[str, Any]] = {
     # the 4x4 map kept spatially for the head (global average left tiny nets on a long
     # chance-level plateau), He initialisation. Measured best: see BENCHMARKS.md.
     "tiny-32c": {"input_size": 32, "fov": 32, "channels": (8, 16, 24), "kernel": 3, "pool_out": 4, "init": "he"},
+    # tiny-32c's network on the whole crop shrunk to 32x32 ("w": whole cell). On LymphoMNIST's
+    # microscope (LymphoSim 3.x) the cell fills the crop, so a centred 32x32 window sees only
+    # its inside; the shrunk crop keeps the outline and the relief of the rim.
+    "tiny-32w": {"input_size": 32, "channels": (8, 16, 24), "kernel": 3, "pool_out": 4, "init": "he"},
+    # the whole crop at the reference student's 48x48: 48 -> 24 -> 12 -> 6, pooled to 3x3.
+    "tiny-48w": {"input_size": 48, "channels": (8, 16, 24), "kernel": 3, "pool_out": 3, "init": "he"},
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import fft as sfft
 
-from lymphosort.data.synth.presets import CLASS_TRAITS, SimPreset, Trait
+from lymphosort.data.synth.presets import BRIGHTFIELD_TRAITS, CLASS_TRAITS, SimPreset, Trait
 
 #: boundary harmonics 2..6: 2 is an ellipse-like squash, higher ones are blebs/ruffles.
 _HARMONICS = np.arange(2, 7)
@@ -24,7 +24,8 @@ def _draw(traits: list[Trait], labels: np.ndarray, rng: np.random.Generator) -> 
 def sample_cells(preset: SimPreset, labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Per-cell generative parameters (the 'true' traits returned in meta)."""
     n = labels.shape[0]
-    out = {k: _draw([getattr(c, k) for c in preset.classes], labels, rng) for k in CLASS_TRAITS}
+    names = BRIGHTFIELD_TRAITS if preset.optics == "brightfield" else CLASS_TRAITS
+    out = {k: _draw([getattr(c, k) for c in preset.classes], labels, rng) for k in names}
     # random boundary harmonics scaled so their rms equals the drawn roughness
     coef = rng.standard_normal((n, len(_HARMONICS), 2)) * _HARM_W[None, :, None] / np.sqrt(2.0)
     out["harmonics"] = coef * out["roughness"][:, None, None]
@@ -33,33 +34,38 @@ def sample_cells(preset: SimPreset, labels: np.ndarray, rng: np.random.Generator
     out["angle"] = rng.uniform(0, np.pi, n)
     out["nucleus_angle"] = rng.uniform(0, 2 * np.pi, n)
     out["absorption_jitter"] = rng.uniform(0.75, 1.25, n)
-    out["z_factor"] = np.exp(rng.normal(0.0, preset.sessions.z_jitter, n))
+    # cells flow at different heights: per-cell focus (brightfield); relief: no channel
+    z_sd = getattr(preset.sessions, "z_jitter", 0.0)
+    out["z_factor"] = np.exp(rng.normal(0.0, z_sd, n))
     return out
 
 
-def _texture(n: int, w: int, rng: np.random.Generator, workers: int) -> np.ndarray:
-    """Unit-variance band-pass noise (granules of ~1.5-4 px): chromatin and cytoplasm grains."""
+def texture(n: int, w: int, rng: np.random.Generator, workers: int,
+            grain: np.ndarray | None = None) -> np.ndarray:
+    """Unit-variance band-pass noise [n, w, w]: chromatin and cytoplasm grains.
+
+    The band runs from ~0.55 to ~1.5 x `grain` px (per image; None: the 2.x band, 0.8-2.2
+    px, granules ~1.5-4 px across).
+    """
     white = rng.standard_normal((n, w, w), dtype=np.float32)
     f2 = (sfft.fftfreq(w)[:, None] ** 2 + sfft.rfftfreq(w)[None, :] ** 2).astype(np.float32)
-    band = np.exp(-2 * np.pi**2 * 0.8**2 * f2) - np.exp(-2 * np.pi**2 * 2.2**2 * f2)
+    if grain is None:  # the 2.x band, kept to the bit
+        lo, hi = 0.8, 2.2
+    else:
+        g = np.asarray(grain, dtype=np.float32).reshape(-1, 1, 1)
+        lo, hi = g * np.float32(0.8 / 1.5), g * np.float32(2.2 / 1.5)
+    band = np.exp(-2 * np.pi**2 * lo**2 * f2) - np.exp(-2 * np.pi**2 * hi**2 * f2)
     t = sfft.irfft2(sfft.rfft2(white, workers=workers) * band, s=(w, w), workers=workers)
     t /= t.std(axis=(1, 2), keepdims=True) + 1e-6
     return t.astype(np.float32)
 
 
-def cell_maps(
-    p: dict[str, np.ndarray],
-    center_xy: np.ndarray,
-    w: int,
-    rng: np.random.Generator,
-    absorption: np.ndarray,
-    workers: int = 1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Absorption and optical-thickness maps [n, w, w] of cells centred at center_xy (window px).
+def cell_shape(p: dict[str, np.ndarray], center_xy: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Height profiles (body, nucleus) [n, w, w] in [0, 1] and nucleus radii [n, 1, 1].
 
     Body: a rough ellipse whose height profile is a spherical cap sqrt(1 - rho^2) (a cell in
-    suspension is close to a sphere). Nucleus: a denser sphere inside, offset off-centre.
-    Texture: band-pass grains modulating the absorption inside the body.
+    suspension is close to a sphere), its boundary perturbed by harmonics 2-6. Nucleus: a
+    sphere inside, offset off-centre.
     """
     n = center_xy.shape[0]
     col = lambda v: np.asarray(v, dtype=np.float32).reshape(n, 1, 1)  # noqa: E731
@@ -84,7 +90,24 @@ def cell_maps(
     nx = col(center_xy[:, 0]) + off * col(np.cos(p["nucleus_angle"]))
     ny = col(center_xy[:, 1]) + off * col(np.sin(p["nucleus_angle"]))
     nuc = np.sqrt(np.clip(1.0 - ((g[None, None, :] - nx) ** 2 + (g[None, :, None] - ny) ** 2) / rn**2, 0.0, None))
-    tex = _texture(n, w, rng, workers)
+    return body, nuc, rn
+
+
+def cell_maps(
+    p: dict[str, np.ndarray],
+    center_xy: np.ndarray,
+    w: int,
+    rng: np.random.Generator,
+    absorption: np.ndarray,
+    workers: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Brightfield (2.x) absorption and optical-thickness maps [n, w, w] of cells centred at
+    center_xy (window px): `cell_shape` plus band-pass grains modulating the absorption."""
+    n = center_xy.shape[0]
+    col = lambda v: np.asarray(v, dtype=np.float32).reshape(n, 1, 1)  # noqa: E731
+    body, nuc, rn = cell_shape(p, center_xy, w)
+    r = col(p["radius"])
+    tex = texture(n, w, rng, workers)
     a = col(absorption * p["absorption_jitter"])
     # same DNA content in every nucleus: a bigger nucleus is less dense (density ~ 1/volume),
     # so the nucleus darkens the cell by about the same total amount whatever its size

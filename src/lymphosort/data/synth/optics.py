@@ -32,6 +32,11 @@ def _freq2(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return fy**2 + fx**2, np.broadcast_to(fx, (h, fx.shape[1]))
 
 
+def session_salt(preset: SimPreset) -> int:
+    """The integer that salts a preset's session draws (renaming a preset changes its sessions)."""
+    return zlib.crc32((preset.session_salt or preset.name).encode())
+
+
 def session_table(preset: SimPreset, ids: np.ndarray) -> dict[str, np.ndarray]:
     """Acquisition nuisances of each session id (a pure function of preset name and id).
 
@@ -40,7 +45,7 @@ def session_table(preset: SimPreset, ids: np.ndarray) -> dict[str, np.ndarray]:
     sessions, as in a real lab.
     """
     r = preset.sessions
-    salt = zlib.crc32(preset.name.encode())
+    salt = session_salt(preset)
     cols: dict[str, list[float]] = {k: [] for k in (
         "background", "read_noise", "shot_gain", "psf_sigma", "defocus_sigma", "defocus",
         "absorption", "motion_px", "illum_gx", "illum_gy", "p_wall", "debris_rate")}
@@ -66,7 +71,7 @@ def session_table(preset: SimPreset, ids: np.ndarray) -> dict[str, np.ndarray]:
 
 def session_pattern(preset: SimPreset, sid: int, h: int, w: int) -> np.ndarray:
     """Static fixed-pattern texture of a session's background (dust on optics, lamp structure)."""
-    salt = zlib.crc32(preset.name.encode())
+    salt = session_salt(preset)
     g = np.random.default_rng([salt, int(sid), 0xBA7])
     field = ndimage.gaussian_filter(g.standard_normal((h, w)), 2.5, mode="wrap")
     field /= field.std() + 1e-12

@@ -1,8 +1,11 @@
 """LymphoSim presets: per-class morphology distributions and per-session nuisance ranges.
 
-All lengths are in pixels at the real LymphoMNIST pixel scale (a lymphocyte is ~15-20 px
-across). Class traits are Normal(mean, sd) clipped to [lo, hi]; the classes overlap on
-purpose so that nothing separates them perfectly.
+Two image models share this table: `relief` (3.x, the default: the LymphoMNIST microscope,
+high magnification, differential-interference-like relief, the cell filling the crop; lengths
+in native camera px before the dataset's resize to 64x64) and `brightfield` (2.x, kept for
+history: low-magnification channel video, a ~20 px cell in a 64 px crop; lengths in crop px).
+Class traits are Normal(mean, sd) clipped to [lo, hi]; the classes overlap on purpose so
+that nothing separates them perfectly.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ from typing import Mapping
 from lymphosort.errors import ConfigError
 
 #: Bumped whenever the image model changes what a (preset, seed) renders.
-SIM_VERSION = "2.1"
+SIM_VERSION = "3.0"
+#: the last version of the brightfield (2.x) image model, recorded by its history presets
+BRIGHTFIELD_VERSION = "2.1"
+#: LymphoMNIST's class shares (B, T4, T8) of about 80,000 images (../shared/reference/lymphomnist)
+REAL_CLASS_SHARES: tuple[float, ...] = (0.362, 0.400, 0.238)
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,8 @@ class ClassMorphology:
     boundary's harmonic perturbation (fraction of the radius, harmonics 2-6); granularity:
     amplitude of the band-pass cytoplasm texture (fraction of transmitted light);
     nucleus_ratio: nucleus radius / body radius; nucleus_offset: how far the nucleus sits
-    off-centre, as a fraction of the room left (R - Rn).
+    off-centre, as a fraction of the room left (R - Rn); grain (relief model only): size of
+    the cytoplasm granules (px, the texture's band centre).
     """
 
     name: str
@@ -45,10 +53,13 @@ class ClassMorphology:
     granularity: Trait
     nucleus_ratio: Trait
     nucleus_offset: Trait
+    grain: Trait = Trait(2.0, 0.0, 2.0, 2.0)
 
 
 #: the generative traits of a class, in table order (everything but the name)
 CLASS_TRAITS: tuple[str, ...] = tuple(f.name for f in fields(ClassMorphology) if f.name != "name")
+#: the traits the brightfield (2.x) model draws, in its order (so 2.x renders as it did)
+BRIGHTFIELD_TRAITS: tuple[str, ...] = CLASS_TRAITS[:6]
 
 
 @dataclass(frozen=True)
@@ -76,39 +87,111 @@ class SessionRanges:
 
 
 @dataclass(frozen=True)
+class ReliefRanges:
+    """Per-session (uniform lo, hi) and per-crop nuisances of the relief (3.x) microscope.
+
+    Calibrated on the 64 real crops (../shared/reference/lymphomnist, README there):
+    background 115 +- 19 grey levels crop to crop, brightest rim towards the lower right
+    (52 +- 8 degrees), rim relief (upper-left minus lower-right) about -47 grey levels.
+    """
+
+    background: tuple[float, float] = (90.0, 140.0)  # a session's lamp level (grey levels)
+    background_crop_sd: float = 11.0  # crop-to-crop level change within a session
+    shear_deg: tuple[float, float] = (44.0, 60.0)  # direction the bright rim faces (0 = +x, +y down)
+    shear_crop_sd: float = 4.0  # degrees, crop to crop (slide tilt, cell position in the field)
+    relief: tuple[float, float] = (0.14, 0.20)  # intensity change per unit optical-path slope
+    relief_crop_sd: float = 0.15  # log-sd of the relief gain crop to crop
+    bias: tuple[float, float] = (0.15, 0.35)  # second-order term: both edges a little brighter
+    psf_sigma: tuple[float, float] = (1.0, 1.5)  # native px
+    defocus: tuple[float, float] = (0.0, 0.08)  # a touch of Laplacian (halo) term
+    absorption: tuple[float, float] = (0.02, 0.06)  # a lymphocyte barely absorbs
+    read_noise: tuple[float, float] = (1.5, 3.0)  # grey levels, before the resize
+    illumination: float = 0.04  # max fractional illumination change across the crop
+    center_jitter: float = 1.0  # px: how far the dataset's cropper missed the cell centre
+    diam_frac: tuple[float, float] = (0.76, 0.025)  # cell diameter / crop side (mean, sd)
+    crop_side: tuple[int, int] = (51, 73)  # native crop sides the dataset cut (px)
+    p_neighbour: float = 0.10  # a piece of another cell in a corner
+    debris_rate: tuple[float, float] = (0.0, 0.6)  # small specks per crop
+
+
+@dataclass(frozen=True)
 class SimPreset:
     """Everything that decides what LymphoSim renders, besides the seed."""
 
     name: str
     description: str
     classes: tuple[ClassMorphology, ...]
-    sessions: SessionRanges = field(default_factory=SessionRanges)
+    sessions: SessionRanges | ReliefRanges = field(default_factory=ReliefRanges)
     #: session ids 0..n_sessions-1 form the default pool of `render_crops`.
     n_sessions: int = 16
     #: sessions `write_lymphomnist` gives the train and the (held-out) test split.
     n_train_sessions: int = 12
     n_test_sessions: int = 4
     version: str = SIM_VERSION
+    #: image model: "relief" (3.x, LymphoMNIST's microscope) or "brightfield" (2.x, history)
+    optics: str = "relief"
+    #: label shares (B, T4, T8) when labels are drawn; None = balanced (the 2.x sets)
+    class_shares: tuple[float, ...] | None = REAL_CLASS_SHARES
+    #: grey-level offset of each class's sessions, with sessions split by class: a lab that
+    #: recorded each class on its own day (the `confounded` preset; 0 = none)
+    class_background_shift: tuple[float, ...] | None = None
+    #: name that salts the session table (default: the preset's name); the history presets
+    #: keep their 2.x names' salt so that they render the 2.1 bytes
+    session_salt: str | None = None
 
 
 def _t(mean: float, sd: float, lo: float, hi: float) -> Trait:
     return Trait(mean, sd, lo, hi)
 
 
-# B cells: round, smooth membrane, big central nucleus (thin cytoplasm rim), fine texture.
-# T4: smaller, rougher outline, coarser granular cytoplasm, smaller eccentric nucleus.
-# T8 (CD8, cytotoxic): the largest here, with a smooth, B-like outline, the most granular
-# cytoplasm (lytic granules) and a nucleus ratio between B and T4. A T4-vs-B boundary reads
-# its texture as T but its size and outline as B, so it transfers to T8 vs B only in part,
-# while T8 vs B stays learnable (granularity, size): what fine-tuning has to find.
-# Spreads (sd) are x0.85 of the v1 table (SIM_VERSION 1.0): calibrated so that a compact
-# CNN clears 96% on T4 vs B (BENCHMARKS.md, "LymphoSim difficulty": how 2.0 was chosen).
-# 2.1 moves only the T8 radius mean (11.8 -> 12.4 px): on 2.0 full-data T8-vs-B fine-tuning
-# stopped at 95.4%, 1.4 points under the T4-vs-B teacher where the reference's real data has
-# 1 point; size separates T8 from B without changing what a T4-vs-B model reads zero-shot.
-# Sessions are salted by preset name and every trait draw is a shifted normal, so B and T4
-# crops render bit-identical to 2.0 (tests/data/test_synth.py checks it; BENCHMARKS.md "LymphoSim 2.1").
-_DEFAULT_CLASSES = (
+# Relief (3.x) classes, native px (a cell ~45 px across before the resize to 64x64).
+# The crop follows the cell, so size survives only weakly (through the crop-side rule's
+# scatter and the texture scale); classes differ in membrane outline, granule size and
+# amount, and nucleus size and position: what a CNN can read and raw-pixel classical models
+# mostly cannot (the real figure's 46-56% on 3 classes). B: smooth and round, fine texture,
+# a large central nucleus. T4: a rougher outline, coarser granules, a smaller eccentric
+# nucleus. T8: T4-like texture and nucleus (so a T4-vs-B model reads it as T, zero-shot) but
+# a B-like smooth outline and a little larger (what fine-tuning has to learn).
+_RELIEF_CLASSES = (
+    ClassMorphology(
+        "B",
+        radius=_t(22.0, 1.6, 17.0, 28.0),
+        aspect=_t(1.04, 0.025, 1.0, 1.25),
+        roughness=_t(0.012, 0.006, 0.0, 0.08),
+        granularity=_t(0.55, 0.14, 0.1, 1.6),
+        nucleus_ratio=_t(0.80, 0.035, 0.5, 0.95),
+        nucleus_offset=_t(0.25, 0.15, 0.0, 1.0),
+        grain=_t(1.6, 0.22, 1.0, 3.5),
+    ),
+    ClassMorphology(
+        "T4",
+        radius=_t(21.4, 1.6, 17.0, 28.0),
+        aspect=_t(1.07, 0.03, 1.0, 1.25),
+        roughness=_t(0.026, 0.009, 0.0, 0.08),
+        granularity=_t(0.80, 0.16, 0.1, 1.6),
+        nucleus_ratio=_t(0.71, 0.04, 0.5, 0.95),
+        nucleus_offset=_t(0.50, 0.17, 0.0, 1.0),
+        grain=_t(2.1, 0.25, 1.0, 3.5),
+    ),
+    ClassMorphology(
+        "T8",
+        radius=_t(22.8, 1.6, 17.0, 28.0),
+        aspect=_t(1.05, 0.03, 1.0, 1.25),
+        roughness=_t(0.014, 0.007, 0.0, 0.08),
+        granularity=_t(0.85, 0.16, 0.1, 1.6),
+        nucleus_ratio=_t(0.74, 0.04, 0.5, 0.95),
+        nucleus_offset=_t(0.45, 0.17, 0.0, 1.0),
+        grain=_t(2.2, 0.25, 1.0, 3.5),
+    ),
+)
+
+
+# Brightfield (2.x) classes, crop px. B cells: round, smooth membrane, big central nucleus
+# (thin cytoplasm rim), fine texture. T4: smaller, rougher outline, coarser granular
+# cytoplasm, smaller eccentric nucleus. T8: the largest, B-like outline, the most granular
+# cytoplasm, a nucleus ratio between B and T4. Spreads are x0.85 of 1.0's; 2.1 moved only
+# the T8 radius mean (11.8 -> 12.4 px), so B and T4 render as in 2.0.
+_BRIGHTFIELD_CLASSES = (
     ClassMorphology(
         "B",
         radius=_t(10.6, 0.72, 7.0, 14.0),
@@ -147,25 +230,49 @@ def _scaled(classes: tuple[ClassMorphology, ...], k: float) -> tuple[ClassMorpho
     )
 
 
+def _brightfield(name: str, salt: str, description: str, classes: tuple[ClassMorphology, ...],
+                 sessions: SessionRanges = SessionRanges()) -> SimPreset:
+    return SimPreset(name, description, classes, sessions, version=BRIGHTFIELD_VERSION,
+                     optics="brightfield", class_shares=None, session_salt=salt)
+
+
 PRESETS: Mapping[str, SimPreset] = MappingProxyType(
     {
         "default": SimPreset(
             "default",
-            "calibrated to the real crops; T4 vs B learnable from shape/texture, not from global statistics",
-            _DEFAULT_CLASSES,
+            "LymphoMNIST's microscope (relief, cell filling the crop), real class shares",
+            _RELIEF_CLASSES,
         ),
         "easy": SimPreset(
             "easy",
             "narrower class traits and milder nuisances (smoke tests, quick demos)",
-            _scaled(_DEFAULT_CLASSES, 0.6),
-            SessionRanges(read_noise=(2.0, 2.5), motion_px=(0.0, 1.0), p_wall=(0.0, 0.15)),
+            _scaled(_RELIEF_CLASSES, 0.6),
+            ReliefRanges(read_noise=(1.5, 2.0), p_neighbour=0.05, debris_rate=(0.0, 0.3)),
         ),
         "hard": SimPreset(
             "hard",
-            "wider class traits and stronger nuisances (more overlap, more defocus, more walls)",
-            _scaled(_DEFAULT_CLASSES, 1.35),
-            SessionRanges(defocus=(0.12, 0.40), motion_px=(0.0, 3.0), p_wall=(0.0, 0.5),
-                          debris_rate=(0.3, 1.5), read_noise=(2.6, 3.4)),
+            "wider class traits and stronger nuisances (more overlap, focus and lamp drift)",
+            _scaled(_RELIEF_CLASSES, 1.35),
+            ReliefRanges(background_crop_sd=16.0, psf_sigma=(1.0, 2.0), defocus=(0.0, 0.15),
+                         read_noise=(2.0, 3.5), p_neighbour=0.2),
+        ),
+        "confounded": SimPreset(
+            "confounded",
+            "each class recorded in its own sessions, B brighter and T8 darker: a model can "
+            "read the session instead of the cell (what `lymphosort audit` must flag)",
+            _RELIEF_CLASSES,
+            class_background_shift=(18.0, 0.0, -18.0),
+        ),
+        # history: the 2.x brightfield model (low-magnification channel video)
+        "brightfield": _brightfield(
+            "brightfield", "default",
+            "LymphoSim 2.1 default: low-magnification bright field calibrated on the wrong "
+            "instrument (history; not LymphoMNIST's microscope)",
+            _BRIGHTFIELD_CLASSES,
+        ),
+        "brightfield-easy": _brightfield(
+            "brightfield-easy", "easy", "LymphoSim 2.1 easy (history)", _scaled(_BRIGHTFIELD_CLASSES, 0.6),
+            SessionRanges(read_noise=(2.0, 2.5), motion_px=(0.0, 1.0), p_wall=(0.0, 0.15)),
         ),
     }
 )

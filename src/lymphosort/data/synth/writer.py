@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from lymphosort.data.idx import write_idx
 from lymphosort.data.info import CLASSES, INFO
-from lymphosort.data.synth.crops import balanced_labels, render_crops
+from lymphosort.data.synth.crops import draw_labels, render_crops
 from lymphosort.data.synth.presets import SimPreset, get_preset
 from lymphosort.errors import ConfigError
 
@@ -32,7 +32,7 @@ def split_sessions(seed: int, pre: SimPreset) -> tuple[list[int], list[int]]:
 def _render_split(n: int, seed: int, split: int, pool: list[int], pre: SimPreset,
                   bar: tqdm | None) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(8, split)))
-    labels = balanced_labels(n, rng, len(pre.classes))
+    labels = draw_labels(n, pre, rng)
     images = np.empty((n, 64, 64), np.uint8)
     for bi, start in enumerate(range(0, n, _BLOCK)):
         stop = min(n, start + _BLOCK)

@@ -41,11 +41,11 @@ def sample_cells(preset: SimPreset, labels: np.ndarray, rng: np.random.Generator
 
 
 def texture(n: int, w: int, rng: np.random.Generator, workers: int,
-            grain: np.ndarray | None = None) -> np.ndarray:
+            grain: np.ndarray | None = None, band: tuple[float, float] = (0.8 / 1.5, 2.2 / 1.5)) -> np.ndarray:
     """Unit-variance band-pass noise [n, w, w]: chromatin and cytoplasm grains.
 
-    The band runs from ~0.55 to ~1.5 x `grain` px (per image; None: the 2.x band, 0.8-2.2
-    px, granules ~1.5-4 px across).
+    The band's Gaussian scales run from band[0] to band[1] x `grain` px (per image; None: the
+    2.x band, 0.8-2.2 px, granules ~1.5-4 px across).
     """
     white = rng.standard_normal((n, w, w), dtype=np.float32)
     f2 = (sfft.fftfreq(w)[:, None] ** 2 + sfft.rfftfreq(w)[None, :] ** 2).astype(np.float32)
@@ -53,19 +53,21 @@ def texture(n: int, w: int, rng: np.random.Generator, workers: int,
         lo, hi = 0.8, 2.2
     else:
         g = np.asarray(grain, dtype=np.float32).reshape(-1, 1, 1)
-        lo, hi = g * np.float32(0.8 / 1.5), g * np.float32(2.2 / 1.5)
+        lo, hi = g * np.float32(band[0]), g * np.float32(band[1])
     band = np.exp(-2 * np.pi**2 * lo**2 * f2) - np.exp(-2 * np.pi**2 * hi**2 * f2)
     t = sfft.irfft2(sfft.rfft2(white, workers=workers) * band, s=(w, w), workers=workers)
     t /= t.std(axis=(1, 2), keepdims=True) + 1e-6
     return t.astype(np.float32)
 
 
-def cell_shape(p: dict[str, np.ndarray], center_xy: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cell_shape(p: dict[str, np.ndarray], center_xy: np.ndarray, w: int,
+               flatness: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Height profiles (body, nucleus) [n, w, w] in [0, 1] and nucleus radii [n, 1, 1].
 
     Body: a rough ellipse whose height profile is a spherical cap sqrt(1 - rho^2) (a cell in
-    suspension is close to a sphere), its boundary perturbed by harmonics 2-6. Nucleus: a
-    sphere inside, offset off-centre.
+    suspension is close to a sphere; `flatness` k > 1 gives sqrt(1 - rho^(2k)), flatter on
+    top with steeper sides), its boundary perturbed by harmonics 2-6. Nucleus: a sphere
+    inside, offset off-centre.
     """
     n = center_xy.shape[0]
     col = lambda v: np.asarray(v, dtype=np.float32).reshape(n, 1, 1)  # noqa: E731
@@ -84,7 +86,7 @@ def cell_shape(p: dict[str, np.ndarray], center_xy: np.ndarray, w: int) -> tuple
         rb += col(harm[:, j, 0]) * zk.real + col(harm[:, j, 1]) * zk.imag
         zk = zk * z
     rho2 = (e / rb) ** 2
-    body = np.sqrt(np.clip(1.0 - rho2, 0.0, None))
+    body = np.sqrt(np.clip(1.0 - (rho2 if flatness == 1.0 else rho2**flatness), 0.0, None))
     rn = r * col(p["nucleus_ratio"])
     off = (r - rn) * col(p["nucleus_offset"])
     nx = col(center_xy[:, 0]) + off * col(np.cos(p["nucleus_angle"]))

@@ -136,7 +136,8 @@ class _Relief(_Optics):
     def image(self, a: np.ndarray, ph: np.ndarray, frng: np.random.Generator) -> np.ndarray:
         st = self.st
         t = form_relief(ph[None], a[None], psf_sigma=self.psf, gain=st["relief"], shear_rad=np.deg2rad(st["shear_deg"]),
-                        bias=st["bias"], defocus=st["defocus"], workers=_workers())[0]
+                        bias=st["bias"], defocus=st["defocus"], halo_sigma=st["halo_sigma"] * RELIEF_SCALE,
+                        workers=_workers())[0]
         inten = self.i0 * (1.0 + t[_MARGIN:_MARGIN + self.h, _MARGIN:_MARGIN + self.w])
         return inten + st["read_noise"][0] * frng.standard_normal(inten.shape, dtype=np.float32)
 

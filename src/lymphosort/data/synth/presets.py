@@ -99,16 +99,20 @@ class ReliefRanges:
     background_crop_sd: float = 11.0  # crop-to-crop level change within a session
     shear_deg: tuple[float, float] = (44.0, 60.0)  # direction the bright rim faces (0 = +x, +y down)
     shear_crop_sd: float = 4.0  # degrees, crop to crop (slide tilt, cell position in the field)
-    relief: tuple[float, float] = (0.14, 0.20)  # intensity change per unit optical-path slope
+    relief: tuple[float, float] = (0.18, 0.25)  # intensity change per unit optical-path slope
     relief_crop_sd: float = 0.15  # log-sd of the relief gain crop to crop
-    bias: tuple[float, float] = (0.15, 0.35)  # second-order term: both edges a little brighter
-    psf_sigma: tuple[float, float] = (1.0, 1.5)  # native px
-    defocus: tuple[float, float] = (0.0, 0.08)  # a touch of Laplacian (halo) term
-    absorption: tuple[float, float] = (0.02, 0.06)  # a lymphocyte barely absorbs
-    read_noise: tuple[float, float] = (1.5, 3.0)  # grey levels, before the resize
+    bias: tuple[float, float] = (0.0, 0.05)  # second-order term: both edges a little brighter
+    psf_sigma: tuple[float, float] = (0.8, 1.2)  # native px
+    defocus: tuple[float, float] = (0.08, 0.2)  # a touch of Laplacian (halo) term
+    halo_sigma: tuple[float, float] = (1.5, 2.5)  # its extra blur: how far the halo reaches (px)
+    absorption: tuple[float, float] = (0.0, 0.03)  # a lymphocyte barely absorbs
+    read_noise: tuple[float, float] = (0.3, 0.9)  # grey levels, before the resize
+    haze: tuple[float, float] = (0.0, 0.15)  # out-of-focus specks over the field (path px)
     illumination: float = 0.04  # max fractional illumination change across the crop
     center_jitter: float = 1.0  # px: how far the dataset's cropper missed the cell centre
-    diam_frac: tuple[float, float] = (0.76, 0.025)  # cell diameter / crop side (mean, sd)
+    #: geometric cell diameter / crop side (mean, sd); the reference's 0.76 is measured at the
+    #: outer edge of the blurred rim, ~3-4 px wider (`data compare` measures both alike)
+    diam_frac: tuple[float, float] = (0.70, 0.025)
     crop_side: tuple[int, int] = (51, 73)  # native crop sides the dataset cut (px)
     p_neighbour: float = 0.10  # a piece of another cell in a corner
     debris_rate: tuple[float, float] = (0.0, 0.6)  # small specks per crop
@@ -156,32 +160,32 @@ _RELIEF_CLASSES = (
     ClassMorphology(
         "B",
         radius=_t(22.0, 1.6, 17.0, 28.0),
-        aspect=_t(1.04, 0.025, 1.0, 1.25),
-        roughness=_t(0.012, 0.006, 0.0, 0.08),
+        aspect=_t(1.02, 0.015, 1.0, 1.15),
+        roughness=_t(0.006, 0.003, 0.0, 0.05),
         granularity=_t(0.55, 0.14, 0.1, 1.6),
         nucleus_ratio=_t(0.80, 0.035, 0.5, 0.95),
         nucleus_offset=_t(0.25, 0.15, 0.0, 1.0),
-        grain=_t(1.6, 0.22, 1.0, 3.5),
+        grain=_t(3.2, 0.4, 1.6, 6.0),
     ),
     ClassMorphology(
         "T4",
         radius=_t(21.4, 1.6, 17.0, 28.0),
-        aspect=_t(1.07, 0.03, 1.0, 1.25),
-        roughness=_t(0.026, 0.009, 0.0, 0.08),
+        aspect=_t(1.035, 0.02, 1.0, 1.15),
+        roughness=_t(0.012, 0.004, 0.0, 0.05),
         granularity=_t(0.80, 0.16, 0.1, 1.6),
         nucleus_ratio=_t(0.71, 0.04, 0.5, 0.95),
         nucleus_offset=_t(0.50, 0.17, 0.0, 1.0),
-        grain=_t(2.1, 0.25, 1.0, 3.5),
+        grain=_t(4.0, 0.45, 1.6, 6.0),
     ),
     ClassMorphology(
         "T8",
         radius=_t(22.8, 1.6, 17.0, 28.0),
-        aspect=_t(1.05, 0.03, 1.0, 1.25),
-        roughness=_t(0.014, 0.007, 0.0, 0.08),
+        aspect=_t(1.03, 0.02, 1.0, 1.15),
+        roughness=_t(0.007, 0.003, 0.0, 0.05),
         granularity=_t(0.85, 0.16, 0.1, 1.6),
         nucleus_ratio=_t(0.74, 0.04, 0.5, 0.95),
         nucleus_offset=_t(0.45, 0.17, 0.0, 1.0),
-        grain=_t(2.2, 0.25, 1.0, 3.5),
+        grain=_t(4.2, 0.45, 1.6, 6.0),
     ),
 )
 
@@ -247,14 +251,14 @@ PRESETS: Mapping[str, SimPreset] = MappingProxyType(
             "easy",
             "narrower class traits and milder nuisances (smoke tests, quick demos)",
             _scaled(_RELIEF_CLASSES, 0.6),
-            ReliefRanges(read_noise=(1.5, 2.0), p_neighbour=0.05, debris_rate=(0.0, 0.3)),
+            ReliefRanges(read_noise=(0.6, 1.0), p_neighbour=0.05, debris_rate=(0.0, 0.3)),
         ),
         "hard": SimPreset(
             "hard",
             "wider class traits and stronger nuisances (more overlap, focus and lamp drift)",
             _scaled(_RELIEF_CLASSES, 1.35),
-            ReliefRanges(background_crop_sd=16.0, psf_sigma=(1.0, 2.0), defocus=(0.0, 0.15),
-                         read_noise=(2.0, 3.5), p_neighbour=0.2),
+            ReliefRanges(background_crop_sd=16.0, psf_sigma=(0.8, 1.6), defocus=(0.0, 0.2),
+                         read_noise=(1.0, 2.0), p_neighbour=0.2),
         ),
         "confounded": SimPreset(
             "confounded",

@@ -19,20 +19,29 @@ from lymphosort.data.synth.presets import ReliefRanges, SimPreset
 
 #: native canvas side: the largest crop (73 px) plus room for the blur's wrap-around
 CANVAS = 104
+#: body profile sqrt(1 - rho^(2k)): flatter on top than a sphere, so the relief shades the
+#: inside of the cell less than it lights the rim (as in the real crops)
+_FLATNESS = 2.0
 #: optical path (px of cell-equivalent thickness) per unit of the drawn traits
 _BODY_PATH = 1.0  # x radius x spherical cap
-_NUCLEUS_PATH = 0.22  # x nucleus radius x its cap: the nucleus edge shows as a faint inner rim
-_GRAIN_PATH = 3.4  # x granularity x unit band-pass texture
+_NUCLEUS_PATH = 0.4  # x nucleus radius x its cap: the nucleus edge shows as a faint inner rim
+#: granules from fine (0.6 x grain) to coarse (2.4 x grain): real crops show both
+_GRAIN_BAND = (0.6, 2.4)
+#: and a fine speckle (granules near the optical resolution), the same in every class
+_SPECKLE_PATH = 0.5
+_GRAIN_PATH = 2.0  # x granularity x unit band-pass texture
 
 
 def form_relief(phase: np.ndarray, absorb: np.ndarray, *, psf_sigma: np.ndarray, gain: np.ndarray,
-                shear_rad: np.ndarray, bias: np.ndarray, defocus: np.ndarray, workers: int = 1) -> np.ndarray:
+                shear_rad: np.ndarray, bias: np.ndarray, defocus: np.ndarray, halo_sigma: np.ndarray,
+                workers: int = 1) -> np.ndarray:
     """Relative intensity change t (I = I0 * (1 + t)) of a batch [B, H, W] of path/absorption maps.
 
     DIC intensity ~ sin^2(bias + delta), delta the optical-path difference over the shear:
     linear in the slope of the (blurred) path along the shear direction u (a negative slope,
     the rim facing u, is bright), plus a small quadratic term that lifts both edges, minus
-    absorption, plus a touch of defocus (Laplacian). Per-image parameters are [B] arrays.
+    absorption, plus a touch of defocus (the Laplacian of the path blurred by `halo_sigma` more:
+    the faint bright halo just outside a cell). Per-image parameters are [B] arrays.
     """
     b, h, w = phase.shape
     col = lambda v: np.asarray(v, dtype=np.float32).reshape(b, 1, 1)  # noqa: E731
@@ -44,7 +53,8 @@ def form_relief(phase: np.ndarray, absorb: np.ndarray, *, psf_sigma: np.ndarray,
     fa = sfft.rfft2(absorb, workers=workers) * otf
     deriv = 2j * np.pi * (fx * col(np.cos(shear_rad)) + fy * col(np.sin(shear_rad)))
     slope = sfft.irfft2(fp * deriv, s=(h, w), workers=workers)
-    lap = sfft.irfft2(fp * (-4.0 * np.pi**2 * f2), s=(h, w), workers=workers)
+    halo = np.exp(-2.0 * np.pi**2 * col(halo_sigma) ** 2 * f2)
+    lap = sfft.irfft2(fp * halo * (-4.0 * np.pi**2 * f2), s=(h, w), workers=workers)
     a = sfft.irfft2(fa, s=(h, w), workers=workers)
     d = -col(gain) * slope
     return (d + col(bias) * d**2 - a + col(defocus) * lap).astype(np.float32)
@@ -56,10 +66,11 @@ def cell_path(p: dict[str, np.ndarray], center_xy: np.ndarray, w: int, rng: np.r
     body, a denser nucleus, and granules of the cell's size and amount."""
     n = center_xy.shape[0]
     col = lambda v: np.asarray(v, dtype=np.float32).reshape(n, 1, 1)  # noqa: E731
-    body, nuc, rn = cell_shape(p, center_xy, w)
-    grains = texture(n, w, rng, workers, p["grain"])
+    body, nuc, rn = cell_shape(p, center_xy, w, flatness=_FLATNESS)
+    grains = texture(n, w, rng, workers, p["grain"], band=_GRAIN_BAND)
+    speckle = texture(n, w, rng, workers, np.full(n, 1.0, np.float32), band=(0.5, 1.2))
     phase = (_BODY_PATH * col(p["radius"]) * body + _NUCLEUS_PATH * rn * nuc
-             + _GRAIN_PATH * col(p["granularity"]) * grains * np.sqrt(body))
+             + (_GRAIN_PATH * col(p["granularity"]) * grains + _SPECKLE_PATH * speckle) * np.sqrt(body))
     return phase.astype(np.float32), (col(absorption) * (0.6 * body + 0.4 * nuc)).astype(np.float32)
 
 
@@ -68,12 +79,13 @@ def relief_sessions(preset: SimPreset, ids: np.ndarray) -> dict[str, np.ndarray]
     r = preset.sessions
     assert isinstance(r, ReliefRanges)
     salt = session_salt(preset)
-    keys = ("background", "shear_deg", "relief", "bias", "psf_sigma", "defocus", "absorption",
-            "read_noise", "illum_gx", "illum_gy", "debris_rate")
+    keys = ("background", "shear_deg", "relief", "bias", "psf_sigma", "defocus", "halo_sigma", "absorption",
+            "read_noise", "illum_gx", "illum_gy", "debris_rate", "haze")
     cols: dict[str, list[float]] = {k: [] for k in keys}
     for sid in np.asarray(ids, dtype=np.int64).ravel():
         g = np.random.default_rng([salt, int(sid), 0x3D1C])
-        for k in ("background", "shear_deg", "relief", "bias", "psf_sigma", "defocus", "absorption", "read_noise"):
+        for k in ("background", "shear_deg", "relief", "bias", "psf_sigma", "defocus", "halo_sigma", "absorption",
+                  "read_noise", "haze"):
             cols[k].append(float(g.uniform(*getattr(r, k))))
         ang, amp = g.uniform(0, 2 * np.pi), g.uniform(0, r.illumination)
         cols["illum_gx"].append(float(amp * np.cos(ang) / 64.0))
@@ -125,6 +137,9 @@ def render_batch(pre: SimPreset, lab: np.ndarray, sess: np.ndarray, size: int,
         phase[idx] += nb_phase
         absorb[idx] += nb_absorb
 
+    # haze: out-of-focus specks on the optics, a faint smooth relief over the background
+    phase += col(st["haze"]) * texture(b, CANVAS, rng, workers, np.full(b, 3.0, np.float32), band=(0.7, 1.5))
+
     # debris: small specks anywhere (weak phase objects that the optics blur)
     n_deb = np.minimum(rng.poisson(st["debris_rate"]), 4)
     tot = int(n_deb.sum())
@@ -139,7 +154,7 @@ def render_batch(pre: SimPreset, lab: np.ndarray, sess: np.ndarray, size: int,
     background = st["background"] + rng.normal(0, r.background_crop_sd, b) + shift
 
     t = form_relief(phase, absorb, psf_sigma=st["psf_sigma"], gain=gain, shear_rad=shear,
-                    bias=st["bias"], defocus=st["defocus"], workers=workers)
+                    bias=st["bias"], defocus=st["defocus"], halo_sigma=st["halo_sigma"], workers=workers)
     g = np.arange(CANVAS, dtype=np.float32) - (CANVAS - 1) / 2
     illum = 1.0 + col(st["illum_gx"]) * g[None, None, :] + col(st["illum_gy"]) * g[None, :, None]
     inten = col(background) * illum * (1.0 + t)

@@ -107,7 +107,8 @@ def main() -> int:
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    from lymphosort.atomic import write_text_atomic  # a killed run leaves no half file
+    write_text_atomic(args.out, json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     return 0
 

@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['bf16_max_abs_logit_error']:.3g})")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        from lymphosort.atomic import write_text_atomic  # a killed run leaves no half file
+        write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
     return 0
 
 

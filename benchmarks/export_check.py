@@ -49,7 +49,8 @@ def main() -> int:
         result[key] = r
         print(key, {k: r.get(k) for k in ("model", "n_checked", "max_abs_diff", "agreement", "argmax_agreement",
                                           "latency_us_estimate", "speed")})
-    (a.out / "export_check.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    from lymphosort.atomic import write_text_atomic  # a killed run leaves no half file
+    write_text_atomic(a.out / "export_check.json", json.dumps(result, indent=2, default=str) + "\n")
     print(f"wrote {a.out / 'export_check.json'}")
     return 0
 

@@ -100,7 +100,8 @@ def main() -> int:
     table = compare_runs(rows, latency_repeats=args.latency_repeats, onnxruntime=args.onnxruntime)
     table.update(task=args.task, epochs=args.epochs,
                  machine={"platform": platform.platform(), "torch": torch.__version__, "latency_threads": 1})
-    (args.out / "kd_table.json").write_text(json.dumps(table, indent=2, default=str))
+    from lymphosort.atomic import write_text_atomic  # a killed run leaves no half file
+    write_text_atomic(args.out / "kd_table.json", json.dumps(table, indent=2, default=str))
     print(markdown_table(table["rows"]))
     return 0
 

@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(rep, indent=2, default=str)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n", encoding="utf-8")
+        from lymphosort.atomic import write_text_atomic  # a killed run leaves no half file
+        write_text_atomic(args.out, text + "\n", encoding="utf-8")
     if args.mode == "throughput":
         keys = ("frames", "frames_processed", "dropped_frames", "decisions", "cells_per_s", "p50_latency_us",
                 "p99_latency_us", "max_latency_us", "late_decisions", "detection_precision", "detection_recall",

@@ -134,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = seed_table(groups, args.task, args.baseline, args.n_boot)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({**table, "command": "python benchmarks/seed_table.py " + " ".join(
+        from lymphosort.atomic import write_text_atomic  # a killed run leaves no half file
+        write_text_atomic(args.out, json.dumps({**table, "command": "python benchmarks/seed_table.py " + " ".join(
             sys.argv[1:] if argv is None else argv)}, indent=2) + "\n")
     print(markdown(table))
     return 0

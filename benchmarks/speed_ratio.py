@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2, default=str))
+        from lymphosort.atomic import write_text_atomic  # a killed run leaves no half file
+        write_text_atomic(args.out, json.dumps(result, indent=2, default=str))
     return 0
 
 

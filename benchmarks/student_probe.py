@@ -149,7 +149,8 @@ def main() -> None:
                   "command": "lymphosort " + " ".join(cmd)}
         print(v, res[v]["accuracy"], res[v]["params"])
     a.out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(res, indent=2) + "\n")
+    from lymphosort.atomic import write_text_atomic  # a killed run leaves no half file
+    write_text_atomic(saved, json.dumps(res, indent=2) + "\n")
 
 
 if __name__ == "__main__":

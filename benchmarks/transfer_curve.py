@@ -73,8 +73,8 @@ def main() -> int:
                     continue
                 teacher_cell = args.out / "teacher" / "runs" / f"partial-k{k or 'all'}-s{seed}"
                 if not (teacher_cell / "transfer.json").is_file():
-                    finetune(args.teacher, data, cfg, teacher_cell)
-                route_b.append(redistill(teacher_cell, args.student, data, cfg, cell))
+                    finetune(args.teacher, data, cfg, teacher_cell, resume=True)
+                route_b.append(redistill(teacher_cell, args.student, data, cfg, cell, resume=True))
         result["redistill"] = route_b
     result["curves"] = {k: {kk: v for kk, v in c.items() if kk != "config"} for k, c in curves.items()}
     result["seconds"] = time.perf_counter() - t0
@@ -103,7 +103,8 @@ def main() -> int:
         checks["student_route_b_redistill_acc"] = {k: sum(v) / len(v) for k, v in by_k.items()}
     result["checks"] = checks
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "transfer_curve.json").write_text(json.dumps(jsonable(result), indent=2) + "\n")
+    from lymphosort.atomic import write_text_atomic  # a killed run leaves no half file
+    write_text_atomic(args.out / "transfer_curve.json", json.dumps(jsonable(result), indent=2) + "\n")
     print(json.dumps(jsonable(checks), indent=2))
     for name in curves:
         print((args.out / name / "table.md").read_text())

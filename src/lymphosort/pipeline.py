@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from lymphosort.atomic import write_json_atomic
 from lymphosort.errors import ConfigError
 from lymphosort.train.config import DEFAULT_TEACHER
 
@@ -180,11 +181,8 @@ def run_stages(
         result = dict(stage.fn(ctx))
         elapsed = time.perf_counter() - t0
         # Written last and atomically: a stage killed mid-way leaves no "done" record.
-        tmp = record_path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({"stage": stage.name, "key": key, "status": "done", "seconds": elapsed, "outputs": result}, indent=2, default=str)
-        )
-        tmp.replace(record_path)
+        write_json_atomic(record_path, {"stage": stage.name, "key": key, "status": "done", "seconds": elapsed,
+                                        "outputs": result}, default=str)
         console(f"{header}: done in {elapsed:.1f} s")
         outputs[stage.name] = result
     return outputs
@@ -226,7 +224,7 @@ def _data_card(ctx: StageContext, root: Path) -> dict[str, Any]:
     grid = out_dir / "samples.png"
     write_sample_grid(root, grid, split="test", n=8)
     card["sample_grid"] = _rel(ctx, grid)
-    (out_dir / "data_card.json").write_text(json.dumps(card, indent=2))
+    write_json_atomic(out_dir / "data_card.json", card)
     return card
 
 
@@ -317,7 +315,7 @@ def stage_students(ctx: StageContext) -> dict[str, Any]:
     table = compare_runs(runs, latency_repeats=ctx.config["students"]["latency_repeats"])
     for row in table["rows"]:
         row["run"] = _rel(ctx, row["run"])
-    (ctx.out_dir / "compare.json").write_text(json.dumps(table, indent=2, default=str))
+    write_json_atomic(ctx.out_dir / "compare.json", table, default=str)
     return {
         "rows": table["rows"],
         "curves": {r["label"]: _rel(ctx, _abs(ctx, r["run"]) / "curves.png") for r in table["rows"]},
@@ -438,7 +436,7 @@ def resolve_config(preset: str) -> dict[str, Any]:
 def run_pipeline(out: Path, preset: str = "quick", data_root: Path | None = None, force: bool = False) -> dict[str, Any]:
     config = resolve_config(preset)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({"preset": preset, **config}, indent=2))
+    write_json_atomic(out / "config.json", {"preset": preset, **config})
     options: dict[str, Any] = {}
     if data_root is not None:
         options["data_root"] = str(data_root)

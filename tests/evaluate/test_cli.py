@@ -16,10 +16,11 @@ from lymphosort.models import create_model
 from lymphosort.train.checkpoint import ModelCard, save_checkpoint
 
 
-def _fake_run(run: Path, name: str = "tiny-32", classes: tuple[str, ...] = ("B", "T"), task: str = "t4-vs-b") -> Path:
+def _fake_run(run: Path, name: str = "tiny-32", classes: tuple[str, ...] = ("B", "T"), task: str = "t4-vs-b",
+              **card: object) -> Path:
     torch.manual_seed(0)
     model = create_model(name, num_classes=len(classes))
-    save_checkpoint(run, model, ModelCard.from_model(model, task=task, classes=list(classes)))
+    save_checkpoint(run, model, ModelCard.from_model(model, task=task, classes=list(classes), **card))
     return run
 
 
@@ -55,3 +56,34 @@ def test_cli_default_out_and_class_mismatch(tmp_path: Path, tiny_root: Path, cap
     # Through the console script the error is one line and exit status 2.
     assert main(["evaluate", str(run), "--task", "t4-vs-b", "--data-root", str(tiny_root), "--no-latency"]) == 2
     assert "3 outputs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("card", [{"data": {"source": "simulated", "root": "ROOT"}}, {"config": {"data_root": "ROOT"}}],
+                         ids=["card-data-root", "old-card-config"])
+def test_cli_without_data_root_uses_the_root_the_card_records(
+    tmp_path: Path, tiny_root: Path, capsys: pytest.CaptureFixture[str], card: dict
+) -> None:
+    card = json.loads(json.dumps(card).replace("ROOT", str(tiny_root)))
+    run = _fake_run(tmp_path / "run", **card)
+    assert main(["evaluate", str(run), "--task", "t4-vs-b", "--n-boot", "0", "--no-latency"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"data root: {tiny_root} (recorded in {run / 'model.json'})"
+    saved = json.loads((run / "eval" / "t4-vs-b-test" / "metrics.json").read_text())
+    assert saved["data"]["root"] == str(tiny_root) and saved["n"] > 0
+
+
+def test_cli_without_data_root_or_record_says_it_uses_the_default(
+    tmp_path: Path, tiny_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lymphosort.evaluate.cli as ev
+
+    run = _fake_run(tmp_path / "run")
+    monkeypatch.setattr(ev, "DEFAULT_DATA_ROOT", tiny_root)
+    assert main(["evaluate", str(run), "--task", "t4-vs-b", "--n-boot", "0", "--no-latency"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"data root: {tiny_root} (the default: {run / 'model.json'} records no data root)")
+    # An explicit --data-root wins and is not announced.
+    other = _fake_run(tmp_path / "other", data={"root": str(tmp_path / "elsewhere")})
+    assert main(["evaluate", str(other), "--task", "t4-vs-b", "--data-root", str(tiny_root), "--n-boot", "0",
+                 "--no-latency"]) == 0
+    assert not capsys.readouterr().out.startswith("data root:")

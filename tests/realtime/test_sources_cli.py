@@ -97,3 +97,48 @@ def test_cli_still_mode_on_reference_crops(tiny_onnx: Path, tmp_path: Path) -> N
     assert rc == 0
     rep = json.loads((tmp_path / "s.json").read_text())
     assert rep["images"] == rep["with_one_detection"] == len(list(REFERENCE.glob("*.png")))
+
+
+def test_cli_onnx_backend_takes_a_run_folder_exports_once_and_reuses(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from lymphosort.export.cli import weights_digest
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    args = ["realtime", "--source", "sim", "--model", str(run), "--backend", "onnx", "--pool-frames", "20",
+            "--max-frames", "20", "--cell-rate", "0.5", "--as-fast-as-possible", "--drop", "block", "--quiet",
+            "--report", str(tmp_path / "r.json")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    cache = run / "export" / "onnx"
+    assert f"exporting {run} to ONNX in {cache}" in err and "max |diff|" in err
+    record = json.loads((cache / "export.json").read_text())
+    assert record["passed"] is True and record["weights_sha256"] == weights_digest(run)
+    assert record["max_abs_diff"] <= record["tolerance"] and record["n_checked"] > 0
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["model"] == str(run) and rep["model_folder"] == str(cache) and rep["frames"] == 20
+
+    made = (cache / "model.onnx").stat().st_mtime_ns
+    assert main(args) == 0
+    assert f"reusing the ONNX export {cache}" in capsys.readouterr().err
+    assert (cache / "model.onnx").stat().st_mtime_ns == made
+
+    # A failed check is not reused ...
+    (cache / "export.json").write_text(json.dumps({**record, "passed": False}))
+    assert main(args) == 0
+    assert "exporting" in capsys.readouterr().err
+    # ... nor an export of other weights (the run was resumed or retrained).
+    import torch
+
+    from lymphosort.train.checkpoint import load_checkpoint, save_checkpoint
+
+    model, card = load_checkpoint(run)
+    with torch.no_grad():
+        model.head.bias.add_(0.1)
+    save_checkpoint(run, model, card)
+    assert main(args) == 0
+    assert "exporting" in capsys.readouterr().err
+    assert json.loads((cache / "export.json").read_text())["weights_sha256"] == weights_digest(run)

@@ -36,6 +36,7 @@ def test_learns_a_separable_toy_set_and_writes_the_run_folder(tmp_path: Path) ->
     model, card = load_checkpoint(run)
     assert card.task == "t4-vs-b" and card.classes == ["B", "T"] and card.split_id == "toy-split"
     assert card.data["preset"] == "toy" and card.config["model"] == "tiny-32"
+    assert "root" not in card.data  # the data was passed in, not read from cfg.data_root
     assert card.metrics["val"]["val_bacc"] == res.best_val["val_bacc"]
     # The saved weights are the best epoch's and reproduce its validation accuracy.
     from lymphosort.data.transforms import to_model_input
@@ -109,6 +110,7 @@ def test_resumed_run_rewrites_its_test_metrics(tiny_root: Path, tmp_path: Path) 
     assert "stale" not in stored
     assert stored["accuracy"] == r2.test_metrics["accuracy"] == card["metrics"]["test"]["accuracy"]
     assert stored["n"] == card["metrics"]["test"]["n"] > 0
+    assert card["data"]["root"] == str(tiny_root)  # what `evaluate RUN` uses without --data-root
 
 
 def test_fit_restores_logger_levels(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -104,3 +105,65 @@ def test_three_class_head_and_tiny_folder_message(t4_run: Path, tmp_path: Path) 
     Image.fromarray(np.full((64, 64), 200, np.uint8)).save(tmp_path / "few" / "NK" / "0.png")
     with pytest.raises(FolderDataError, match="at least 3"):
         folder_data(tmp_path / "few")
+
+
+def test_partial_finetune_killed_after_a_non_best_epoch_resumes_bit_identically(
+    t4_run: Path, disc_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+
+    import lymphosort.train.fit as fit_module
+    from tests.train.test_resume import FirstEpoch, KillDuringEpoch, Killed, assert_same_final_state
+
+    data = lymphomnist_data(disc_root, "t8-vs-b")
+    cfg = FinetuneConfig(mode="partial", shots=5, seed=0, epochs=5, patience=0, lr=3e-3, min_epoch_samples=64,
+                         batch_size=16, n_boot=20)
+    full = finetune(t4_run, data, cfg, tmp_path / "full")
+    hist = json.loads((tmp_path / "full" / "history.json").read_text())
+    best = max(hist, key=lambda h: h["val_bacc"])["epoch"]  # the first of equal scores, as the checkpoint keeps it
+    assert best < 3, f"best epoch {best} must come before the kill"
+
+    out = tmp_path / "killed"
+    real_fit = fit_module.fit
+    monkeypatch.setattr(fit_module, "fit", functools.partial(real_fit, callbacks=[KillDuringEpoch(4)]))
+    with pytest.raises(Killed):
+        finetune(t4_run, data, cfg, out)
+    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2, 3]
+    with pytest.raises(ConfigError, match="--resume"):
+        finetune(t4_run, data, cfg, out)
+    with pytest.raises(ConfigError, match="shots"):
+        finetune(t4_run, data, dataclasses.replace(cfg, shots=6), out, resume=True)
+
+    first = FirstEpoch()
+    monkeypatch.setattr(fit_module, "fit", functools.partial(real_fit, callbacks=[first]))
+    resumed = finetune(t4_run, data, cfg, out, resume=True)
+    assert first.first == 4
+    assert_same_final_state(tmp_path / "full", out)
+    assert resumed["test"] == full["test"]
+    # A finished folder is read back, not trained again.
+    first.first = None
+    assert finetune(t4_run, data, cfg, out, resume=True) == json.loads((out / "transfer.json").read_text())
+    assert first.first is None
+
+
+def test_linear_finetune_resumes_to_the_same_head(t4_run: Path, disc_root: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import lymphosort.transfer.finetune as ft
+
+    data = lymphomnist_data(disc_root, "t8-vs-b")
+    cfg = FinetuneConfig(mode="linear", shots=5, seed=1, n_boot=20, head_steps=60, reset_head=True)
+    finetune(t4_run, data, cfg, tmp_path / "full")
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    out = tmp_path / "killed"
+    with monkeypatch.context() as m:
+        m.setattr("lymphosort.train.checkpoint.save_checkpoint", killed)
+        with pytest.raises(KeyboardInterrupt):
+            finetune(t4_run, data, cfg, out)
+    assert not (out / "transfer.json").exists()
+    finetune(t4_run, data, cfg, out, resume=True)
+    a, _ = load_checkpoint(tmp_path / "full")
+    b, _ = load_checkpoint(out)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -12,8 +12,10 @@ from lymphosort.train.config import TrainConfig
 
 
 def run_distill(args: argparse.Namespace) -> int:
+    from lymphosort.threads import configure_threads
     from lymphosort.train.fit import fit, is_rank_zero
 
+    configure_threads(args.threads)
     cfg = distill_config(args)
     result = fit(cfg, args.out, resume=args.resume, quiet=args.quiet, evaluate=not args.no_eval)
     if is_rank_zero():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import os
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 from lymphosort.data.info import DEFAULT_ROOT, TASKS
 
-__all__ = ["evaluate_run", "predict_proba", "register"]
+__all__ = ["evaluate_run", "predict_proba", "register", "resolve_data_root"]
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +44,23 @@ def predict_proba(model: Any, images: Any, *, batch_size: int = 256, device: str
     return np.concatenate(out) if out else np.zeros((0, spec.num_classes))
 
 
+def resolve_data_root(run_dir: str | os.PathLike[str], data_root: str | os.PathLike[str] | None) -> tuple[Path, str]:
+    """(data root, where it came from): `data_root` when given, else the one the run's model
+    card records, else the default root."""
+    from lymphosort.train.checkpoint import CARD_FILE, read_card
+
+    if data_root is not None:
+        return Path(data_root), "given"
+    recorded = read_card(run_dir).data_root
+    if recorded:
+        return Path(recorded), f"recorded in {Path(run_dir) / CARD_FILE}"
+    return DEFAULT_DATA_ROOT, f"the default: {Path(run_dir) / CARD_FILE} records no data root"
+
+
 def evaluate_run(
     run_dir: str | os.PathLike[str],
     task: str,
-    data_root: str | os.PathLike[str],
+    data_root: str | os.PathLike[str] | None,
     split: str = "test",
     out: str | os.PathLike[str] | None = None,
     *,
@@ -62,10 +74,11 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate the checkpoint in `run_dir` on `split` of `task`; write results to `out`.
 
-    `out` defaults to `RUN/eval/TASK-SPLIT`. Writes `metrics.json` (task, data provenance
-    and split id, n, accuracy, balanced_accuracy, f1, roc_auc, ece, confusion, intervals,
-    params, macs, cpu_latency_ms per batch size), `predictions.npz` (probs, labels, row
-    indices) and roc.png, confusion.png, reliability.png. Returns the metrics dict.
+    `data_root` None: the root the run was trained on (`resolve_data_root`). `out` defaults
+    to `RUN/eval/TASK-SPLIT`. Writes `metrics.json` (task, data provenance and split id, n,
+    accuracy, balanced_accuracy, f1, roc_auc, ece, confusion, intervals, params, macs,
+    cpu_latency_ms per batch size), `predictions.npz` (probs, labels, row indices) and
+    roc.png, confusion.png, reliability.png, each atomically. Returns the metrics dict.
     """
     import numpy as np
 
@@ -75,9 +88,11 @@ def evaluate_run(
     from lymphosort.evaluate.efficiency import count_macs, count_params, measure_latency
     from lymphosort.evaluate.metrics import classification_metrics
     from lymphosort.evaluate.plots import plot_confusion, plot_reliability, plot_roc
+    from lymphosort.atomic import atomic_write, write_json_atomic
     from lymphosort.train.checkpoint import jsonable, load_checkpoint
 
     view = task_view(task)
+    data_root, _ = resolve_data_root(run_dir, data_root)
     model, card = load_checkpoint(run_dir, map_location=device)
     if model.spec.num_classes != view.num_classes:
         raise ConfigError(
@@ -113,15 +128,15 @@ def evaluate_run(
         result["latency"] = {k: v for k, v in lat.items() if k != "models"}
 
     out_dir = Path(out) if out is not None else Path(run_dir) / "eval" / f"{task}-{split}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(jsonable(result), indent=2, allow_nan=False) + "\n")
-    np.savez_compressed(
-        out_dir / "predictions.npz", probs=probs.astype(np.float32), labels=labels, indices=data.indices.numpy()
-    )
+    np_probs = probs.astype(np.float32)
+    atomic_write(out_dir / "predictions.npz",
+                 lambda tmp: np.savez_compressed(tmp, probs=np_probs, labels=labels, indices=data.indices.numpy()))
     names = list(view.classes)
     plot_roc(labels, probs, out_dir / "roc.png", names, title=f"{card.model} on {task} ({split})")
     plot_confusion(metrics["confusion"], out_dir / "confusion.png", names)
     plot_reliability(labels, probs, out_dir / "reliability.png")
+    # Last: metrics.json is what later runs and reports read.
+    write_json_atomic(out_dir / "metrics.json", jsonable(result), allow_nan=False)
     result["out"] = str(out_dir)
     return result
 
@@ -130,8 +145,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("evaluate", help="metrics with 95%% intervals, cost and plots for a run folder")
     p.add_argument("run", type=Path, help="run folder holding model.safetensors + model.json")
     p.add_argument("--task", required=True, choices=tuple(TASKS))
-    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT,
-                   help="data root; files live in ROOT/LymphoMNIST/raw (default: %(default)s)")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="data root; files live in ROOT/LymphoMNIST/raw (default: the root the run was trained "
+                   f"on, as its model.json records; {DEFAULT_DATA_ROOT} when it records none)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/eval/TASK-SPLIT)")
     p.add_argument("--batch-size", type=int, default=256)
@@ -143,8 +159,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    root, origin = resolve_data_root(args.run, args.data_root)
+    if args.data_root is None:
+        print(f"data root: {root} ({origin})")
     r = evaluate_run(
-        args.run, args.task, args.data_root, args.split, args.out,
+        args.run, args.task, root, args.split, args.out,
         batch_size=args.batch_size, device=args.device, n_boot=args.n_boot,
         latency=not args.no_latency, threads=args.threads,
     )

@@ -98,6 +98,8 @@ def measure_latency(
         raise ValueError("warmup must be >= 0, repeats >= 1 and burst >= 1")
     if runtime not in ("torch", "onnxruntime"):
         raise ValueError(f"runtime must be 'torch' or 'onnxruntime', got {runtime!r}")
+    from lymphosort.threads import configure_threads
+
     dev = torch.device(device)
     prev_threads = torch.get_num_threads()
     n_threads = int(threads) if threads is not None else (prev_threads if runtime == "torch" else 1)
@@ -114,7 +116,7 @@ def measure_latency(
     }
     sizes = {n: (input_sizes or {}).get(n) or int(models[n].spec.input_size) for n in names}  # type: ignore[union-attr]
     modes = {n: m.training for n, m in models.items()}
-    torch.set_num_threads(n_threads)
+    configure_threads(n_threads, announce=False)
     try:
         for m in models.values():
             m.eval()
@@ -138,7 +140,7 @@ def measure_latency(
                     result["models"][n][int(bs)] = {"median_ms": med, "min_ms": min(times[n]), "ms_per_image": med / int(bs),
                                                     "first_call_median_ms": statistics.median(first[n])}
     finally:
-        torch.set_num_threads(prev_threads)
+        configure_threads(prev_threads, announce=False)
         for n, m in models.items():
             m.train(modes[n])
     return result

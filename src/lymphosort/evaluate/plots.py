@@ -22,11 +22,11 @@ PathLike = str | os.PathLike[str]
 
 
 def save_figure(fig: Figure, path: PathLike) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """`fig` as a PNG at `path`, written atomically (a killed run leaves no truncated image)."""
+    from lymphosort.atomic import atomic_write
+
     FigureCanvasAgg(fig)
-    fig.savefig(out, format="png", dpi=120, bbox_inches="tight")
-    return out
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
 
 
 def _names(class_names: Sequence[str] | None, c: int) -> list[str]:

@@ -190,8 +190,11 @@ class FixedPointModel:
         for i, lay in enumerate(self.layers):
             arrays[f"w{i}"] = lay.weight.astype(np.int32)
             arrays[f"b{i}"] = lay.bias.astype(np.int64)
-        np.savez(d / FIXEDPOINT_NPZ, **arrays)
-        (d / FIXEDPOINT_JSON).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        from lymphosort.atomic import atomic_write, write_json_atomic
+
+        # The arrays first, the JSON that names them last: a killed save is never loadable.
+        atomic_write(d / FIXEDPOINT_NPZ, lambda tmp: np.savez(tmp, **arrays))
+        write_json_atomic(d / FIXEDPOINT_JSON, meta)
         return d
 
 

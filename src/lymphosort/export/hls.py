@@ -187,14 +187,17 @@ def convert(
     clean = write_qonnx(fp, out / "model.qonnx.onnx")
     if config is None:
         config = make_config(fp, clean, reuse_factor=reuse_factor)
-    (out / "hls_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    from lymphosort.atomic import atomic_write, write_text_atomic
+
+    write_text_atomic(out / "hls_config.yaml", yaml.safe_dump(config, sort_keys=False))
     kwargs: dict[str, Any] = {}
     if tb_input is not None:
         tb = out / "tb_vectors"
         tb.mkdir(exist_ok=True)
         x = np.ascontiguousarray(tb_input, dtype=np.float32)
-        np.save(tb / "input.npy", x)
-        np.save(tb / "expected_logits.npy", fp.predict_from_input(x).astype(np.float64))
+        expected = fp.predict_from_input(x).astype(np.float64)
+        atomic_write(tb / "input.npy", lambda tmp: np.save(tmp, x))
+        atomic_write(tb / "expected_logits.npy", lambda tmp: np.save(tmp, expected))
         kwargs.update(input_data_tb=str(tb / "input.npy"), output_data_tb=str(tb / "expected_logits.npy"))
     hm = hls4ml.converters.convert_from_onnx_model(
         ModelWrapper(str(clean)), output_dir=str(out / "hls_prj"), project_name=project_name,

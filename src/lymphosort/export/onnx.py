@@ -46,25 +46,28 @@ def export_onnx(
     spec = getattr(model, "spec", None)
     if spec is None:
         raise ExportError("model has no .spec; build it with lymphosort.models.create_model")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from lymphosort.atomic import atomic_write
+
     m = copy.deepcopy(model).cpu().eval()
     dummy = torch.zeros(1, 1, spec.input_size, spec.input_size)
     axes = {INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}} if dynamic_batch else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
-        torch.onnx.export(
-            m,
-            (dummy,),
-            str(path),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            opset_version=int(opset),
-            dynamic_axes=axes,
-            dynamo=False,
-            do_constant_folding=True,
-        )
-    return path
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+            torch.onnx.export(
+                m,
+                (dummy,),
+                str(tmp),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=int(opset),
+                dynamic_axes=axes,
+                dynamo=False,
+                do_constant_folding=True,
+            )
+
+    return atomic_write(path, write)
 
 
 def onnx_session(path: str | os.PathLike[str], *, threads: int = 1) -> Any:

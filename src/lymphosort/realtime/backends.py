@@ -107,8 +107,10 @@ class TorchBackend:
 
         if not (run / "model.safetensors").is_file():
             raise BackendError(f"{run} has no model.safetensors; the torch backend needs a run folder")
+        from lymphosort.threads import configure_threads
+
         self._torch = torch
-        torch.set_num_threads(max(1, int(threads)))
+        configure_threads(max(1, int(threads)))
         self.model, card = load_checkpoint(run)
         self.model.eval()
         self.card = card.to_dict()

@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["register", "run_from_args"]
+__all__ = ["RUN_ONNX_CACHE", "onnx_model_folder", "register", "run_from_args"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Real-time sorting path on the CPU. Latency = frame arrival to decision per cell.")
     p.add_argument("--source", default="sim", help="'sim' (LymphoSim), a folder of frames, an image or a video file")
     p.add_argument("--model", type=Path, required=True,
-                   help="run folder (torch), `export onnx` folder (onnx) or hls bundle (hls)")
+                   help="run folder (torch or onnx: exported once to RUN/export/onnx and reused), "
+                   "`export onnx` folder (onnx) or hls bundle (hls)")
     p.add_argument("--backend", default="onnx", choices=("torch", "onnx", "hls"))
     p.add_argument("--threads", type=int, default=1, help="intra-op threads of the backend (default 1)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of stream (default %(default)s)")
@@ -52,6 +53,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_from_args)
 
 
+#: Where `--backend onnx --model RUN` keeps the export of a trained run.
+RUN_ONNX_CACHE = Path("export") / "onnx"
+
+
+def onnx_model_folder(model: Path, say: Callable[[str], None]) -> Path:
+    """The ONNX folder for `--model`: itself when it holds model.onnx; for a trained run
+    folder, its export in RUN/export/onnx, made and checked as `export onnx` does when
+    missing or made from other weights, else reused. `say` tells the user which."""
+    from lymphosort.export.cli import export_onnx_run, reusable_onnx_export
+    from lymphosort.train.checkpoint import WEIGHTS_FILE
+
+    if (model / "model.onnx").is_file() or not (model / WEIGHTS_FILE).is_file():
+        return model  # an export folder (or something the backend will explain it cannot load)
+    cache = model / RUN_ONNX_CACHE
+    record = reusable_onnx_export(model, cache)
+    if record is not None:
+        say(f"reusing the ONNX export {cache} (made from these weights; checked on {record['n_checked']} crops, "
+            f"max |diff| {record['max_abs_diff']:.2e})")
+        return cache
+    say(f"exporting {model} to ONNX in {cache} (once; checked like `lymphosort export onnx`) ...")
+    record = export_onnx_run(model, cache)
+    say(f"  checked on {record['n_checked']} crops ({record['checked_on']}): max |diff| {record['max_abs_diff']:.2e}, "
+        f"argmax agreement {record['argmax_agreement']:.4f}")
+    return cache
+
+
 def _still(args: argparse.Namespace) -> dict[str, Any]:
     from lymphosort.realtime.backends import load_backend
     from lymphosort.realtime.crop import crop_cells
@@ -84,6 +111,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     from lymphosort.realtime.sources import SimConfig, SimSource, open_source
     from lymphosort.realtime.track import TrackerConfig
 
+    given = args.model
+    if args.backend == "onnx":
+        args.model = onnx_model_folder(args.model, lambda msg: print(msg, file=sys.stderr))
     if args.still:
         rep = _still(args)
     else:
@@ -121,7 +151,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                 rep = runner.run()
         else:
             rep = runner.run()
-        rep.update({"model": str(args.model), "source": str(args.source), "threshold_from":
+        rep.update({"model": str(given), "model_folder": str(args.model), "source": str(args.source), "threshold_from":
                     f"target purity {args.target_purity} on calibration crops" if calib else "given"})
         if calib is not None:
             rep["calibration_curve"] = calib[::5]
@@ -130,8 +160,9 @@ def run_from_args(args: argparse.Namespace) -> int:
                           "render_frames_per_s": source.config.pool_frames / source.render_s if source.render_s else None}
     text = json.dumps(rep, indent=2, default=str)
     if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(text + "\n", encoding="utf-8")
+        from lymphosort.atomic import write_text_atomic
+
+        write_text_atomic(args.report, text + "\n")
     keys = ("frames", "dropped_frames", "decisions", "cells_per_s", "p50_latency_us", "p99_latency_us",
             "max_latency_us", "detection_precision", "detection_recall", "accuracy", "purity", "yield")
     if args.still:

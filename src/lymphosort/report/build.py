@@ -560,7 +560,7 @@ def build_report(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
 
 
 def _write(path: Path, text: str) -> None:
+    from lymphosort.atomic import write_text_atomic
+
     # Atomic: a reader (or a browser refresh) never sees half a report.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, text)

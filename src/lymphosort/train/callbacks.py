@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from pathlib import Path
@@ -81,13 +80,18 @@ class HistoryCallback(L.Callback):
             )
 
     def write(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "history.json").write_text(json.dumps(self.history, indent=1) + "\n")
-        with open(self.run_dir / "metrics.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(HISTORY_KEYS))
-            w.writeheader()
-            for row in self.history:
-                w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in HISTORY_KEYS})
+        from lymphosort.atomic import atomic_write, write_json_atomic
+
+        write_json_atomic(self.run_dir / "history.json", self.history, indent=1)
+
+        def write_csv(path: Path) -> None:
+            with open(path, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(HISTORY_KEYS))
+                w.writeheader()
+                for row in self.history:
+                    w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in HISTORY_KEYS})
+
+        atomic_write(self.run_dir / "metrics.csv", write_csv)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": [dict(h) for h in self.history]}

@@ -21,10 +21,12 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from lymphosort.atomic import atomic_write, write_text_atomic
 from lymphosort.errors import LymphosortError
 
 __all__ = [
     "CARD_FILE",
+    "DATA_ROOT_KEY",
     "WEIGHTS_FILE",
     "CheckpointError",
     "ModelCard",
@@ -37,6 +39,8 @@ __all__ = [
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model.json"
 CARD_FORMAT = 1
+#: Key of `ModelCard.data` naming the data root the model was trained on.
+DATA_ROOT_KEY = "root"
 
 
 class CheckpointError(LymphosortError, ValueError):
@@ -106,22 +110,21 @@ class ModelCard:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     @property
+    def data_root(self) -> str | None:
+        """The data root the model was trained on, or None when the card does not say.
+
+        `data["root"]` on newer cards; older cards of `train`/`distill` runs still name it
+        in their resolved config."""
+        root = self.data.get(DATA_ROOT_KEY) or self.config.get("data_root")
+        return str(root) if root else None
+
+    @property
     def num_classes(self) -> int:
         if "num_classes" in self.spec:
             return int(self.spec["num_classes"])
         if self.classes:
             return len(self.classes)
         raise CheckpointError("model card names neither spec.num_classes nor classes")
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_checkpoint(run_dir: str | os.PathLike[str], model: nn.Module, card: ModelCard) -> Path:
@@ -153,8 +156,8 @@ def save_checkpoint(run_dir: str | os.PathLike[str], model: nn.Module, card: Mod
 
     # safetensors wants contiguous, unshared CPU tensors.
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    _atomic_write(run / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata={"format": "pt", "model": card.model}))
-    _atomic_write(run / CARD_FILE, lambda p: p.write_text(text + "\n", encoding="utf-8"))
+    atomic_write(run / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata={"format": "pt", "model": card.model}))
+    write_text_atomic(run / CARD_FILE, text + "\n")
     return run
 
 

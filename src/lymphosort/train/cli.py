@@ -65,9 +65,14 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", default=None, metavar="RUN",
                    help="start from the weights of a trained run of the same model (or, for a QAT model, "
                    "of its float student: quantisation-aware fine-tuning)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/last.ckpt with RUN/config.yaml")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from RUN/last.ckpt (written after every epoch) with RUN/config.yaml, at the "
+                   "first unfinished epoch")
     p.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no Lightning banners")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default: torch's choice capped by the CPUs this process may use: "
+                   "affinity mask and cgroup quota; logged in train.log)")
 
 
 def resolve_config(args: argparse.Namespace, **fields: Any) -> TrainConfig:
@@ -106,8 +111,10 @@ def report(result: Any) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from lymphosort.threads import configure_threads
     from lymphosort.train.fit import fit, is_rank_zero
 
+    configure_threads(args.threads)
     cfg = resolve_config(args, model=args.model)
     result = fit(cfg, args.out, resume=args.resume, quiet=args.quiet, evaluate=not args.no_eval)
     if is_rank_zero():

@@ -126,15 +126,15 @@ class TrainConfig:
 
 def save_config(cfg: TrainConfig, path: str | Path) -> Path:
     """Write `cfg` as YAML (or JSON when the suffix is .json)."""
+    from lymphosort.atomic import write_text_atomic
+
     path = Path(path)
     data = cfg.to_dict()
     if path.suffix == ".json":
-        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    else:
-        import yaml
+        return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    import yaml
 
-        path.write_text(yaml.safe_dump(data, sort_keys=True))
-    return path
+    return write_text_atomic(path, yaml.safe_dump(data, sort_keys=True))
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -11,7 +11,6 @@ Devices, processes and precision are Lightning's job: accelerator "auto", and un
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -42,9 +42,39 @@ log = logging.getLogger(__name__)
 #: Files of a run folder written here (besides model.safetensors/model.json).
 LAST_CKPT = "last.ckpt"
 BEST_CKPT = "best.ckpt"
+#: Checkpoint entry holding the global random states (see `rng_states`).
+RNG_KEY = "lymphosort_rng_states"
 
 
 # --------------------------------------------------------------------------- data
+
+
+def _epoch_generator(seed: int, epoch: int, auto: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7_919 + auto)
+
+
+class ShuffleSampler(Sampler[int]):
+    """A permutation of all indices, deterministic per (seed, epoch) like `BalancedSampler`.
+
+    Replaces `DataLoader(shuffle=True, generator=...)`, whose generator advances from epoch
+    to epoch in memory only: a resumed run would replay epoch 1's order.
+    """
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+        self._auto = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self._auto = 0
+
+    def __iter__(self) -> Iterator[int]:
+        g = _epoch_generator(self.seed, self.epoch, self._auto)
+        self._auto += 1
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
 
 
 class BalancedSampler(Sampler[int]):
@@ -70,7 +100,7 @@ class BalancedSampler(Sampler[int]):
         self._auto = 0
 
     def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7_919 + self._auto)
+        g = _epoch_generator(self.seed, self.epoch, self._auto)
         self._auto += 1
         idx = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=g)
         return iter(idx.tolist())
@@ -160,17 +190,16 @@ class LymphoDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         assert self.train_ds is not None
         cfg = self.cfg
+        # Both samplers draw from (seed, epoch) alone, so a resumed epoch sees the same batches.
+        sampler: Sampler[int]
         if cfg.balanced:
-            sampler: Sampler[int] = BalancedSampler(self.train_ds.labels, seed=cfg.seed)
-            shuffle, gen = None, None
+            sampler = BalancedSampler(self.train_ds.labels, seed=cfg.seed)
         else:
-            sampler, shuffle, gen = None, True, torch.Generator().manual_seed(cfg.seed)  # type: ignore[assignment]
+            sampler = ShuffleSampler(len(self.train_ds), seed=cfg.seed)
         return DataLoader(
             self.train_ds,
             batch_size=cfg.batch_size,
             sampler=sampler,
-            shuffle=shuffle,
-            generator=gen,
             collate_fn=_collate_batch,
             num_workers=cfg.num_workers,
             persistent_workers=cfg.num_workers > 0,
@@ -380,6 +409,9 @@ class LymphoModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning saves optimiser, scheduler, loops and callbacks but not the global random
+        # state; with it a resumed run draws exactly what an uninterrupted one would.
+        checkpoint[RNG_KEY] = rng_states()
         # With weight averaging the checkpoint holds both states and Lightning reloads both
         # strictly on resume, so the teacher's keys stay there.
         if self.teacher is not None and "current_model_state" not in checkpoint:
@@ -387,8 +419,51 @@ class LymphoModule(L.LightningModule):
             for k in [k for k in sd if k.startswith("teacher.")]:
                 del sd[k]
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Runs before the first resumed epoch builds its data iterators (which draw from the
+        # global generator), so the restored state is the one the epoch started with.
+        if RNG_KEY in checkpoint:
+            set_rng_states(checkpoint[RNG_KEY])
+        else:
+            log.warning("checkpoint predates saved random states: the resumed run may differ from an uninterrupted one")
+        log.info("resuming after epoch %d", int(checkpoint.get("epoch", -1)) + 1)
+
 
 # --------------------------------------------------------------------------- fit()
+
+
+def rng_states() -> dict[str, Any]:
+    """The global random states (torch CPU and CUDA, numpy, random) as checkpoint-safe
+    values: tensors, lists and ints only, so `torch.load(weights_only=True)` reads them."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": list(random.getstate()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what `rng_states` returned."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    cuda = states.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def freeze_for_inference(model: nn.Module, example: torch.Tensor) -> nn.Module:
@@ -497,14 +572,19 @@ def _evaluate(run_dir: Path, cfg: TrainConfig, model: nn.Module, test: "SplitDat
     return dict(classification_metrics(torch.as_tensor(test.labels).long().numpy(), probs, class_names=list(test.classes)))
 
 
-def _make_card(cfg: TrainConfig, model: nn.Module, train: "SplitData", metrics: dict[str, Any]) -> Any:
-    from lymphosort.train.checkpoint import ModelCard
+def _make_card(
+    cfg: TrainConfig, model: nn.Module, train: "SplitData", metrics: dict[str, Any], data_root: str | None
+) -> Any:
+    from lymphosort.train.checkpoint import DATA_ROOT_KEY, ModelCard
 
+    data = dict(train.provenance)
+    if data_root:
+        data[DATA_ROOT_KEY] = str(data_root)
     return ModelCard.from_model(
         model,
         task=cfg.task,
         classes=list(train.classes),
-        data=dict(train.provenance),
+        data=data,
         split_id=train.split_id,
         config=cfg.to_dict(),
         metrics=metrics,
@@ -522,14 +602,17 @@ def fit(
     test: "SplitData | None" = None,
     evaluate: bool = True,
     model: nn.Module | None = None,
+    callbacks: Sequence[L.Callback] = (),
 ) -> FitResult:
     """Train (or distil, when `cfg.teacher` is set) and write the run folder `out`.
 
     `train`/`val`/`test` replace `load_split` (tests, notebooks). `model` replaces the fresh
     `create_model(cfg.model)`: a network already initialised (e.g. from a checkpoint for
-    fine-tuning) whose parameters with `requires_grad=False` stay frozen. With `resume`, training
-    continues from `out/last.ckpt` (epochs, optimiser, schedule, early stopping, history).
-    Returns on every rank; only global rank 0 writes files.
+    fine-tuning) whose parameters with `requires_grad=False` stay frozen. `callbacks` are added
+    to the Trainer's own. last.ckpt is written after every epoch; with `resume`, training
+    continues from it at the first unfinished epoch (optimiser, schedule, sampler epoch,
+    random states, early stopping, best checkpoint, history), ending with the weights of an
+    uninterrupted run. Returns on every rank; only global rank 0 writes files.
     """
     cfg.validate()
     run_dir = Path(out)
@@ -557,7 +640,7 @@ def fit(
                 ".*module\\(s\\) in eval mode.*",  # the frozen teacher, on purpose
             ):
                 warnings.filterwarnings("ignore", msg)
-            return _fit(cfg, run_dir, last, resume, quiet, train, val, test, evaluate, model)
+            return _fit(cfg, run_dir, last, resume, quiet, train, val, test, evaluate, model, callbacks)
     finally:
         if handler is not None:
             for name in ("lymphosort", "lightning.pytorch"):
@@ -578,10 +661,13 @@ def _fit(
     test: "SplitData | None",
     evaluate: bool,
     model: nn.Module | None = None,
+    callbacks: Sequence[L.Callback] = (),
 ) -> FitResult:
     from lymphosort.data.info import task_view
     from lymphosort.models.registry import create_model
+    from lymphosort.threads import ensure_threads
 
+    ensure_threads()
     L.seed_everything(cfg.seed, workers=True, verbose=not quiet)
     view = task_view(cfg.task)
     loss = make_loss(cfg.method, **cfg.method_kwargs)
@@ -634,11 +720,13 @@ def _fit(
     if is_rank_zero():
         save_config(cfg, run_dir / "config.yaml")
 
-    trainer = _make_trainer(cfg, run_dir, quiet, n_train=min(len(dm.train_split), cfg.max_train_samples or 10**12))
+    trainer = _make_trainer(
+        cfg, run_dir, quiet, n_train=min(len(dm.train_split), cfg.max_train_samples or 10**12), extra=callbacks
+    )
     log.info(
-        "%s %s (method %s): %d train / %d val images, world_size=%d, accelerator=%s, precision=%s",
+        "%s %s (method %s): %d train / %d val images, world_size=%d, accelerator=%s, precision=%s, cpu_threads=%d",
         "resuming" if resume else "training", cfg.model, cfg.method, len(dm.train_split), len(dm.val_split),
-        trainer.world_size, type(trainer.accelerator).__name__, trainer.precision,
+        trainer.world_size, type(trainer.accelerator).__name__, trainer.precision, torch.get_num_threads(),
     )
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
 
@@ -652,7 +740,9 @@ def _fit(
     best_val = best_row(history, cfg.monitor)
     test_metrics = None
     if trainer.is_global_zero:
-        test_metrics = _finish_run(run_dir, cfg, student, dm.train_split, history, best_val, test, evaluate)
+        # The data root goes on the card only when the data came from it (not passed in).
+        root = cfg.data_root if train is None else None
+        test_metrics = _finish_run(run_dir, cfg, student, dm.train_split, history, best_val, test, evaluate, root)
     return FitResult(run_dir, history, best_val, test_metrics)
 
 
@@ -702,20 +792,22 @@ def _finish_run(
     best_val: dict[str, float],
     test: "SplitData | None",
     evaluate: bool,
+    data_root: str | None = None,
 ) -> dict[str, Any] | None:
+    from lymphosort.atomic import write_json_atomic
     from lymphosort.train.checkpoint import save_checkpoint
 
     metrics: dict[str, Any] = {"val": best_val, "epochs_run": len(history)}
-    save_checkpoint(run_dir, student, _make_card(cfg, student, train, metrics))
+    save_checkpoint(run_dir, student, _make_card(cfg, student, train, metrics, data_root))
     plot_history(history, run_dir / "curves.png")
     test_metrics = None
     if evaluate:
         test_metrics = _evaluate(run_dir, cfg, student, test)
         if test_metrics is not None:
             # Always rewritten: a resumed run's test metrics replace the earlier ones.
-            (run_dir / "metrics.json").write_text(json.dumps(test_metrics, indent=2, default=_json_default) + "\n")
+            write_json_atomic(run_dir / "metrics.json", test_metrics, default=_json_default)
             metrics["test"] = test_metrics
-            save_checkpoint(run_dir, student, _make_card(cfg, student, train, metrics))
+            save_checkpoint(run_dir, student, _make_card(cfg, student, train, metrics, data_root))
     log.info("run folder: %s (best %s)", run_dir, best_val)
     return test_metrics
 
@@ -728,23 +820,47 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def _make_trainer(cfg: TrainConfig, run_dir: Path, quiet: bool, n_train: int) -> L.Trainer:
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint files, written under a temporary name and renamed: a run
+    killed while saving keeps the previous last.ckpt / best.ckpt intact."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        from lymphosort.atomic import atomic_write
+
+        atomic_write(path, lambda tmp: TorchCheckpointIO.save_checkpoint(self, checkpoint, tmp, storage_options))
+
+
+def _make_trainer(
+    cfg: TrainConfig, run_dir: Path, quiet: bool, n_train: int, extra: Sequence[L.Callback] = ()
+) -> L.Trainer:
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     mode = "min" if cfg.monitor == "val_loss" else "max"
     callbacks: list[L.Callback] = [
         HistoryCallback(run_dir),
+        # The best epoch's weights (what the run folder's model is made from) ...
         ModelCheckpoint(
             dirpath=run_dir,
             filename=BEST_CKPT[: -len(".ckpt")],
             monitor=cfg.monitor,
             mode=mode,
             save_top_k=1,
-            save_last=True,
+            enable_version_counter=False,
+        ),
+        # ... and, after it (so it stores the best-checkpoint state of the same epoch), the
+        # state after every epoch for --resume. save_last on the monitored callback would only
+        # be written when the score improves: a resume would lose the epochs since the best.
+        ModelCheckpoint(
+            dirpath=run_dir,
+            filename=LAST_CKPT[: -len(".ckpt")],
+            monitor=None,
+            save_top_k=1,
+            every_n_epochs=1,
             enable_version_counter=False,
         ),
         LearningRateMonitor(logging_interval="epoch"),
+        *extra,
     ]
     if cfg.ema_decay is not None:
         from lightning.pytorch.callbacks import EMAWeightAveraging
@@ -769,6 +885,7 @@ def _make_trainer(cfg: TrainConfig, run_dir: Path, quiet: bool, n_train: int) ->
         default_root_dir=run_dir,
         logger=CSVLogger(run_dir, name="logs", version=""),
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         enable_progress_bar=show_bar,
         enable_model_summary=not quiet,
         num_sanity_val_steps=0,

@@ -75,6 +75,9 @@ def _finetune(args: argparse.Namespace) -> int:
     from lymphosort.errors import ConfigError
     from lymphosort.transfer.finetune import finetune, parse_shots, redistill
 
+    from lymphosort.threads import configure_threads
+
+    configure_threads(args.threads)
     data = _data(args)
     seeds = args.seeds or [0]
     base = _base_cfg(args)
@@ -82,23 +85,29 @@ def _finetune(args: argparse.Namespace) -> int:
     for seed in seeds:
         out = Path(args.out) if len(seeds) == 1 else Path(args.out) / f"seed{seed}"
         cfg = dataclasses.replace(base, mode=args.mode, shots=shots, seed=seed)
+        if args.resume and (out / "transfer.json").is_file():
+            print(f"seed {seed}: {out} is finished; reusing it")
+        elif args.resume and out.exists():
+            print(f"seed {seed}: resuming the interrupted run in {out}")
         if args.distill_into:
             if args.mode == "linear":
                 raise ConfigError("--distill-into fine-tunes the teacher first; use --mode partial or full")
-            t = finetune(args.run, data, cfg, out / "teacher", quiet=args.quiet)
-            s = redistill(out / "teacher", args.distill_into, data, cfg, out, quiet=args.quiet)
+            t = finetune(args.run, data, cfg, out / "teacher", quiet=args.quiet, resume=args.resume)
+            s = redistill(out / "teacher", args.distill_into, data, cfg, out, quiet=args.quiet, resume=args.resume)
             print(f"seed {seed}: teacher {_fmt(t['test'], 'accuracy')}; re-distilled student {_fmt(s['test'], 'accuracy')}  -> {out}")
         else:
-            r = finetune(args.run, data, cfg, out, quiet=args.quiet, full_report=not args.no_report)
+            r = finetune(args.run, data, cfg, out, quiet=args.quiet, full_report=not args.no_report, resume=args.resume)
             print(f"seed {seed}: {args.mode} K={r['shots']} on {r['task']}: {_fmt(r['test'], 'accuracy')}  "
                   f"{_fmt(r['test'], 'roc_auc')}  -> {out}")
     return 0
 
 
 def _few_shot(args: argparse.Namespace) -> int:
+    from lymphosort.threads import configure_threads
     from lymphosort.transfer.fewshot import few_shot
     from lymphosort.transfer.finetune import parse_shots
 
+    configure_threads(args.threads)
     curve = few_shot(
         args.run, _data(args), args.out,
         shots=[parse_shots(s) for s in args.shots], modes=args.modes, seeds=args.seeds,
@@ -133,6 +142,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--head-steps", type=int, default=500, help="linear mode: most full-batch head steps")
     p.add_argument("--quiet", action="store_true", help="less Lightning output")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default: torch's choice capped by the CPUs this process may use: "
+                   "affinity mask and cgroup quota)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -158,6 +170,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--distill-into", type=Path, default=None, metavar="STUDENT_RUN",
                    help="fine-tune RUN (a teacher) into OUT/teacher, then re-distil into this student on the same shots")
     f.add_argument("--no-report", action="store_true", help="skip the evaluate report (plots) in OUT/eval")
+    f.add_argument("--resume", action="store_true",
+                   help="continue an interrupted OUT (same command otherwise) from its last finished epoch; "
+                   "a finished OUT is read back")
     _add_data_args(f)
     _add_train_args(f)
     f.set_defaults(func=_finetune)

@@ -97,8 +97,9 @@ def plot_curve(curve: dict[str, Any], path: str | os.PathLike[str]) -> Path:
         ax.legend(fontsize=8)
     fig.suptitle(f"{curve.get('source_task')} -> {curve['task']}: fine-tuning from {Path(curve['run']).name}")
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=120)
+    from lymphosort.atomic import atomic_write
+
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
     return out
 
@@ -175,7 +176,9 @@ def few_shot(
                 if mode == "linear" and cache is None:
                     cache = FeatureCache(prepare_model(run_dir, data.classes, "linear", base.reset_head)[0])
                 log.info("few-shot cell %s", cell_dir.name)
-                cells.append(finetune(run_dir, data, cfg, cell_dir, cache=cache if mode == "linear" else None, quiet=quiet))
+                # resume: a cell killed mid-training continues from its last finished epoch.
+                cells.append(finetune(run_dir, data, cfg, cell_dir, cache=cache if mode == "linear" else None, quiet=quiet,
+                                      resume=True))
     curve: dict[str, Any] = {
         "run": str(run_dir),
         "source_task": card.task,
@@ -192,7 +195,9 @@ def few_shot(
         "rows": summarise([{"mode": c["mode"], "shots": c["shots"], "seed": c["seed"], "test": c["test"]} for c in cells]),
         "config": base.to_dict(),
     }
-    (out_dir / "curve.json").write_text(json.dumps(jsonable(curve), indent=2, allow_nan=False) + "\n")
+    from lymphosort.atomic import write_json_atomic, write_text_atomic
+
+    write_json_atomic(out_dir / "curve.json", jsonable(curve), allow_nan=False)
     plot_curve(curve, out_dir / "curve.png")
-    (out_dir / "table.md").write_text(table_markdown(curve))
+    write_text_atomic(out_dir / "table.md", table_markdown(curve))
     return curve

@@ -449,6 +449,50 @@ def _placeholder_task(n_classes: int) -> str:
     )
 
 
+#: Written first into a fine-tuning folder (what it is being trained with), and last (the summary).
+START_FILE, SUMMARY_FILE = "transfer_start.json", "transfer.json"
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys, so a message can name the setting that changed."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _begin(out_dir: Path, resume: bool, record: dict[str, Any]) -> dict[str, Any] | None:
+    """Check `out_dir` against `resume`; return the finished summary to reuse, or None to train.
+
+    A folder with `SUMMARY_FILE` is finished; one with `START_FILE` only was interrupted and
+    continues (with `resume`) only under the very configuration it started with.
+    """
+    from lymphosort.atomic import write_json_atomic
+    from lymphosort.train.checkpoint import jsonable
+
+    summary, start = out_dir / SUMMARY_FILE, out_dir / START_FILE
+    if summary.is_file():
+        if not resume:
+            raise ConfigError(f"{out_dir} already holds a finished fine-tuning run; choose another --out")
+        log.info("reusing the finished run in %s", out_dir)
+        return json.loads(summary.read_text(encoding="utf-8"))
+    record = jsonable(record)
+    if start.is_file() or (out_dir / "model.safetensors").exists():
+        if not resume:
+            raise ConfigError(f"{out_dir} holds an interrupted fine-tuning run; pass --resume to continue it "
+                              "or choose another --out")
+        # A folder from before START_FILE existed cannot be checked; it resumes as it is.
+        saved = _flat(json.loads(start.read_text(encoding="utf-8")) if start.is_file() else record)
+        now = _flat(record)
+        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        if changed:
+            raise ConfigError(f"{out_dir} was started with other settings ({', '.join(changed)} differ); "
+                              "resume with the command that started it")
+        log.info("resuming the interrupted run in %s", out_dir)
+    write_json_atomic(start, record, allow_nan=False)
+    return None
+
+
 def finetune(
     run_dir: str | os.PathLike[str],
     data: TransferData,
@@ -458,19 +502,33 @@ def finetune(
     cache: FeatureCache | None = None,
     quiet: bool = True,
     full_report: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune `run_dir` on `data` and write a run folder `out` (model.safetensors,
     model.json, transfer.json, metrics.json). Returns the summary written to transfer.json.
 
     `cache` (linear mode): reuse features across calls with the same source run. With
     `full_report` and LymphoMNIST data, `evaluate_run` also writes `OUT/eval/TASK-test`.
+    With `resume`, an interrupted `out` continues: partial/full from its last.ckpt (the first
+    unfinished epoch, ending with an uninterrupted run's weights; see `train.fit`); linear
+    mode refits its head (seconds, deterministic, so again the same weights). A finished
+    `out` is read back instead of trained again.
     """
+    from lymphosort.atomic import write_json_atomic
     from lymphosort.train.checkpoint import jsonable, read_card, save_checkpoint
 
     out_dir = Path(out)
-    if (out_dir / "model.safetensors").exists():
-        raise ConfigError(f"{out_dir} already holds a model; choose another --out")
-    model, src_card, head_info = prepare_model(run_dir, data.classes, cfg.mode, cfg.reset_head)
+    started = {"source_run": str(run_dir), "task": data.task, "classes": list(data.classes),
+               "data": data.source, "data_root": data.data_root, "pool_split_id": data.pool.split_id,
+               "config": cfg.to_dict()}
+    done = _begin(out_dir, resume, started)
+    if done is not None:
+        return done
+    resuming = (out_dir / "last.ckpt").is_file()
+    # The new head's initial weights come from the seed, not from whatever ran before.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model, src_card, head_info = prepare_model(run_dir, data.classes, cfg.mode, cfg.reset_head)
     k = len(data.classes)
     shot_pos = draw_shots(data.pool.labels.numpy(), cfg.shots, cfg.seed, k)
     shots = subset(data.pool, shot_pos, split="shots")
@@ -494,7 +552,10 @@ def finetune(
         "config": cfg.to_dict(),
     }
     provenance = {**dict(data.pool.provenance), "transfer": {k_: v for k_, v in transfer.items() if not k_.endswith("_rows")}}
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if data.source == "lymphomnist" and data.data_root:
+        from lymphosort.train.checkpoint import DATA_ROOT_KEY
+
+        provenance[DATA_ROOT_KEY] = str(data.data_root)
 
     if cfg.mode == "linear":
         # A cache built from the same run holds the same frozen extractor's features.
@@ -521,7 +582,7 @@ def finetune(
             metrics={"val": history and max(history, key=lambda h: (h["val_bacc"], -h["val_loss"])), "test": metrics},
         )
         save_checkpoint(out_dir, model, card)
-        (out_dir / "history.json").write_text(json.dumps(history) + "\n")
+        write_json_atomic(out_dir / "history.json", history, indent=None)
     else:
         from lymphosort.train.config import TrainConfig
         from lymphosort.train.fit import fit
@@ -543,7 +604,8 @@ def finetune(
             ema_decay=cfg.ema_decay,
         )
         train = _tile(shots, cfg.min_epoch_samples) if small else shots
-        res = fit(tcfg, out_dir, quiet=quiet, train=train, val=val, test=data.test, evaluate=False, model=model)
+        res = fit(tcfg, out_dir, resume=resuming, quiet=quiet, train=train, val=val, test=data.test, evaluate=False,
+                  model=model)
         model.eval()
         metrics = _test_metrics(model, data.test, cfg.n_boot)
         card = read_card(out_dir)
@@ -553,12 +615,13 @@ def finetune(
         transfer["epochs_run"] = len(res.history)
 
     transfer["test"] = {key: metrics[key] for key in ("n", "accuracy", "balanced_accuracy", "f1", "roc_auc", "ece", "intervals") if key in metrics}
-    (out_dir / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=2, allow_nan=False) + "\n")
-    (out_dir / "transfer.json").write_text(json.dumps(jsonable(transfer), indent=2, allow_nan=False) + "\n")
+    write_json_atomic(out_dir / "metrics.json", jsonable(metrics), allow_nan=False)
     if full_report and data.source == "lymphomnist" and data.data_root:
         from lymphosort.evaluate.cli import evaluate_run
 
         evaluate_run(out_dir, data.task, data.data_root, "test", n_boot=cfg.n_boot)
+    # Last: the summary marks the folder finished.
+    write_json_atomic(out_dir / SUMMARY_FILE, jsonable(transfer), allow_nan=False)
     return transfer
 
 
@@ -571,6 +634,7 @@ def redistill(
     *,
     method: str | None = None,
     quiet: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Distil a fine-tuned teacher into the student of `student_run` on the same shots.
 
@@ -578,14 +642,25 @@ def redistill(
     `prepare_model`, and is trained by `train.fit` against `teacher_run` with the
     documented distillation setting (`distill.BEST_SETTING`) on exactly the shots the
     teacher saw (same seed and K): no extra labels, so the two routes compare fairly.
+    `resume` as in `finetune`.
     """
+    from lymphosort.atomic import write_json_atomic
     from lymphosort.distill import BEST_SETTING
     from lymphosort.train.checkpoint import jsonable, read_card, save_checkpoint
     from lymphosort.train.config import TrainConfig
     from lymphosort.train.fit import fit
 
     out_dir = Path(out)
-    student, s_card, head_info = prepare_model(student_run, data.classes, "full", cfg.reset_head)
+    started = {"teacher_run": str(teacher_run), "student_run": str(student_run), "task": data.task,
+               "classes": list(data.classes), "data": data.source, "data_root": data.data_root,
+               "pool_split_id": data.pool.split_id, "method": method, "config": cfg.to_dict()}
+    done = _begin(out_dir, resume, started)
+    if done is not None:
+        return done
+    resuming = (out_dir / "last.ckpt").is_file()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        student, s_card, head_info = prepare_model(student_run, data.classes, "full", cfg.reset_head)
     k = len(data.classes)
     shot_pos = draw_shots(data.pool.labels.numpy(), cfg.shots, cfg.seed, k)
     shots = subset(data.pool, shot_pos, split="shots")
@@ -611,7 +686,8 @@ def redistill(
         method_kwargs=dict(BEST_SETTING["method_kwargs"]) if m == BEST_SETTING["method"] else {},
     )
     train = _tile(shots, cfg.min_epoch_samples) if small else shots
-    fit(tcfg, out_dir, quiet=quiet, train=train, val=val, test=data.test, evaluate=False, model=student)
+    fit(tcfg, out_dir, resume=resuming, quiet=quiet, train=train, val=val, test=data.test, evaluate=False,
+        model=student)
     student.eval()
     metrics = _test_metrics(student, data.test, cfg.n_boot)
     transfer = {
@@ -632,6 +708,6 @@ def redistill(
     card.data = {**dict(data.pool.provenance), "transfer": {k_: v for k_, v in transfer.items() if k_ != "shot_rows"}}
     card.metrics = {**card.metrics, "test": metrics}
     save_checkpoint(out_dir, student, card)
-    (out_dir / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=2, allow_nan=False) + "\n")
-    (out_dir / "transfer.json").write_text(json.dumps(jsonable(transfer), indent=2, allow_nan=False) + "\n")
+    write_json_atomic(out_dir / "metrics.json", jsonable(metrics), allow_nan=False)
+    write_json_atomic(out_dir / SUMMARY_FILE, jsonable(transfer), allow_nan=False)
     return transfer

@@ -10,7 +10,6 @@ and after temperature scaling fitted on validation.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -211,7 +210,9 @@ def zero_shot(
     extra["calibration"] = temperature_report(logits_from_probs(p_val), y_val, logits_from_probs(p_test), y_test)
     result["zero_shot"] = extra
     written = {k: v for k, v in result.items() if k != "out"}
-    (out_dir / "metrics.json").write_text(json.dumps(jsonable(written), indent=2, allow_nan=False) + "\n")
+    from lymphosort.atomic import write_json_atomic
+
+    write_json_atomic(out_dir / "metrics.json", jsonable(written), allow_nan=False)
     _plot_sweep(extra.get("operating_point"), out_dir / "threshold.png")
     return result
 
@@ -233,5 +234,7 @@ def _plot_sweep(op: dict[str, Any] | None, path: Path) -> None:
     ax.set_ylabel("balanced accuracy")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    from lymphosort.atomic import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)

@@ -1,0 +1,48 @@
+"""Thread choice: torch's default capped by the CPUs the process may use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import lymphosort.threads as threads
+from lymphosort.threads import CpuBudget, _cgroup_quota, configure_threads
+
+
+@pytest.mark.parametrize(("v2", "expected"), [("max 100000\n", None), ("150000 100000\n", 1.5), ("50000 100000", 0.5)])
+def test_cgroup_v2_quota(tmp_path: Path, v2: str, expected: float | None) -> None:
+    (tmp_path / "cpu.max").write_text(v2)
+    assert _cgroup_quota(tmp_path / "cpu.max", tmp_path / "q", tmp_path / "p") == expected
+
+
+def test_cgroup_v1_quota_and_no_cgroup(tmp_path: Path) -> None:
+    (tmp_path / "q").write_text("300000\n")
+    (tmp_path / "p").write_text("100000\n")
+    assert _cgroup_quota(tmp_path / "none", tmp_path / "q", tmp_path / "p") == 3.0
+    (tmp_path / "q").write_text("-1\n")
+    assert _cgroup_quota(tmp_path / "none", tmp_path / "q", tmp_path / "p") is None
+    assert _cgroup_quota(tmp_path / "none", tmp_path / "none", tmp_path / "none") is None
+
+
+def test_budget_cores_round_a_fractional_quota_up_and_never_exceed_the_affinity() -> None:
+    assert CpuBudget(8, None).cores == 8
+    assert CpuBudget(8, 1.5).cores == 2 and CpuBudget(8, 0.2).cores == 1 and CpuBudget(2, 16.0).cores == 2
+
+
+def test_configure_threads_caps_the_default_and_honours_an_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = torch.get_num_threads()
+    monkeypatch.setattr(threads, "_torch_default", 4)
+    monkeypatch.setattr(threads, "_configured", None)
+    try:
+        monkeypatch.setattr(threads, "cpu_budget", lambda: CpuBudget(affinity=8, quota=2.0))
+        assert configure_threads() == 2 == torch.get_num_threads()
+        monkeypatch.setattr(threads, "cpu_budget", lambda: CpuBudget(affinity=16, quota=None))
+        assert configure_threads() == 4  # never more than torch's own default
+        assert configure_threads(3) == 3 == torch.get_num_threads()
+        assert threads.ensure_threads() == 3  # configured once: fit() keeps the command's choice
+        with pytest.raises(ValueError, match="--threads"):
+            configure_threads(0)
+    finally:
+        torch.set_num_threads(before)

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lymphosort.train.cli",
     "lymphosort.distill.cli",
     "lymphosort.evaluate.cli",
+    "lymphosort.evaluate.audit_cli",
     "lymphosort.export.cli",
     "lymphosort.transfer.cli",
     "lymphosort.realtime.cli",

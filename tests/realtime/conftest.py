@@ -10,6 +10,7 @@ import pytest
 from tests.realtime.helpers import train_tiny
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "brightfield"
+LYMPHOMNIST_REFERENCE = REFERENCE.parent / "lymphomnist" / "crops"
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +32,7 @@ def tiny_onnx(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def flow_frames() -> list:
-    """80 LymphoSim frames at the benchmark's fast-flow operating point (rendered once)."""
+    """120 LymphoSim frames at the benchmark's fast-flow operating point (rendered once)."""
     from lymphosort.data.synth import render_flow
 
-    return list(render_flow(80, seed=3, flow_px_per_frame=64.0, cell_rate=0.5, p_pair=0.15))
+    return list(render_flow(120, seed=3, flow_px_per_frame=64.0, cell_rate=0.5, p_pair=0.15))

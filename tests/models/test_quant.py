@@ -12,14 +12,10 @@ pytest.importorskip("brevitas")
 from lymphosort.errors import ConfigError  # noqa: E402
 from lymphosort.models import create_model, list_models  # noqa: E402
 
-# lymphosort.models.quant is imported inside the tests: importing it registers the quantised
-# twins, and test_registry's float-student checks are parametrised at collection time.
-
 
 def test_registered_twins_and_names() -> None:
     from lymphosort.models.quant import float_name, quant_name
 
-    create_model("tiny-32-q8")  # first use registers the twins
     names = list_models("student")
     assert {"tiny-32-q8", "tiny-32-q4", "paper-student2-q8", "tiny-64-q4"} <= set(names)
     assert quant_name("tiny-32", 4) == "tiny-32-q4" and float_name("tiny-32-q4") == "tiny-32"

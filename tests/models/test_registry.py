@@ -7,9 +7,12 @@ import torch
 
 from lymphosort.errors import ConfigError
 from lymphosort.models import ModelSpec, create_model, get_spec, list_models
+from lymphosort.models.quant import float_name
 
+# Float networks only: the quantised twins (Brevitas) have their own tests in test_quant.py.
+FLOAT = [n for n in list_models() if float_name(n) is None]
 # paper-teacher (ResNet-50) is built once in the checkpoint tests; here the rest.
-SMALL = [n for n in list_models() if n not in ("paper-teacher",)]
+SMALL = [n for n in FLOAT if n not in ("paper-teacher",)]
 
 
 def test_list_models_has_presets_and_kinds() -> None:
@@ -19,6 +22,11 @@ def test_list_models_has_presets_and_kinds() -> None:
         assert expected in names
     assert set(list_models("teacher")) | set(list_models("student")) == set(names)
     assert "compact-teacher" in list_models("teacher") and "tiny-48" in list_models("student")
+
+
+def test_quantised_twins_are_listed_before_any_is_built() -> None:
+    # Registration is eager (lymphosort.models imports quant), not on first create_model.
+    assert {"tiny-32-q8", "tiny-32-q4", "paper-student2-q8"} <= set(list_models("student"))
 
 
 def test_unknown_model_lists_names() -> None:
@@ -65,7 +73,7 @@ def test_paper_student2_is_the_reference_network() -> None:
     assert kinds == ["Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d"]
 
 
-@pytest.mark.parametrize("name", [n for n in list_models("student") if n.startswith("tiny-")])
+@pytest.mark.parametrize("name", [n for n in FLOAT if n.startswith("tiny-")])
 def test_tiny_students_are_small_and_fpga_friendly(name: str) -> None:
     m = create_model(name)
     assert sum(p.numel() for p in m.parameters()) <= 6000

@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, Iterable, Sequence
 
 from lymphosort.data.info import INFO, MIRROR_ENV
+from lymphosort.data.layout import PROVENANCE_FILE, dataset_folder, file_names, missing_files, raw_folder, read_pair
 from lymphosort.errors import DownloadError, IDXError
 
 __all__ = ["download", "resolve_mirrors"]
@@ -44,10 +45,6 @@ _USER_AGENT = "lymphosort (urllib)"
 
 class _NotAnArchive(Exception):
     """The URL answered, but not with a zip: try it as a base URL instead."""
-
-
-def _files() -> dict[str, str]:
-    return dict(INFO["files"])  # type: ignore[call-overload]
 
 
 def resolve_mirrors(
@@ -160,7 +157,7 @@ def _copy_capped(src: IO[bytes], dest: Path, gunzip: bool) -> None:
 
 def _choose(members: Iterable[tuple[tuple[str, ...], Any]]) -> dict[str, tuple[Any, bool]]:
     """Pick each needed file among (path parts, handle): shallowest first, raw before .gz."""
-    wanted = {name: key for key, name in _files().items()}
+    wanted = {name: key for key, name in file_names().items()}
     best: dict[str, tuple[tuple[int, int], Any, bool]] = {}
     for parts, handle in members:
         base = parts[-1]
@@ -171,7 +168,7 @@ def _choose(members: Iterable[tuple[tuple[str, ...], Any]]) -> dict[str, tuple[A
         rank = (len(parts), int(gz))
         if key not in best or rank < best[key][0]:
             best[key] = (rank, handle, gz)
-    missing = [name for key, name in _files().items() if key not in best]
+    missing = [name for key, name in file_names().items() if key not in best]
     if missing:
         raise DownloadError(f"no {', '.join(missing)} in it")
     return {key: (handle, gz) for key, (_, handle, gz) in best.items()}
@@ -217,7 +214,7 @@ def _from_zip(path: Path, out: Path) -> dict[str, Any] | None:
         chosen = _choose((tuple(PurePosixPath(i.filename).parts), i) for i in files)
         for key, (info, gz) in chosen.items():
             with zf.open(info) as src:
-                _copy_capped(src, out / _files()[key], gz)
+                _copy_capped(src, out / file_names()[key], gz)
         anchor = PurePosixPath(chosen["train_images"][0].filename).parent
         names = {i.filename: i for i in files}
         near = [str(anchor / "provenance.json"), str(anchor.parent / "provenance.json")]
@@ -226,14 +223,14 @@ def _from_zip(path: Path, out: Path) -> dict[str, Any] | None:
 
 def _from_dir(path: Path, out: Path) -> dict[str, Any] | None:
     members = []
-    for name in _files().values():
+    for name in file_names().values():
         for cand in [*path.rglob(name), *path.rglob(f"{name}.gz")]:
             if cand.is_file():
                 members.append((cand.relative_to(path).parts, cand))
     chosen = _choose(members)
     for key, (src_path, gz) in chosen.items():
         with open(src_path, "rb") as src:
-            _copy_capped(src, out / _files()[key], gz)
+            _copy_capped(src, out / file_names()[key], gz)
     anchor = chosen["train_images"][0].parent
     return _provenance_near([anchor / "provenance.json", anchor.parent / "provenance.json"],
                             lambda p: Path(p).read_bytes())
@@ -252,7 +249,7 @@ def _from_url(url: str, out: Path, work: Path, **fetch: Any) -> dict[str, Any] |
                 raise
     # A base URL holding the files themselves.
     base = url if url.endswith("/") else url + "/"
-    for name in _files().values():
+    for name in file_names().values():
         for candidate in (name, f"{name}.gz"):
             try:
                 got = fetch_url(base + candidate, work / f"{tag}.{candidate}", **fetch)
@@ -326,10 +323,8 @@ def download(
     unless the mirror ships a provenance.json saying it is simulated) also requires INFO's
     official counts. Raises :class:`DownloadError` naming each mirror's reason if all fail.
     """
-    from lymphosort.data import lymphomnist as lm
-
-    raw = lm.raw_folder(root)
-    if not force and not lm._missing(root):
+    raw = raw_folder(root)
+    if not force and not missing_files(root):
         log.info("LymphoMNIST already in %s", raw)
         return raw
     raw.mkdir(parents=True, exist_ok=True)
@@ -352,15 +347,15 @@ def download(
                 raise DownloadError("no such file or directory")
             official = (prov is None or prov.get("source") == "real") if validate_official is None else validate_official
             for which in ("train", "test"):
-                lm._read_pair(out / _files()[f"{which}_images"], out / _files()[f"{which}_labels"], which, official)
+                read_pair(out / file_names()[f"{which}_images"], out / file_names()[f"{which}_labels"], which, official)
         except (DownloadError, IDXError, OSError, http.client.HTTPException, zipfile.BadZipFile, ValueError) as exc:
             failures.append(f"{_short(mirror)} ({_reason(exc, out)})")
             log.info("mirror %s failed: %s", mirror, failures[-1])
             continue
-        for name in _files().values():
+        for name in file_names().values():
             os.replace(out / name, raw / name)
             (raw / f"{name}.gz").unlink(missing_ok=True)  # a stale sibling would confuse readers
-        _write_provenance(lm.dataset_folder(root) / lm.PROVENANCE_FILE, prov)
+        _write_provenance(dataset_folder(root) / PROVENANCE_FILE, prov)
         shutil.rmtree(work, ignore_errors=True)
         log.info("LymphoMNIST from %s is in %s", mirror, raw)
         return raw
@@ -373,7 +368,7 @@ def download(
     except OSError:
         pass
     tried = "; ".join(failures) if failures else "no mirror given"
-    names = ", ".join(_files().values())
+    names = ", ".join(file_names().values())
     raise DownloadError(
         f"could not download LymphoMNIST, every mirror failed: {tried}; pass a working mirror with "
         f"--mirror URL_OR_PATH or {MIRROR_ENV}=URL_OR_PATH (';' separates several), or place {names} "

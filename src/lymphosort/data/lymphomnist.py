@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lymphosort.data.idx import check_pair, read_idx
-from lymphosort.data.info import CLASSES, INFO, MIRROR_ENV, SPLITS, TASKS, SplitSpec, TaskView, task_view
-from lymphosort.errors import ConfigError, DatasetNotFoundError, IDXError
+from lymphosort.data.layout import PROVENANCE_FILE, dataset_folder, file_names, missing_files, raw_files, raw_folder, read_pair
+from lymphosort.data.info import CLASSES, MIRROR_ENV, SPLITS, TASKS, SplitSpec, TaskView, task_view
+from lymphosort.errors import ConfigError, DatasetNotFoundError
 
 __all__ = [
     "LymphoMNIST",
@@ -40,41 +40,11 @@ __all__ = [
 
 Split = Literal["train", "val", "test"]
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
-PROVENANCE_FILE = "provenance.json"
-
-
-def dataset_folder(root: str | os.PathLike[str]) -> Path:
-    """``ROOT/LymphoMNIST``: holds ``raw/`` and, for simulated data, ``provenance.json``."""
-    return Path(root).expanduser() / str(INFO["name"])
-
-
-def raw_folder(root: str | os.PathLike[str]) -> Path:
-    """``ROOT/LymphoMNIST/raw``, where the four IDX files live."""
-    return dataset_folder(root) / "raw"
-
-
-def _files() -> dict[str, str]:
-    return dict(INFO["files"])  # type: ignore[call-overload]
-
-
-def raw_files(root: str | os.PathLike[str]) -> dict[str, Path]:
-    """Key (``train_images`` ...) -> path on disk; a ``.gz`` sibling is used if present alone."""
-    folder = raw_folder(root)
-    out = {}
-    for key, name in _files().items():
-        path = folder / name
-        gz = folder / f"{name}.gz"
-        out[key] = gz if not path.exists() and gz.exists() else path
-    return out
-
-
-def _missing(root: str | os.PathLike[str]) -> list[Path]:
-    return [p for p in raw_files(root).values() if not p.is_file()]
 
 
 def how_to_get(root: str | os.PathLike[str]) -> str:
     """The ways to get the files, as one clause (shared by errors and ``data info``)."""
-    names = ", ".join(_files().values())
+    names = ", ".join(file_names().values())
     return (
         f"download them with `lymphosort data download --root {root}` (or download=True), "
         f"pass a mirror with --mirror URL_OR_PATH or {MIRROR_ENV}, place {names} (IDX, optionally .gz) "
@@ -84,7 +54,7 @@ def how_to_get(root: str | os.PathLike[str]) -> str:
 
 def not_found_message(root: str | os.PathLike[str], missing: Sequence[Path] | None = None) -> str:
     """One sentence: what is missing and the ways to get it."""
-    missing = _missing(root) if missing is None else missing
+    missing = missing_files(root) if missing is None else missing
     return f"LymphoMNIST files not found ({', '.join(p.name for p in missing)} missing): {how_to_get(root)}"
 
 
@@ -116,10 +86,6 @@ def _warn_if_other_simulator(path: str, version: str) -> None:
         )
 
 
-def _official_count(which: str) -> int:
-    return int(INFO[f"n_{which}"])  # type: ignore[call-overload]
-
-
 def read_raw(
     root: str | os.PathLike[str],
     train: bool,
@@ -132,30 +98,14 @@ def read_raw(
     ``validate_official`` (default: only for real data, as simulated sets may have any size)
     also checks N against the official counts in INFO.
     """
-    missing = _missing(root)
+    missing = missing_files(root)
     if missing:
         raise DatasetNotFoundError(not_found_message(root, missing))
     which = "train" if train else "test"
     files = raw_files(root)
     if validate_official is None:
         validate_official = read_provenance(root).get("source") == "real"
-    return _read_pair(files[f"{which}_images"], files[f"{which}_labels"], which, validate_official, mmap)
-
-
-def _read_pair(
-    images_path: Path, labels_path: Path, which: str, validate_official: bool, mmap: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    images = read_idx(images_path, mmap=mmap)
-    labels = read_idx(labels_path, mmap=mmap)
-    if images.dtype != np.uint8:
-        raise IDXError(f"{images_path}: images have dtype {images.dtype}, expected uint8")
-    check_pair(images, labels, images_path, labels_path, image_size=tuple(INFO["image_size"]), num_classes=len(CLASSES))  # type: ignore[arg-type]
-    if validate_official and len(labels) != _official_count(which):
-        raise IDXError(
-            f"{images_path}: {len(labels)} {which} images, but the official LymphoMNIST {which} file has "
-            f"{_official_count(which)} (a subset or simulated set needs provenance.json saying so)"
-        )
-    return images, labels
+    return read_pair(files[f"{which}_images"], files[f"{which}_labels"], which, validate_official, mmap)
 
 
 def split_indices(labels: np.ndarray, spec: SplitSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -329,7 +279,7 @@ class LymphoMNIST(Dataset):
         return {name: i for i, name in enumerate(self.classes)}
 
     def _check_exists(self) -> bool:
-        return not _missing(self.root)
+        return not missing_files(self.root)
 
     def download(self) -> None:
         download(self.root)

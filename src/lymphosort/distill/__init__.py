@@ -1,4 +1,5 @@
-"""lymphosort.distill: distillation losses (one registry) and feature hooks by module path."""
+"""lymphosort.distill: distillation losses (one registry) and the shipped recipe; feature hooks
+by module path live in models.hooks (quantisation uses them too)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ Every loss is called as::
     loss, parts = fn(student_logits, teacher_logits, targets, student_feats, teacher_feats)
 
 ``targets`` are int64 class labels [N] or, after mixup, soft label rows [N, C];
-``*_feats`` are lists of hooked feature maps (see `distill.hooks`), empty when the loss
+``*_feats`` are lists of hooked feature maps (see `models.hooks`), empty when the loss
 hooks nothing; ``parts`` holds detached scalars for logging. A loss also says what it
 needs from the training loop: ``needs_teacher``, ``feature_layers`` (hook automatically)
 and an optional batch transform ``mix`` (mixup for the `paper` recipe).

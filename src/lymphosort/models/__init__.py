@@ -15,6 +15,11 @@ from lymphosort.models.registry import (
     register_model,
 )
 
+# Registration is eager and happens here, so every importer of any lymphosort.models module
+# sees the same list_models(): the import runs each module's @register_model decorators
+# (quant registers the `<student>-q<bits>` twins; Brevitas itself loads only when one is built).
+from lymphosort.models import quant, students, teachers  # noqa: E402,F401  (after registry)
+
 __all__ = [
     "DEFAULT_MEAN",
     "DEFAULT_STD",

@@ -215,7 +215,7 @@ def init_activation_ranges(q: nn.Module, float_model: nn.Module, batches: Any, q
     deeper activations; starting at the `quantile` of the float activations lets QAT fine-tune
     instead of first re-learning every range. Returns {module path: range set}.
     """
-    from lymphosort.distill.hooks import FeatureCapture
+    from lymphosort.models.hooks import FeatureCapture
 
     paths = [p for p, _ in q.features.named_children() if p.startswith("relu")]
     paths = [f"features.{p}" for p in paths]

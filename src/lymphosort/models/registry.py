@@ -121,24 +121,13 @@ def register_model(
     return decorator
 
 
-def _ensure_builtin() -> None:
-    # Importing the modules runs their @register_model decorators; done lazily so the
-    # registry module itself has no import cycle with teachers/students.
-    from lymphosort.models import students, teachers  # noqa: F401
-
-
 def list_models(kind: Kind | None = None) -> list[str]:
-    """Registered names (sorted), optionally only teachers or only students."""
-    _ensure_builtin()
+    """Registered names (sorted), optionally only teachers or only students (quantised twins
+    `<student>-q<bits>` are students)."""
     return sorted(n for n, e in _REGISTRY.items() if kind is None or e.kind == kind)
 
 
 def _entry(name: str) -> RegisteredModel:
-    _ensure_builtin()
-    if name not in _REGISTRY and name.rpartition("-q")[2].isdigit():
-        # Quantised twins (`<student>-q8`) register on first use, so list_models() and the
-        # float-student checks stay as they were; checkpoints of them still rebuild.
-        from lymphosort.models import quant  # noqa: F401
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -27,7 +27,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lymphosort.distill.hooks import FeatureCapture, spatial_module_paths
+from lymphosort.models.hooks import FeatureCapture, spatial_module_paths
 from lymphosort.distill.losses import DistillLoss, make_loss
 from lymphosort.errors import ConfigError, DatasetNotFoundError
 from lymphosort.train.callbacks import HistoryCallback, plot_history, warmup_cosine
@@ -563,7 +563,7 @@ def _best_student_state(path: str | Path) -> dict[str, torch.Tensor] | None:
 def _evaluate(run_dir: Path, cfg: TrainConfig, model: nn.Module, test: "SplitData | None") -> dict[str, Any]:
     """Test-split metrics: the shared `evaluate_run` (which also writes the evaluation files)
     on `data_root`, or the same metrics on the `test` data a caller passed in."""
-    from lymphosort.evaluate.cli import evaluate_run, predict_proba
+    from lymphosort.evaluate.run import evaluate_run, predict_proba
     from lymphosort.evaluate.metrics import classification_metrics
 
     if test is None:

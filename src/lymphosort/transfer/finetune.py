@@ -419,7 +419,7 @@ class FinetuneConfig:
 
 
 def _test_metrics(model: nn.Module, test: SplitData, n_boot: int, feats: torch.Tensor | None = None) -> dict[str, Any]:
-    from lymphosort.evaluate.cli import predict_proba
+    from lymphosort.evaluate.run import predict_proba
     from lymphosort.evaluate.metrics import classification_metrics
 
     if feats is not None:  # linear path: the cached features give the very same logits
@@ -617,7 +617,7 @@ def finetune(
     transfer["test"] = {key: metrics[key] for key in ("n", "accuracy", "balanced_accuracy", "f1", "roc_auc", "ece", "intervals") if key in metrics}
     write_json_atomic(out_dir / "metrics.json", jsonable(metrics), allow_nan=False)
     if full_report and data.source == "lymphomnist" and data.data_root:
-        from lymphosort.evaluate.cli import evaluate_run
+        from lymphosort.evaluate.run import evaluate_run
 
         evaluate_run(out_dir, data.task, data.data_root, "test", n_boot=cfg.n_boot)
     # Last: the summary marks the folder finished.

@@ -187,7 +187,7 @@ def zero_shot(
     """
     from lymphosort.data.info import task_view
     from lymphosort.data.lymphomnist import load_split
-    from lymphosort.evaluate.cli import evaluate_run, predict_proba
+    from lymphosort.evaluate.run import evaluate_run, predict_proba
     from lymphosort.train.checkpoint import jsonable, load_checkpoint
 
     view = task_view(task)

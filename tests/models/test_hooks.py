@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lymphosort.distill.hooks import FeatureCapture, last_spatial_path, spatial_module_paths
+from lymphosort.models.hooks import FeatureCapture, last_spatial_path, spatial_module_paths
 from lymphosort.errors import ConfigError
 
 

@@ -1,4 +1,5 @@
-"""Feature capture by dotted module path, so feature losses never touch model code."""
+"""Feature capture by dotted module path, so feature losses (distill.losses) and activation
+range calibration (models.quant) never touch model code."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@
 A results file feeds the tables only if it has a top-level `"aims"` list; each aim is a
 dict with the keys in `AIM_KEYS` (see `validate_aim`). A file with aims may also carry
 `"rows"` (flat dicts, shown as one small table in its area's section) with a `"caption"`,
-and `"area"` when its aims span several areas. Files under v1/, v2.0/ or any history/
+and `"area"` when its aims span several areas. Files under v1/, v2.0/, v2.1/ or any history/
 folder are older simulator versions and are skipped.
 """
 
@@ -27,7 +27,7 @@ OUTPUT = ROOT / "BENCHMARKS.md"
 #: Areas in data-flow order; the headline table and the sections follow it.
 AREAS: tuple[str, ...] = ("data", "teacher", "students", "transfer", "deployment", "real time")
 #: Results of earlier simulator versions: kept for git archaeology, never tabulated.
-HISTORY_TOP = frozenset({"v1", "v2.0"})
+HISTORY_TOP = frozenset({"v1", "v2.0", "v2.1"})
 HISTORY_ANY = "history"
 
 REQUIRED = ("area", "aim", "target", "value", "met", "data", "command", "machine")
@@ -230,9 +230,10 @@ disagree."""
 HISTORY = """\
 ## History
 
-Results on LymphoSim 1.0 and 2.x live in git history and in `benchmarks/results/v1/` and
-`benchmarks/results/v2.0/`. LymphoSim 2.x imitated the wrong microscope (brightfield,
-where LymphoMNIST is relief/DIC-like), so its numbers do not carry over to 3.0."""
+Results on LymphoSim 1.0 and 2.x live in git history and in `benchmarks/results/v1/`,
+`v2.0/` and `v2.1/`. LymphoSim 1.0-2.x imitated another microscope (low-magnification
+bright field, a ~20 px cell), where LymphoMNIST is high-magnification relief (DIC-like),
+so their numbers do not carry over to 3.0."""
 
 
 def render(aims: Sequence[Aim], tables: Sequence[RowTable]) -> str:

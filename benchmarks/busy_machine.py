@@ -3,11 +3,13 @@
 A short fixed training run (`train.fit` on random 64x64 crops: `--model`, one epoch of
 `--steps` optimiser steps of `--batch-size`, validation on 256 crops) is timed in a fresh
 process for every setting, alone and next to one competing CPU-bound process (a Python busy
-loop pinned to one core), for three thread settings:
+loop pinned to one core, started before the busy runs and given time to show in the load
+average), for three thread settings:
 
 - `old`: torch's default intra-op threads (what training used before `lymphosort.threads`);
 - `new`: `lymphosort.threads.configure_threads()` (torch's default capped by the CPUs this
-  process may use: affinity mask, cgroup quota), what `train`/`distill` now do by default;
+  process may use, affinity mask and cgroup quota, less those other jobs keep busy by the
+  load average), what `train`/`distill` now do by default;
 - `1`: `--threads 1`, the override.
 
 OMP_NUM_THREADS/MKL_NUM_THREADS are removed from the workers' environment, so `old` is the
@@ -73,22 +75,24 @@ def _run_cell(setting: str, busy: bool, args: argparse.Namespace) -> dict[str, A
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1] / "src"),
                                                       env.get("PYTHONPATH")]))
-    competitor = None
-    if busy:
-        competitor = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
-        if hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(competitor.pid, {max(os.sched_getaffinity(0))})
-    try:
-        cmd = [sys.executable, __file__, "--worker", setting, "--model", args.model, "--steps", str(args.steps),
-               "--batch-size", str(args.batch_size)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
-    finally:
-        if competitor is not None:
-            competitor.kill()
-            competitor.wait()
+    cmd = [sys.executable, __file__, "--worker", setting, "--model", args.model, "--steps", str(args.steps),
+           "--batch-size", str(args.batch_size)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {setting} (busy={busy}) failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _start_competitor(wait_load: float, max_wait_s: float) -> subprocess.Popen:
+    """One busy loop pinned to the last CPU, kept running until the 1-minute load average
+    shows it (what a job started on an already busy machine sees), at most `max_wait_s`."""
+    competitor = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(competitor.pid, {max(os.sched_getaffinity(0))})
+    t0 = time.monotonic()
+    while hasattr(os, "getloadavg") and os.getloadavg()[0] < wait_load and time.monotonic() - t0 < max_wait_s:
+        time.sleep(1.0)
+    return competitor
 
 
 def _machine() -> dict[str, Any]:
@@ -129,16 +133,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: load average {machine['load_average_at_start'][0]:.2f}: the machine is not idle, "
               "timings will be distorted", file=sys.stderr)
     runs: dict[str, dict[str, list[float]]] = {s: {"alone": [], "busy": []} for s in SETTINGS}
-    threads: dict[str, int] = {}
-    for r in range(args.repeats):
-        for setting in SETTINGS:
-            for where in ("alone", "busy"):
-                res = _run_cell(setting, where == "busy", args)
-                runs[setting][where].append(res["seconds"])
-                threads[setting] = res["threads"]
-                machine["torch_default_threads"] = res["torch_default_threads"]
-                print(f"[{r + 1}/{args.repeats}] {setting:>3} threads={res['threads']} {where:5}: "
-                      f"{res['seconds']:.2f} s", file=sys.stderr)
+    threads: dict[str, dict[str, int]] = {s: {} for s in SETTINGS}
+    # all alone cells, then all busy cells next to one competitor that has been running long
+    # enough for the load average to show it (the settings interleaved within each phase)
+    for where in ("alone", "busy"):
+        competitor = _start_competitor(0.0 if quick else 0.85, 150.0) if where == "busy" else None
+        try:
+            for r in range(args.repeats):
+                for setting in SETTINGS:
+                    res = _run_cell(setting, where == "busy", args)
+                    runs[setting][where].append(res["seconds"])
+                    threads[setting][where] = res["threads"]
+                    machine["torch_default_threads"] = res["torch_default_threads"]
+                    print(f"[{r + 1}/{args.repeats}] {setting:>3} threads={res['threads']} {where:5}: "
+                          f"{res['seconds']:.2f} s", file=sys.stderr)
+        finally:
+            if competitor is not None:
+                competitor.kill()
+                competitor.wait()
     cells = {
         s: {
             "threads": threads[s],
@@ -162,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "command": "python benchmarks/busy_machine.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
+    if not quick:
+        old, new = cells["old"], cells["new"]
+        result["aims"] = [{
+            "area": "training", "aim": "training next to one CPU-bound job: slowdown with the thread choice "
+            f"(torch default: {old['slowdown']:.2f}x)", "target": f"< {old['slowdown']:.2f}x",
+            "value": round(new["slowdown"], 2), "unit": "x", "met": new["busy_s"] < old["busy_s"],
+            "data": f"random 64x64 crops, {args.model}, {args.steps} steps", "command": result["command"],
+            "machine": f"{machine['cpu_count']}-core build VM, CPU"}]
     from lymphosort.atomic import write_json_atomic
 
     write_json_atomic(args.out, result)

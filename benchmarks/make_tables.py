@@ -25,7 +25,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 OUTPUT = ROOT / "BENCHMARKS.md"
 
 #: Areas in data-flow order; the headline table and the sections follow it.
-AREAS: tuple[str, ...] = ("data", "teacher", "students", "transfer", "deployment", "real time")
+AREAS: tuple[str, ...] = ("data", "training", "teacher", "students", "transfer", "deployment", "real time")
 #: Results of earlier simulator versions: kept for git archaeology, never tabulated.
 HISTORY_TOP = frozenset({"v1", "v2.0", "v2.1"})
 HISTORY_ANY = "history"

@@ -46,3 +46,16 @@ def test_configure_threads_caps_the_default_and_honours_an_override(monkeypatch:
             configure_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_cores_other_jobs_keep_busy_are_left_to_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert CpuBudget(2, None, busy=0.2).idle == 2 and CpuBudget(2, None, busy=1.0).idle == 1
+    assert CpuBudget(2, None, busy=5.0).idle == 1 and CpuBudget(8, 4.0, busy=1.4).idle == 3
+    before = torch.get_num_threads()
+    monkeypatch.setattr(threads, "_torch_default", 2)
+    monkeypatch.setattr(threads, "_configured", None)
+    try:
+        monkeypatch.setattr(threads, "cpu_budget", lambda: CpuBudget(affinity=2, quota=None, busy=1.1))
+        assert configure_threads() == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

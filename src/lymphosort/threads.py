@@ -3,8 +3,10 @@
 torch sizes its intra-op pool from the machine's cores. In a container limited by a cgroup
 CPU quota, or under `taskset`, that is more threads than the process gets: OpenMP threads
 then wait at every barrier for a sibling the scheduler has parked, and a step can take
-several times longer (see benchmarks/busy_machine.py). `configure_threads` is the one place
-that sets torch's thread count; `--threads N` overrides the choice.
+several times longer (see benchmarks/busy_machine.py). The same happens on a machine shared
+with other CPU-bound jobs: their cores are taken, so threads beyond the idle cores only wait.
+`configure_threads` is the one place that sets torch's thread count (the usable cores minus
+those other jobs keep busy, by the 1-minute load average at start); `--threads N` overrides.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ _configured: int | None = None  # what configure_threads last set (None: never c
 
 @dataclass(frozen=True)
 class CpuBudget:
-    """CPUs this process may use: its affinity mask and its cgroup quota (None: no quota)."""
+    """CPUs this process may use: its affinity mask and its cgroup quota (None: no quota), and
+    how many of them other jobs keep busy (the load average before this process starts work)."""
 
     affinity: int
     quota: float | None
+    busy: float = 0.0
 
     @property
     def cores(self) -> int:
@@ -42,9 +46,14 @@ class CpuBudget:
             return self.affinity
         return max(1, min(self.affinity, math.ceil(self.quota)))
 
+    @property
+    def idle(self) -> int:
+        """Usable cores that other jobs leave free (at least one)."""
+        return max(1, self.cores - int(round(min(self.busy, self.cores))))
+
     def describe(self) -> str:
         quota = "no cgroup CPU quota" if self.quota is None else f"cgroup quota {self.quota:g} CPUs"
-        return f"{self.affinity} CPUs in the affinity mask, {quota}"
+        return f"{self.affinity} CPUs in the affinity mask, {quota}, load {self.busy:.1f} from other jobs"
 
 
 def _cgroup_quota(v2: Path = CGROUP_V2_CPU_MAX, v1_quota: Path = CGROUP_V1_QUOTA,
@@ -65,14 +74,15 @@ def _cgroup_quota(v2: Path = CGROUP_V2_CPU_MAX, v1_quota: Path = CGROUP_V1_QUOTA
 def cpu_budget() -> CpuBudget:
     """The CPUs this process may run on now."""
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return CpuBudget(affinity=max(1, affinity), quota=_cgroup_quota())
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return CpuBudget(affinity=max(1, affinity), quota=_cgroup_quota(), busy=float(busy))
 
 
 def configure_threads(threads: int | None = None, *, announce: bool = True) -> int:
     """Set torch's intra-op thread count and return it.
 
     `threads` None chooses: torch's default (which already honours OMP_NUM_THREADS), capped
-    by the usable cores of `cpu_budget`. The choice is logged once per value (`announce`
+    by the usable cores of `cpu_budget` that other jobs leave idle. The choice is logged once per value (`announce`
     False: not at all, for a measurement that sets and restores its own count).
     """
     global _torch_default, _configured
@@ -88,7 +98,7 @@ def configure_threads(threads: int | None = None, *, announce: bool = True) -> i
         n, why = int(threads), "as requested"
     else:
         budget = cpu_budget()
-        n = max(1, min(_torch_default, budget.cores))
+        n = max(1, min(_torch_default, budget.idle))
         why = f"torch default {_torch_default}; {budget.describe()}"
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)

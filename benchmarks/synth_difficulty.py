@@ -108,6 +108,24 @@ def classical_baselines(preset, sizes: list[int], seed: int, folds: int = 5) -> 
     return out
 
 
+def with_tables(res: dict) -> dict:
+    """Add the BENCHMARKS.md aims (each classifier at 10,000 crops against the real figure)
+    and a rows table to a `--classical` result."""
+    command = res["command"]
+    data = f"LymphoSim {res['version']} {res['preset']} (simulated), 3 classes, raw pixels, 5-fold CV"
+    res["aims"] = [
+        {"area": "data", "aim": f"classical {name.replace('_', ' ')} at {n:,} crops vs the real figure",
+         "target": f"{100 * REAL_CLASSICAL[name]:.1f} +- 6%", "value": round(100 * row[name]["accuracy"], 1),
+         "unit": "%", "met": row[name]["within_6_points"], "data": data, "command": command,
+         "machine": "2-core build VM, CPU (one core)"}
+        for n, row in ((int(k), v) for k, v in res["results"].items()) if n == 10000 for name in REAL_CLASSICAL]
+    res["area"], res["caption"] = "data", "Classical 3-class baselines on raw pixels (accuracy %, 5-fold CV)"
+    res["rows"] = [{"crops": int(k), **{name: round(100 * v[name]["accuracy"], 1) for name in REAL_CLASSICAL}}
+                   for k, v in res["results"].items()]
+    res["rows"].append({"crops": "real figure", **{name: round(100 * v, 1) for name, v in REAL_CLASSICAL.items()}})
+    return res
+
+
 def fit_score(model, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray) -> float:
     model.fit(xtr, ytr)
     return float((model.predict(xte) == yte).mean())
@@ -129,8 +147,13 @@ def main() -> None:
     ap.add_argument("--throughput-n", type=int, default=80000, help="images timed for throughput (0: skip)")
     ap.add_argument("--classical", default="", metavar="N[,N...]",
                     help="only the six classical 3-class baselines at these set sizes")
+    ap.add_argument("--tables-only", action="store_true",
+                    help="with --classical: only (re)write the aims and rows of the --out results")
     ap.add_argument("--out", default="benchmarks/results/synth_difficulty.json")
     a = ap.parse_args()
+    if a.tables_only:
+        Path(a.out).write_text(json.dumps(with_tables(json.loads(Path(a.out).read_text())), indent=2) + "\n")
+        return
     torch.set_num_threads(a.threads)
     if a.classical:
         pre = get_preset(a.preset)
@@ -138,17 +161,7 @@ def main() -> None:
         command = "python benchmarks/synth_difficulty.py --classical " + a.classical
         res = {"preset": pre.name, "version": pre.version, "seed": a.seed, "folds": 5, "command": command,
                "results": classical_baselines(pre, sizes, a.seed)}
-        data = f"LymphoSim {pre.version} {pre.name} (simulated), 3 classes, raw pixels, 5-fold CV"
-        res["aims"] = [
-            {"area": "data", "aim": f"classical {name.replace('_', ' ')} at {n:,} crops vs the real figure",
-             "target": f"{100 * REAL_CLASSICAL[name]:.1f} +- 6%", "value": round(100 * row[name]["accuracy"], 1),
-             "unit": "%", "met": row[name]["within_6_points"], "data": data, "command": command,
-             "machine": "2-core build VM, CPU (one core)"}
-            for n, row in ((int(k), v) for k, v in res["results"].items()) if n == 10000 for name in REAL_CLASSICAL]
-        res["area"], res["caption"] = "data", "Classical 3-class baselines on raw pixels (accuracy %, 5-fold CV)"
-        res["rows"] = [{"crops": int(k), **{name: round(100 * v[name]["accuracy"], 1) for name in REAL_CLASSICAL}}
-                       for k, v in res["results"].items()]
-        res["rows"].append({"crops": "real figure", **{name: round(100 * v, 1) for name, v in REAL_CLASSICAL.items()}})
+        with_tables(res)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
         return

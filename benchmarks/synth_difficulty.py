@@ -86,8 +86,10 @@ REAL_CLASSICAL = {"decision_tree": 0.46, "gradient_boosting": 0.52, "linear_svm"
                   "logistic_regression": 0.545, "random_forest": 0.555, "knn": 0.51}
 
 
-def classical_baselines(preset, sizes: list[int], seed: int, folds: int = 5) -> dict[str, object]:
-    """Mean and sd over `folds` of 3-class accuracy on raw pixels / 255, per set size."""
+def classical_baselines(preset, sizes: list[int], seed: int, folds: int = 5,
+                        on_size=None) -> dict[str, object]:
+    """Mean and sd over `folds` of 3-class accuracy on raw pixels / 255, per set size;
+    `on_size(partial_results)` after each size (long runs keep what they measured)."""
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     out: dict[str, object] = {}
@@ -105,6 +107,8 @@ def classical_baselines(preset, sizes: list[int], seed: int, folds: int = 5) -> 
                          "seconds": round(time.perf_counter() - t0, 1)}
             print(f"n={n} {name}: {acc.mean():.3f} +- {acc.std():.3f} (real {REAL_CLASSICAL[name]})", flush=True)
         out[str(n)] = row
+        if on_size is not None:
+            on_size(out)
     return out
 
 
@@ -159,11 +163,13 @@ def main() -> None:
         pre = get_preset(a.preset)
         sizes = sorted(int(v) for v in a.classical.split(","))
         command = "python benchmarks/synth_difficulty.py --classical " + a.classical
-        res = {"preset": pre.name, "version": pre.version, "seed": a.seed, "folds": 5, "command": command,
-               "results": classical_baselines(pre, sizes, a.seed)}
-        with_tables(res)
+        res = {"preset": pre.name, "version": pre.version, "seed": a.seed, "folds": 5, "command": command}
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+
+        def save(results: dict) -> None:
+            Path(a.out).write_text(json.dumps(with_tables({**res, "results": results}), indent=2) + "\n")
+
+        classical_baselines(pre, sizes, a.seed, on_size=save)
         return
     pre = get_preset(a.preset) if a.trait_scale is None else with_trait_scale(a.preset, a.trait_scale)
     pre = with_trait_means(pre, dict(item.partition("=")[::2] for item in a.set)) if a.set else pre

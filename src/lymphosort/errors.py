@@ -21,3 +21,7 @@ class DownloadError(LymphosortError, OSError):
 
 class ConfigError(LymphosortError, ValueError):
     """A configuration value, preset or name is unknown or out of range."""
+
+
+class AuditError(LymphosortError, ValueError):
+    """The confound audit cannot run on this input (too few images, wrong shapes, class mismatch)."""

@@ -13,18 +13,9 @@ from PIL import Image
 from scipy import ndimage
 
 from lymphosort.cli import main
-from lymphosort.data import realism
-from lymphosort.data.realism import (
-    APPEARANCE_DOC,
-    FEATURE_DOC,
-    TABLE_STATS,
-    ImageSet,
-    compare_sets,
-    crop_appearance,
-    crop_features,
-    discriminate,
-    load_image_set,
-)
+from lymphosort.data import appearance, realism
+from lymphosort.data.appearance import APPEARANCE_DOC, FEATURE_DOC, crop_appearance, crop_features
+from lymphosort.data.realism import TABLE_STATS, ImageSet, compare_sets, discriminate, load_image_set
 from lymphosort.errors import ConfigError, DatasetNotFoundError
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "lymphomnist"
@@ -155,7 +146,7 @@ def _manifest() -> tuple[list[dict[str, str]], list[np.ndarray]]:
 def test_rim_statistics_reproduce_the_manifest_given_its_circle() -> None:
     rows, images = _manifest()
     for r, im in zip(rows, images):
-        got = realism._rim_and_texture(im.astype(float), float(r["centre_x"]), float(r["centre_y"]),
+        got = appearance._rim_and_texture(im.astype(float), float(r["centre_x"]), float(r["centre_y"]),
                                        float(r["diam_px"]) / 2)
         for key in ("relief_ul_minus_lr", "rim_h1_amp", "rim_bright_dir_deg"):
             assert got[key] == pytest.approx(float(r[key]), abs=1e-3), (r["file"], key)

@@ -100,10 +100,10 @@ def test_relief_geometry_follows_the_datasets_cropper(crops):
 
 
 def test_relief_matches_the_reference_statistics(crops):
-    # measured as the reference's manifest measures them (data.realism): the 64 real crops
+    # measured as the reference's manifest measures them (data.appearance): the 64 real crops
     # read diameter 0.76 +- 0.03 of the side, rim relief (upper-left minus lower-right)
     # -47.5 +- 9.1, brightest rim at 52 +- 8 degrees, background 115 +- 19
-    from lymphosort.data.realism import crop_appearance
+    from lymphosort.data.appearance import crop_appearance
 
     img, _, _ = crops
     st = [crop_appearance(i) for i in img[:80]]

@@ -23,15 +23,8 @@ from scipy import ndimage as ndi
 
 from lymphosort.cli import main
 from lymphosort.data.idx import write_idx
-from lymphosort.evaluate.audit import (
-    BLANK_DROP_POINTS,
-    DILATE_PX,
-    RING_BACC_MARGIN,
-    AuditError,
-    audit_run,
-    cell_masks,
-    ring_features,
-)
+from lymphosort.evaluate.audit import BLANK_DROP_POINTS, RING_BACC_MARGIN, AuditError, audit_run
+from lymphosort.evaluate.masks import DILATE_PX, cell_masks, ring_features
 
 N_TRAIN, N_TEST = 480, 400
 SHIFT = 40.0  # grey levels: a clearly brighter session

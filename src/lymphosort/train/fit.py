@@ -49,11 +49,26 @@ RNG_KEY = "lymphosort_rng_states"
 # --------------------------------------------------------------------------- data
 
 
-def _epoch_generator(seed: int, epoch: int, auto: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7_919 + auto)
+class _EpochSeeded(Sampler[int]):
+    """A sampler whose draw is deterministic per (seed, epoch): Lightning calls `set_epoch`,
+    so a resumed run draws the same batches as an uninterrupted one."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.epoch = int(seed), 0
+        self._auto = 0  # iterations without set_epoch (e.g. inside a wrapper) still vary
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self._auto = 0
+
+    def _generator(self) -> torch.Generator:
+        """This iteration's generator (the next one without a `set_epoch` in between)."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7_919 + self._auto)
+        self._auto += 1
+        return g
 
 
-class ShuffleSampler(Sampler[int]):
+class ShuffleSampler(_EpochSeeded):
     """A permutation of all indices, deterministic per (seed, epoch) like `BalancedSampler`.
 
     Replaces `DataLoader(shuffle=True, generator=...)`, whose generator advances from epoch
@@ -61,48 +76,33 @@ class ShuffleSampler(Sampler[int]):
     """
 
     def __init__(self, n: int, seed: int = 0) -> None:
-        self.n, self.seed, self.epoch = int(n), int(seed), 0
-        self._auto = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        self._auto = 0
+        super().__init__(seed)
+        self.n = int(n)
 
     def __iter__(self) -> Iterator[int]:
-        g = _epoch_generator(self.seed, self.epoch, self._auto)
-        self._auto += 1
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        return iter(torch.randperm(self.n, generator=self._generator()).tolist())
 
     def __len__(self) -> int:
         return self.n
 
 
-class BalancedSampler(Sampler[int]):
+class BalancedSampler(_EpochSeeded):
     """Indices drawn with replacement, each class equally likely (weights 1/class count).
 
-    Deterministic per (seed, epoch): Lightning calls `set_epoch`, so a resumed run draws
-    the same batches as an uninterrupted one. Under DDP Lightning wraps it so each rank
-    takes its own share of the same draw.
+    Deterministic per (seed, epoch) (see `_EpochSeeded`). Under DDP Lightning wraps it so
+    each rank takes its own share of the same draw.
     """
 
     def __init__(self, labels: torch.Tensor, num_samples: int | None = None, seed: int = 0) -> None:
+        super().__init__(seed)
         labels = torch.as_tensor(labels).long()
         counts = torch.bincount(labels).double()
         weights = torch.where(counts[labels] > 0, 1.0 / counts[labels], torch.zeros_like(counts[labels]))
         self.weights = weights
         self.num_samples = int(num_samples if num_samples is not None else len(labels))
-        self.seed = int(seed)
-        self.epoch = 0
-        self._auto = 0  # iterations without set_epoch (e.g. inside a wrapper) still vary
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        self._auto = 0
 
     def __iter__(self) -> Iterator[int]:
-        g = _epoch_generator(self.seed, self.epoch, self._auto)
-        self._auto += 1
-        idx = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=g)
+        idx = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=self._generator())
         return iter(idx.tolist())
 
     def __len__(self) -> int:

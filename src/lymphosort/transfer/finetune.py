@@ -461,6 +461,22 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _model_and_shots(
+    run_dir: str | os.PathLike[str], data: TransferData, cfg: FinetuneConfig, mode: str
+) -> tuple[nn.Module, Any, dict[str, Any], np.ndarray, SplitData, SplitData]:
+    """`prepare_model` of `run_dir`, then the seeded shots of the pool and the (capped) val split.
+
+    Returns (model, source card, head info, shot positions in the pool, shots, val). The new
+    head's initial weights come from `cfg.seed`, not from whatever ran before.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model, card, head_info = prepare_model(run_dir, data.classes, mode, cfg.reset_head)
+    shot_pos = draw_shots(data.pool.labels.numpy(), cfg.shots, cfg.seed, len(data.classes))
+    shots = subset(data.pool, shot_pos, split="shots")
+    return model, card, head_info, shot_pos, shots, _cap(data.val, cfg.max_val_samples)
+
+
 def _begin(out_dir: Path, resume: bool, record: dict[str, Any]) -> dict[str, Any] | None:
     """Check `out_dir` against `resume`; return the finished summary to reuse, or None to train.
 
@@ -525,14 +541,7 @@ def finetune(
     if done is not None:
         return done
     resuming = (out_dir / "last.ckpt").is_file()
-    # The new head's initial weights come from the seed, not from whatever ran before.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model, src_card, head_info = prepare_model(run_dir, data.classes, cfg.mode, cfg.reset_head)
-    k = len(data.classes)
-    shot_pos = draw_shots(data.pool.labels.numpy(), cfg.shots, cfg.seed, k)
-    shots = subset(data.pool, shot_pos, split="shots")
-    val = _cap(data.val, cfg.max_val_samples)
+    model, src_card, head_info, shot_pos, shots, val = _model_and_shots(run_dir, data, cfg, cfg.mode)
     transfer: dict[str, Any] = {
         "source_run": str(run_dir),
         "source_model": src_card.model,
@@ -591,7 +600,7 @@ def finetune(
         tcfg = TrainConfig(
             model=src_card.model,
             model_kwargs=dict(src_card.create_kwargs),
-            task=data.task if data.source == "lymphomnist" else _placeholder_task(k),
+            task=data.task if data.source == "lymphomnist" else _placeholder_task(len(data.classes)),
             data_root=data.data_root or "",
             epochs=cfg.epochs or (15 if small else 4),
             batch_size=min(cfg.batch_size, max(2, len(shots))),
@@ -658,19 +667,13 @@ def redistill(
     if done is not None:
         return done
     resuming = (out_dir / "last.ckpt").is_file()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        student, s_card, head_info = prepare_model(student_run, data.classes, "full", cfg.reset_head)
-    k = len(data.classes)
-    shot_pos = draw_shots(data.pool.labels.numpy(), cfg.shots, cfg.seed, k)
-    shots = subset(data.pool, shot_pos, split="shots")
-    val = _cap(data.val, cfg.max_val_samples)
+    student, s_card, head_info, _, shots, val = _model_and_shots(student_run, data, cfg, "full")
     small = cfg.shots is not None and cfg.shots <= 100
     m = method or str(BEST_SETTING["method"])
     tcfg = TrainConfig(
         model=s_card.model,
         model_kwargs=dict(s_card.create_kwargs),
-        task=data.task if data.source == "lymphomnist" else _placeholder_task(k),
+        task=data.task if data.source == "lymphomnist" else _placeholder_task(len(data.classes)),
         data_root=data.data_root or "",
         epochs=cfg.epochs or (15 if small else 4),
         batch_size=min(cfg.batch_size, max(2, len(shots))),

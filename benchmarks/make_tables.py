@@ -3,8 +3,9 @@
     python benchmarks/make_tables.py           # rewrite BENCHMARKS.md
     python benchmarks/make_tables.py --check   # exit 1 with a diff when it is out of date
 
-A results file feeds the tables only if it has a top-level `"aims"` list; each aim is a
-dict with the keys in `AIM_KEYS` (see `validate_aim`). A file with aims may also carry
+A results file feeds the tables if it has a top-level `"aims"` list (each aim a dict with
+the keys in `AIM_KEYS`, see `validate_aim`) or a `"rows"` table with its `"caption"` and
+`"area"` (a result with no aim of its own). A file with aims may also carry
 `"rows"` (flat dicts, shown as one small table in its area's section) with a `"caption"`,
 and `"area"` when its aims span several areas. Files under v1/, v2.0/, v2.1/ or any history/
 folder are older simulator versions and are skipped.
@@ -167,11 +168,11 @@ def collect(results: Path) -> tuple[list[Aim], list[RowTable]]:
             doc = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise SchemaError(f"{rel}: not valid JSON ({exc})") from exc
-        if not isinstance(doc, dict) or "aims" not in doc:
-            continue  # supporting data, not a headline result
-        if not isinstance(doc["aims"], list) or not doc["aims"]:
+        if not isinstance(doc, dict) or ("aims" not in doc and not ("rows" in doc and "caption" in doc)):
+            continue  # supporting data, not a result for the tables
+        if "aims" in doc and (not isinstance(doc["aims"], list) or not doc["aims"]):
             raise SchemaError(f"{rel}: 'aims' must be a non-empty list")
-        file_aims = [validate_aim(raw, f"{rel}: aims[{i}]", rel) for i, raw in enumerate(doc["aims"])]
+        file_aims = [validate_aim(raw, f"{rel}: aims[{i}]", rel) for i, raw in enumerate(doc.get("aims", []))]
         aims += file_aims
         table = _row_table(doc, file_aims, rel)
         if table is not None:

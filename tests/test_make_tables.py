@@ -111,3 +111,15 @@ def test_check_passes_when_current_and_fails_with_diff_on_drift(tmp_path: Path, 
     diff = capsys.readouterr().out
     assert "-| teacher | teacher accuracy | >= 96% | 96.4%" in diff
     assert "+| teacher | teacher accuracy | >= 96% | 97.1%" in diff
+
+
+def test_a_rows_only_file_is_a_table_and_needs_its_area(tmp_path: Path) -> None:
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "classical.json").write_text(json.dumps(
+        {"area": "data", "caption": "Classical baselines", "rows": [{"crops": 2000, "knn": 40.9}]}))
+    aims, tables = mt.collect(res)
+    assert aims == [] and [t.caption for t in tables] == ["Classical baselines"] and tables[0].area == "data"
+    (res / "classical.json").write_text(json.dumps({"caption": "Classical", "rows": [{"crops": 1}]}))
+    with pytest.raises(mt.SchemaError, match="area"):
+        mt.collect(res)

@@ -125,7 +125,7 @@ def with_tables(res: dict) -> dict:
         for n, row in ((int(k), v) for k, v in res["results"].items()) if n == 10000 for name in REAL_CLASSICAL]
     if aims:  # the figure's set size measured
         res["aims"] = aims
-    res["area"], res["caption"] = "data", "Classical 3-class baselines on raw pixels (accuracy %, 5-fold CV)"
+    res["area"], res["caption"] = "data", f"Classical 3-class baselines on raw pixels (accuracy %), {data}"
     res["rows"] = [{"crops": int(k), **{name: round(100 * v[name]["accuracy"], 1) for name in REAL_CLASSICAL}}
                    for k, v in res["results"].items()]
     res["rows"].append({"crops": "real figure", **{name: round(100 * v, 1) for name, v in REAL_CLASSICAL.items()}})

@@ -27,10 +27,10 @@ def test_smoke_pipeline_runs_every_stage_and_reruns_from_cache(tmp_path: Path) -
     assert data["provenance"]["source"] == "simulated"
     assert sum(data["splits"]["train"]["counts"].values()) == 900
     assert 0.0 <= outputs["teacher"]["metrics"]["accuracy"] <= 1.0
-    assert [r["key"] for r in outputs["students"]["rows"]] == ["teacher", "tiny-32c-kd", "tiny-32c-kd-q8"]
+    assert [r["key"] for r in outputs["students"]["rows"]] == ["teacher", "tiny-32w-kd", "tiny-32w-kd-q8"]
     # The QAT row fine-tunes the float row's student rather than starting from scratch.
-    qat_cfg = yaml.safe_load((out / "stages" / "students" / "tiny-32c-kd-q8" / "config.yaml").read_text())
-    assert qat_cfg["init_from"] == str(out / "stages" / "students" / "tiny-32c-kd")
+    qat_cfg = yaml.safe_load((out / "stages" / "students" / "tiny-32w-kd-q8" / "config.yaml").read_text())
+    assert qat_cfg["init_from"] == str(out / "stages" / "students" / "tiny-32w-kd")
     assert outputs["export"]["hls"]["agreement"] >= 0.999
     assert outputs["export"]["onnx"]["max_abs_diff"] <= 1e-4
     assert outputs["realtime"]["report"]["frames"] > 0

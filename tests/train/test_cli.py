@@ -42,7 +42,7 @@ def test_train_resume_and_distill_through_the_cli(tiny_root: Path, tmp_path: Pat
 
     bare = build_parser().parse_args(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "d")])
     cfg = distill_config(bare)
-    assert (cfg.model, cfg.method, cfg.epochs, cfg.patience) == ("tiny-32c", "kd", 60, 0) == tuple(
+    assert (cfg.model, cfg.method, cfg.epochs, cfg.patience) == ("tiny-32w", "kd", 60, 0) == tuple(
         BEST_SETTING[k] for k in ("student", "method", "epochs", "patience"))
     assert cfg.method_kwargs == dict(BEST_SETTING["method_kwargs"])
     assert cfg.data_root == str(tiny_root)

@@ -64,6 +64,8 @@ class RowTable:
     caption: str
     rows: tuple[dict[str, Scalar], ...]
     source: str
+    #: the commands that produced the rows (optional top-level "command" or "commands")
+    commands: tuple[str, ...] = ()
 
 
 def _is_number(x: Any) -> bool:
@@ -148,7 +150,10 @@ def _row_table(doc: dict[str, Any], aims: list[Aim], rel: str) -> RowTable | Non
         area = areas.pop()
     elif area not in AREAS:
         raise SchemaError(f"{rel}: 'area' {area!r} is not one of {list(AREAS)}")
-    return RowTable(area=area, caption=caption, rows=tuple(rows), source=rel)
+    commands = doc.get("commands") or ([doc["command"]] if isinstance(doc.get("command"), str) else [])
+    if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
+        raise SchemaError(f"{rel}: 'commands' must be a list of command strings")
+    return RowTable(area=area, caption=caption, rows=tuple(rows), source=rel, commands=tuple(commands))
 
 
 def is_history(rel: Path) -> bool:
@@ -254,6 +259,8 @@ def render(aims: Sequence[Aim], tables: Sequence[RowTable]) -> str:
             keys = list(dict.fromkeys(k for row in t.rows for k in row))
             lines += ["", f"{t.caption} ([source](benchmarks/results/{t.source}))", ""]
             lines += _table(keys, [[_cell(row.get(k)) for k in keys] for row in t.rows])
+            if t.commands:
+                lines += ["", "Commands: " + "; ".join(_code(c) for c in t.commands)]
     lines += ["", HISTORY, ""]
     return "\n".join(lines)
 

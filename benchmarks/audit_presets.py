@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,9 +20,6 @@ from lymphosort.data.synth import get_preset, write_lymphomnist
 from lymphosort.evaluate.audit import audit_run
 from lymphosort.train.config import TrainConfig
 from lymphosort.train.fit import fit
-
-COMMAND = "python benchmarks/audit_presets.py"
-
 
 def audit_preset(preset: str, root: Path, args: argparse.Namespace) -> dict:
     write_lymphomnist(root / preset, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
@@ -45,6 +43,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/audit_presets.json"))
     a = ap.parse_args()
+    command = " ".join(["python benchmarks/audit_presets.py", *sys.argv[1:]])
     machine = f"2-core build VM, CPU ({platform.machine()})"
     results, aims, rows = {}, [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,12 +55,12 @@ def main() -> None:
             aims.append({"area": "data", "aim": f"audit {'flags' if want else 'does not flag'} the {preset} preset",
                          "target": "flagged" if want else "not flagged",
                          "value": "flagged" if r["flagged"] else "not flagged", "met": bool(r["flagged"]) == want,
-                         "data": data, "command": COMMAND, "machine": machine})
+                         "data": data, "command": command, "machine": machine})
             rows.append({"preset": preset, "flagged": bool(r["flagged"]), "reasons": "; ".join(r.get("reasons", [])) or "-",
                          "accuracy": round(r["accuracy"]["as_is"]["accuracy"], 4),
                          "drop when the ring is blanked (points)": round(r["accuracy"]["drop_points"], 1),
                          "ring-only balanced accuracy": round(r["ring_only"]["balanced_accuracy"], 4)})
-    write_json_atomic(a.out, {"command": COMMAND, "machine": machine, "config": vars(a) | {"out": str(a.out)},
+    write_json_atomic(a.out, {"command": command, "machine": machine, "config": vars(a) | {"out": str(a.out)},
                               "area": "data", "caption": "Confound audit (`lymphosort audit`) on two presets",
                               "aims": aims, "rows": rows, "results": results})
     print(json.dumps(rows, indent=2))

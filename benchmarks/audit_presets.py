@@ -58,7 +58,12 @@ def main() -> None:
                          "data": data, "command": command, "machine": machine})
             rows.append({"preset": preset, "flagged": bool(r["flagged"]), "reasons": "; ".join(r.get("reasons", [])) or "-",
                          "accuracy": round(r["accuracy"]["as_is"]["accuracy"], 4),
-                         "drop when the ring is blanked (points)": round(r["accuracy"]["drop_points"], 1),
+                         "drop, ring blanked (points)": round(r["accuracy"]["drop_points"], 1),
+                         # the lamp level also lives in the cell (intensity = level x relief): blank
+                         # the ring AND bring the cell to the set's level to see a level shortcut
+                         "drop, ring blanked and level matched (points)": round(100 * (
+                             r["accuracy"]["as_is"]["accuracy"]
+                             - r["accuracy"]["blanked_variants"]["level-matched"]["accuracy"]), 1),
                          "ring-only balanced accuracy": round(r["ring_only"]["balanced_accuracy"], 4)})
     write_json_atomic(a.out, {"command": command, "machine": machine, "config": vars(a) | {"out": str(a.out)},
                               "area": "data", "caption": "Confound audit (`lymphosort audit`) on two presets",

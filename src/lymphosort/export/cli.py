@@ -1,4 +1,4 @@
-"""``lymphosort export onnx|hls RUN --out DIR``: deployable artefacts from a run folder.
+"""``lymphosort export onnx|hls|rtl RUN --out DIR``: deployable artefacts from a run folder.
 
 Every bundle carries a copy of the run's ``model.json`` (the model card: input size,
 normalisation, classes) so the preprocessing travels with the model, and an
@@ -15,7 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "export_onnx_run", "export_hls_run", "check_images", "MIN_AGREEMENT"]
+__all__ = ["register", "export_onnx_run", "export_hls_run", "check_images", "reusable_onnx_export", "weights_digest",
+           "MIN_AGREEMENT"]
 
 #: `export hls` fails below this emulation-vs-quantised-model argmax agreement.
 MIN_AGREEMENT = 0.999
@@ -49,9 +50,30 @@ def check_images(card: Any, data_root: Path | None, n: int, *, split: str = "tes
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
+    from lymphosort.atomic import write_json_atomic
     from lymphosort.train.checkpoint import jsonable
 
-    path.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    write_json_atomic(path, jsonable(data), allow_nan=False)
+
+
+def _copy_card(run: Path, out: Path) -> None:
+    from lymphosort.atomic import atomic_write
+    from lymphosort.train.checkpoint import CARD_FILE
+
+    atomic_write(out / CARD_FILE, lambda tmp: shutil.copyfile(run / CARD_FILE, tmp))
+
+
+def weights_digest(run: str | Path) -> str:
+    """sha256 of RUN/model.safetensors: names the weights an export was made from."""
+    import hashlib
+
+    from lymphosort.train.checkpoint import WEIGHTS_FILE
+
+    h = hashlib.sha256()
+    with open(Path(run) / WEIGHTS_FILE, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def export_onnx_run(
@@ -59,16 +81,18 @@ def export_onnx_run(
 ) -> dict[str, Any]:
     """Export RUN's model to OUT/model.onnx, copy model.json, check it, write export.json.
 
+    export.json goes last and records the weights' sha256 and whether the check passed, so
+    a killed or failed export is never taken for a good one (see `reusable_onnx_export`).
     Raises `ExportError` when the float export differs from torch by more than 1e-4.
     """
     from lymphosort.export.onnx import FLOAT_TOLERANCE, ExportError, check_onnx, export_onnx
-    from lymphosort.train.checkpoint import CARD_FILE, load_checkpoint
+    from lymphosort.train.checkpoint import load_checkpoint
 
     run, out = Path(run), Path(out)
     model, card = load_checkpoint(run)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "export.json").unlink(missing_ok=True)
     onnx_path = export_onnx(model, out / "model.onnx", opset=opset)
-    shutil.copyfile(run / CARD_FILE, out / CARD_FILE)
+    _copy_card(run, out)
     images, source = check_images(card, Path(data_root) if data_root else None, n_check)
     result = check_onnx(onnx_path, model, images)
     from lymphosort.models.quant import float_name
@@ -77,6 +101,9 @@ def export_onnx_run(
     record = {
         "format": "onnx",
         "run": str(run),
+        "weights_sha256": weights_digest(run),
+        # Quantised models are exported as their float graph: no tolerance applies.
+        "passed": quantised or result["max_abs_diff"] <= FLOAT_TOLERANCE,
         "model": card.model,
         "create_kwargs": card.create_kwargs,
         "input": {"name": "input", "shape": ["N", 1, model.spec.input_size, model.spec.input_size],
@@ -95,6 +122,21 @@ def export_onnx_run(
         )
     record["out"] = str(out)
     return record
+
+
+def reusable_onnx_export(run: str | Path, out: str | Path) -> dict[str, Any] | None:
+    """OUT's export.json when OUT holds a passed ONNX export of RUN's current weights, else None."""
+    out = Path(out)
+    record_path = out / "export.json"
+    if not (record_path.is_file() and (out / "model.onnx").is_file()):
+        return None
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("format") != "onnx" or record.get("passed") is not True:
+        return None
+    return record if record.get("weights_sha256") == weights_digest(run) else None
 
 
 def export_hls_run(
@@ -125,7 +167,7 @@ def export_hls_run(
     from lymphosort.export.hls import DEFAULT_CLOCK_NS, DEFAULT_PART, check_agreement, convert
     from lymphosort.export.onnx import ExportError
     from lymphosort.models.quant import QuantConvStudent
-    from lymphosort.train.checkpoint import CARD_FILE, load_checkpoint
+    from lymphosort.train.checkpoint import load_checkpoint
 
     run, out = Path(run), Path(out)
     part = part or DEFAULT_PART
@@ -137,7 +179,8 @@ def export_hls_run(
             f"(train one with `lymphosort distill ... --qat 8`)"
         )
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run / CARD_FILE, out / CARD_FILE)
+    (out / "export.json").unlink(missing_ok=True)  # the record goes last: never trust a killed export
+    _copy_card(run, out)
     fp = from_quant_model(model, classes=card.classes)
     fp.save(out)
     images, source = check_images(card, Path(data_root) if data_root else None, n_check)
@@ -197,7 +240,9 @@ def export_hls_run(
     if synth:
         record["synthesis"] = _synthesise(hm)
     _write_json(out / "export.json", record)
-    (out / "README.md").write_text(_readme(record, cfg), encoding="utf-8")
+    from lymphosort.atomic import write_text_atomic
+
+    write_text_atomic(out / "README.md", _readme(record, cfg))
     if agreement["agreement"] is not None and agreement["agreement"] < MIN_AGREEMENT:
         raise ExportError(
             f"hls4ml emulation agrees with the quantised model on only {agreement['agreement']:.4%} of "
@@ -278,7 +323,7 @@ raised to 4 (16, 64) in `hls_config.yaml` to save multipliers without adding lat
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("export", help="ONNX and FPGA (hls4ml) bundles from a run folder")
+    p = subparsers.add_parser("export", help="ONNX, FPGA (hls4ml) bundles and open RTL from a run folder")
     sub = p.add_subparsers(dest="export_format", metavar="FORMAT", required=True)
 
     o = sub.add_parser("onnx", help="float ONNX graph checked against torch with ONNX Runtime")
@@ -303,6 +348,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     h.add_argument("--synth", action="store_true", help="also run Vitis HLS synthesis (needs vitis_hls on PATH)")
     h.set_defaults(func=_main_hls)
 
+    r = sub.add_parser("rtl", help="open Verilog of a QAT run (da4ml + streaming glue), Verilator-checked bit for bit")
+    r.add_argument("run", type=Path, help="run folder of a QAT student (distill --qat BITS)")
+    r.add_argument("--out", type=Path, required=True, help="output folder (src/, sim/, rtl.json)")
+    r.add_argument("--arch", choices=("stream",), default="stream",
+                   help="stream: one pixel a cycle, fixed-weight da4ml circuit a layer (default)")
+    r.add_argument("--clock-ns", type=float, default=10.0, help="target clock for place-and-route (default %(default)s)")
+    r.add_argument("--n-check", type=int, default=2000, help="test crops simulated and compared (default %(default)s)")
+    r.add_argument("--data-root", type=Path, default=None, help="data root for the check crops (default: the run's)")
+    r.add_argument("--synth", action="store_true", help="yosys synth_ecp5 resource counts (slow: minutes, GBs)")
+    r.add_argument("--pnr", action="store_true", help="also nextpnr-ecp5 place and route for a routed Fmax (slower)")
+    r.add_argument("--device", choices=("25k", "45k", "85k"), default="85k", help="ECP5 device for --pnr")
+    r.add_argument("--pnr-timeout", type=float, default=None, metavar="S", help="give place and route up to S seconds")
+    r.add_argument("--latency-cutoff", type=float, default=5.0, metavar="L",
+                   help="da4ml adder levels between pipeline registers: lower = more cycles, higher Fmax (default 5)")
+    r.set_defaults(func=_main_rtl)
+
 
 def _main_onnx(args: argparse.Namespace) -> int:
     r = export_onnx_run(args.run, args.out, data_root=args.data_root, n_check=args.n_check, opset=args.opset)
@@ -324,4 +385,22 @@ def _main_hls(args: argparse.Namespace) -> int:
     print(f"  estimated latency {r['latency_us_estimate']:.2f} us at {r['clock_ns']} ns (estimate, not synthesised)")
     if r["synthesis"] and not r["synthesis"].get("ran"):
         print(f"  {r['synthesis']['reason']}")
+    return 0
+
+
+def _main_rtl(args: argparse.Namespace) -> int:
+    from lymphosort.export.rtl.flow import export_rtl_run
+
+    r = export_rtl_run(args.run, args.out, arch=args.arch, clock_ns=args.clock_ns, n_check=args.n_check,
+                       data_root=args.data_root, synth=args.synth, pnr=args.pnr, device=args.device,
+                       pnr_timeout_s=args.pnr_timeout, latency_cutoff=args.latency_cutoff)
+    print(f"{r['model']}: wrote {r['out']} (Verilog in src/, Verilator testbench in sim/, rtl.json)")
+    print(f"  RTL vs integer evaluator on {r['n_checked']} crops: {r['mismatches']} mismatches; latency "
+          f"{r['latency_cycles']} cycles, a frame every {r['initiation_interval']} cycles")
+    if r["luts"] is not None:
+        print(f"  yosys ({r['part']}): {r['luts']:,} LUT4, {r['ffs']:,} FF, {r['dsps']} DSP, {r['brams']} BRAM")
+    pr = r.get("place_and_route")
+    if pr:
+        print(f"  place and route: Fmax {r['fmax_mhz']} MHz, latency {r['latency_us']} us" if pr.get("ran")
+              else f"  place and route skipped: {pr.get('reason')}")
     return 0

@@ -1,0 +1,217 @@
+"""The `export rtl` flow: IR -> plan -> Verilog -> Verilator check (-> yosys -> nextpnr)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lymphosort.export.fixedpoint import FixedPointModel
+from lymphosort.export.rtl.arith import DA4ML_VERSION, CmvmCircuit, build_cmvm, write_static_sources
+from lymphosort.export.rtl.plan import ConvStage, DenseStage, StreamPlan, lower
+from lymphosort.export.rtl.sim import build, simulate, verilator_version, write_testbench
+from lymphosort.export.rtl.verilog import LOGIT_BITS, write_design
+
+__all__ = ["ARCHS", "RtlDesign", "RtlMismatchError", "generate", "check", "frames_of", "export_rtl_run", "RTL_JSON"]
+
+ARCHS = ("stream",)
+RTL_JSON = "rtl.json"
+TOP = "lymphosort_top"
+
+log = logging.getLogger(__name__)
+
+
+class RtlMismatchError(RuntimeError):
+    """The simulated RTL disagrees with the integer evaluator (first differing crop saved)."""
+
+
+@dataclass
+class RtlDesign:
+    plan: StreamPlan
+    circuits: dict[str, CmvmCircuit]
+    src_dir: Path
+    sources: list[Path]
+    top: str = TOP
+
+
+def generate(fp: FixedPointModel, out: Path, *, arch: str = "stream", latency_cutoff: float = 5.0) -> RtlDesign:
+    """Write the Verilog of `fp` under OUT/src (da4ml circuits, static primitives, glue)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r} (have {', '.join(ARCHS)})")
+    plan = lower(fp)
+    src = out / "src"
+    circuits: dict[str, CmvmCircuit] = {}
+    sources = write_static_sources(src / "static")
+    for st in plan.stages:
+        if isinstance(st, (ConvStage, DenseStage)):
+            in_bits = st.in_bits
+            signed = st.in_signed if isinstance(st, ConvStage) else False
+            t0 = time.perf_counter()
+            cm = build_cmvm(f"{st.name}_mac", st.matrix, st.bias, in_bits, signed, src / "mac", latency_cutoff)
+            log.info("%s: da4ml %dx%d, cost %.0f, latency %d (%.1f s)", st.name, cm.n_in, cm.n_out, cm.cost,
+                     cm.latency, time.perf_counter() - t0)
+            circuits[st.name] = cm
+    sources += sorted((src / "mac").glob("*.v"))
+    sources += write_design(plan, circuits, src, TOP)
+    return RtlDesign(plan, circuits, src, sources)
+
+
+def frames_of(fp: FixedPointModel, images_uint8: Any) -> np.ndarray:
+    """What the camera streams: the model's native-resolution window of each 64x64 crop."""
+    from lymphosort.data.transforms import center_window
+
+    imgs = np.asarray(images_uint8, dtype=np.uint8)
+    return np.ascontiguousarray(center_window(imgs, fp.fov) if fp.fov is not None else imgs)
+
+
+def expected_logits(fp: FixedPointModel, images_uint8: Any) -> np.ndarray:
+    """The integer evaluator's logits in accumulator units (what the RTL outputs)."""
+    z = fp.predict_logits(images_uint8) * 2.0 ** (-fp.layers[-1].acc_exp)
+    zi = np.rint(z).astype(np.int64)
+    assert np.array_equal(zi, z), "integer evaluator logits are not integers in accumulator units"
+    return zi
+
+
+def _stats(v: np.ndarray) -> dict[str, Any]:
+    if len(v) == 0:
+        return {}
+    return {"min": int(v.min()), "median": float(np.median(v)), "max": int(v.max()), "n": int(len(v))}
+
+
+def check(design: RtlDesign, fp: FixedPointModel, images_uint8: Any, work: Path, *, gap_pct: int = 0,
+          jobs: int | None = None) -> dict[str, Any]:
+    """Build the simulator, stream the crops, compare bit for bit; measure latency and II.
+
+    Back to back (``gap_pct=0``): latency = cycles from accepting an image's first pixel to
+    taking its logits; initiation interval = cycles between consecutive first pixels.
+    With gaps, the source and sink idle at random (`gap_pct` % of cycles): checks the
+    handshakes only. Raises `RtlMismatchError` on the first differing crop.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    n_out = design.plan.dense.matrix.shape[1]
+    tb = write_testbench(work / "tb.cpp", design.top, n_out, LOGIT_BITS)
+    t0 = time.perf_counter()
+    exe = build(work, design.sources, tb, design.top, jobs)
+    build_s = time.perf_counter() - t0
+    frames = frames_of(fp, images_uint8)
+    want = expected_logits(fp, images_uint8)
+    t0 = time.perf_counter()
+    res = simulate(exe, frames, n_out, work, gap_pct=gap_pct)
+    sim_s = time.perf_counter() - t0
+    bad = np.flatnonzero((res.logits != want).any(1))
+    record = {
+        "n_checked": int(len(want)),
+        "mismatches": int(len(bad)),
+        "design_err": bool(res.err),
+        "gap_pct": gap_pct,
+        "latency": _stats(res.t_out - res.t_first),
+        "after_last_pixel": _stats(res.t_out - res.t_last),
+        "interval": _stats(np.diff(res.t_first)),
+        "build_s": round(build_s, 1),
+        "sim_s": round(sim_s, 2),
+        "sim_cycles": res.cycles,
+    }
+    if len(bad) or res.err:
+        i = int(bad[0]) if len(bad) else 0
+        np.save(work / "first_mismatch_crop.npy", np.asarray(images_uint8)[i])
+        (work / "first_mismatch.json").write_text(json.dumps(
+            {"index": i, "rtl": res.logits[i].tolist(), "integer_evaluator": want[i].tolist(),
+             "design_err": bool(res.err)}, indent=2) + "\n")
+        raise RtlMismatchError(
+            f"RTL differs from the integer evaluator on {len(bad)} of {len(want)} crops (design err={res.err}); "
+            f"first crop saved to {work / 'first_mismatch_crop.npy'}")
+    return record
+
+
+def export_rtl_run(
+    run: str | Path,
+    out: str | Path,
+    *,
+    arch: str = "stream",
+    clock_ns: float = 10.0,
+    n_check: int = 2000,
+    data_root: str | Path | None = None,
+    synth: bool = False,
+    pnr: bool = False,
+    device: str = "85k",
+    latency_cutoff: float = 5.0,
+    n_gap_check: int = 50,
+    pnr_timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Verilog of a QAT run, checked bit for bit in Verilator; writes OUT/rtl.json.
+
+    Raises `RtlMismatchError` (after writing rtl.json) when any crop differs.
+    """
+    import shutil
+
+    from lymphosort.errors import ConfigError
+    from lymphosort.export.cli import _write_json, check_images
+    from lymphosort.export.fixedpoint import from_quant_model
+    from lymphosort.export.rtl.synth import ECP5_PARTS, pnr_ecp5, synth_ecp5
+    from lymphosort.models.quant import QuantConvStudent
+    from lymphosort.train.checkpoint import CARD_FILE, load_checkpoint
+
+    run, out = Path(run), Path(out)
+    model, card = load_checkpoint(run)
+    if not isinstance(model, QuantConvStudent):
+        raise ConfigError(f"{run} holds the float model {card.model!r}; the RTL path takes a QAT student "
+                          "(train one with `lymphosort distill ... --qat 8`)")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run / CARD_FILE, out / CARD_FILE)
+    fp = from_quant_model(model, classes=card.classes)
+    fp.save(out)
+    t0 = time.perf_counter()
+    design = generate(fp, out, arch=arch, latency_cutoff=latency_cutoff)
+    gen_s = time.perf_counter() - t0
+    images, source = check_images(card, Path(data_root) if data_root else None, n_check)
+    images = np.asarray(images)
+    record: dict[str, Any] = {
+        "arch": arch, "model": card.model, "run": str(run), "classes": list(card.classes), "checked_on": source,
+        "n_checked": None, "mismatches": None, "latency_cycles": None, "initiation_interval": None,
+        "fmax_mhz": None, "latency_us": None, "part": None, "luts": None, "ffs": None, "dsps": None, "brams": None,
+        "clock_ns_target": clock_ns,
+        "interface": {"input": f"AXI-Stream, 8-bit pixel a beat, {fp.input_size}x{fp.input_size} beats a frame "
+                               f"(the centred {fp.fov or 64}-pixel window), tlast on the last",
+                      "output": f"one beat, {len(card.classes)} x {LOGIT_BITS}-bit signed logits, lane j = class j, "
+                                f"logit = value * 2**{fp.layers[-1].acc_exp}"},
+        "latency_definition": "clock edges from accepting a frame's first pixel to taking its logits, frames back to back",
+        "stages": [{"name": n, "da4ml_cost": c.cost, "mac_latency": c.latency, "n_in": c.n_in, "n_out": c.n_out}
+                   for n, c in design.circuits.items()],
+        "tools": {"da4ml": DA4ML_VERSION, "verilator": verilator_version()},
+        "latency_cutoff": latency_cutoff,
+        "generate_s": round(gen_s, 1),
+    }
+    try:
+        sim = check(design, fp, images, out / "sim")
+        gaps = check(design, fp, images[:n_gap_check], out / "sim", gap_pct=25) if n_gap_check else None
+    except RtlMismatchError:
+        record["mismatches"] = "see sim/first_mismatch.json"
+        _write_json(out / RTL_JSON, record)
+        raise
+    record.update(n_checked=sim["n_checked"], mismatches=0,
+                  latency_cycles=int(sim["latency"]["max"]),
+                  initiation_interval=int(sim["interval"]["max"]) if sim["interval"] else None,
+                  simulation={"back_to_back": sim, "random_gaps": gaps})
+    if synth or pnr:
+        syn = synth_ecp5(design.sources, design.top, out / "synth")
+        record.update(luts=syn["luts"], ffs=syn["ffs"], dsps=syn["dsps"], brams=syn["brams"], synthesis=syn)
+        record["tools"]["yosys"] = syn["tool"]
+        record["part"] = ECP5_PARTS[device][0] + " (yosys synth_ecp5 counts)"
+        if pnr:
+            pr = pnr_ecp5(syn, out / "synth", device=device, freq_mhz=round(1000.0 / clock_ns, 3),
+                           timeout_s=pnr_timeout_s)
+            record["place_and_route"] = pr
+            record["part"] = pr["part"]
+            if pr.get("ran"):
+                record["tools"]["nextpnr"] = pr.get("tool")
+                record["fmax_mhz"] = pr["fmax_mhz"]
+                if pr["fmax_mhz"]:
+                    record["latency_us"] = round(record["latency_cycles"] / pr["fmax_mhz"], 3)
+    _write_json(out / RTL_JSON, record)
+    record["out"] = str(out)
+    return record

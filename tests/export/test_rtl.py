@@ -1,0 +1,146 @@
+"""The open RTL backend: Verilator simulation of the generated Verilog against the integer
+evaluator (`FixedPointModel.predict_logits`), bit for bit, on toy and QAT students."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lymphosort.export.fixedpoint import FixedLayer, FixedPointError, FixedPointModel
+
+REAL_CROPS = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "brightfield"
+
+
+def _need_rtl() -> None:
+    pytest.importorskip("da4ml", reason="da4ml is not installed (pip install -e .[rtl])")
+    from lymphosort.export.rtl.sim import SimError, find_verilator
+
+    try:
+        find_verilator()
+    except SimError as exc:
+        pytest.skip(str(exc))
+    if shutil.which("g++") is None or shutil.which("make") is None:
+        pytest.skip("g++/make are not on PATH: Verilator cannot build the simulator")
+
+
+def _toy(size: int, pad: int, seed: int = 0) -> FixedPointModel:
+    """Two conv blocks + dense with random integer weights: small enough to build in seconds."""
+    rng = np.random.default_rng(seed)
+    s1 = (size + 2 * pad - 2) // 2
+    s2 = (s1 + 2 * pad - 2) // 2
+    layers = [
+        FixedLayer("conv", rng.integers(-60, 60, (3, 1, 3, 3)), rng.integers(-300, 300, 3), -5, 8, True, -7, 8,
+                   padding=pad, out_bits=8, out_exp=-6, pool=2),
+        FixedLayer("conv", rng.integers(-60, 60, (4, 3, 3, 3)), rng.integers(-2000, 2000, 4), -6, 8, False, -7, 8,
+                   padding=pad, out_bits=8, out_exp=-5, pool=2),
+        FixedLayer("dense", rng.integers(-100, 100, (2, 4 * s2 * s2)), rng.integers(-5000, 5000, 2), -5, 8, False,
+                   -7, 8),
+    ]
+    return FixedPointModel(size, 0.5, 0.25, 8, -5, layers, ["B", "T4"], f"toy-{size}-p{pad}", fov=size)
+
+
+def _crops(n: int, seed: int = 1) -> np.ndarray:
+    crops = np.random.default_rng(seed).integers(0, 256, (n, 64, 64), dtype=np.uint8)
+    crops[: n // 4] //= 8  # dark crops: most activations clip at zero
+    crops[n // 4 : n // 2] = 255 - crops[n // 4 : n // 2] // 8  # bright ones: saturation
+    if REAL_CROPS.is_dir():
+        from PIL import Image
+
+        real = [np.asarray(Image.open(p).convert("L").resize((64, 64))) for p in sorted(REAL_CROPS.glob("*.png"))[:8]]
+        if real:
+            crops = np.concatenate([crops, np.stack(real).astype(np.uint8)])
+    return crops
+
+
+def test_input_table_is_the_ir_quantiser() -> None:
+    """The 256-entry input table maps every pixel value as the IR's preprocessing does."""
+    import torch
+
+    from lymphosort.export.rtl.plan import input_table, lower
+
+    fp = _toy(8, 1)
+    table = input_table(fp)
+    crops = _crops(16)
+    q = fp.quantize_input(fp.preprocess(torch.from_numpy(crops))).numpy()[:, 0]
+    window = crops[:, 28:36, 28:36]
+    assert np.array_equal(table[window], q)
+    plan = lower(fp)
+    assert [type(s).__name__ for s in plan.stages] == ["ConvStage", "PoolStage", "ConvStage", "PoolStage", "DenseStage"]
+    fp.fov = 32  # a 32-pixel view resized to 8: not pixel-wise, no table
+    with pytest.raises(FixedPointError, match="256-entry table"):
+        lower(fp)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_stream_rtl_is_bit_exact_and_reports_cycles(tmp_path: Path) -> None:
+    """CI's end-to-end RTL check: same padding, back to back and with random stalls; a
+    wrong reference fails and saves the crop."""
+    _need_rtl()
+    from lymphosort.export.rtl.flow import RtlMismatchError, check, generate
+
+    fp = _toy(8, 1)
+    design = generate(fp, tmp_path)
+    crops = _crops(24)
+    r = check(design, fp, crops, tmp_path / "sim")
+    assert r["mismatches"] == 0 and not r["design_err"] and r["n_checked"] == len(crops)
+    # one pixel a cycle: a frame cannot take fewer cycles than its pixels, and the logits
+    # come after the last pixel; both constant when frames stream back to back.
+    assert r["interval"]["min"] == r["interval"]["max"] >= 64
+    assert r["latency"]["min"] == r["latency"]["max"] > 64
+    stalled = check(design, fp, crops, tmp_path / "sim", gap_pct=30)
+    assert stalled["mismatches"] == 0 and not stalled["design_err"]
+    assert stalled["interval"]["max"] > r["interval"]["max"]  # the stalls did happen
+    wrong = _toy(8, 1)
+    wrong.layers[-1].bias = wrong.layers[-1].bias + 1
+    with pytest.raises(RtlMismatchError, match="differs"):
+        check(design, wrong, crops[:4], tmp_path / "sim")
+    assert np.load(tmp_path / "sim" / "first_mismatch_crop.npy").shape == (64, 64)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_stream_rtl_valid_padding_odd_maps(tmp_path: Path) -> None:
+    """Valid padding (as paper-student2) on an 11x11 input: 9 -> pool 4 -> 2 -> pool 1."""
+    _need_rtl()
+    from lymphosort.export.rtl.flow import check, generate
+
+    fp = _toy(11, 0, seed=3)
+    design = generate(fp, tmp_path)
+    r = check(design, fp, _crops(20, seed=4), tmp_path / "sim", gap_pct=20)
+    assert r["mismatches"] == 0 and not r["design_err"]
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_cli_exports_a_qat_student(tmp_path: Path, tiny_root: Path) -> None:
+    """`lymphosort export rtl` on a Brevitas QAT student (tiny-32c-q4 at an 8x8 view)."""
+    _need_rtl()
+    pytest.importorskip("brevitas")
+    import torch
+
+    from lymphosort.cli import main
+    from lymphosort.models import create_model
+    from lymphosort.train.checkpoint import ModelCard, save_checkpoint
+
+    torch.manual_seed(0)
+    m = create_model("tiny-32c-q4", input_size=8, fov=8).eval()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(getattr(mod, "bias", None), torch.nn.Parameter):
+                mod.bias.normal_(0, 0.2)
+    run = save_checkpoint(tmp_path / "run", m, ModelCard.from_model(m, task="t4-vs-b", classes=["B", "T4"]))
+    out = tmp_path / "rtl"
+    assert main(["export", "rtl", str(run), "--out", str(out), "--data-root", str(tiny_root), "--n-check", "16"]) == 0
+    rec = json.loads((out / "rtl.json").read_text())
+    for key in ("arch", "n_checked", "mismatches", "latency_cycles", "initiation_interval", "fmax_mhz", "latency_us",
+                "part", "luts", "ffs", "dsps", "brams"):
+        assert key in rec, key
+    assert rec["arch"] == "stream" and rec["mismatches"] == 0 and rec["n_checked"] > 0  # t4-vs-b crops of 24
+    assert rec["latency_cycles"] > 64 and rec["initiation_interval"] >= 64
+    assert rec["fmax_mhz"] is None and rec["latency_us"] is None and rec["luts"] is None  # not measured here
+    assert (out / "src" / "lymphosort_top.v").is_file() and (out / "fixedpoint.json").is_file()

@@ -12,6 +12,8 @@ __all__ = ["RUN_ONNX_CACHE", "onnx_model_folder", "register", "run_from_args"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from lymphosort.realtime.sources import SimConfig  # the simulated stream's defaults (numpy only)
+
     p = subparsers.add_parser(
         "realtime", help="detect, track, classify and gate cells in a frame stream (CPU sorting path)",
         description="Real-time sorting path on the CPU. Latency = frame arrival to decision per cell.")
@@ -37,14 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--drop", default="oldest", choices=("oldest", "newest", "block"))
     p.add_argument("--deadline-us", type=float, default=1000.0)
     p.add_argument("--trigger-x", type=float, default=None, help="trigger line, px from the left (default 40%% of width)")
-    p.add_argument("--fps", type=float, default=None, help="frame rate of the source (sim default 3900)")
+    p.add_argument("--fps", type=float, default=None, help="frame rate of the source (sim default %g)" % SimConfig.fps)
     p.add_argument("--still", action="store_true",
                    help="images are independent stills (crops): detect with a background from each image")
     s = p.add_argument_group("LymphoSim source")
     s.add_argument("--preset", default="default")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--flow-px", type=float, default=128.0, help="px per frame (default %(default)s)")
-    s.add_argument("--cell-rate", type=float, default=1.7, help="cells entering per frame (default %(default)s)")
+    s.add_argument("--cell-rate", type=float, default=SimConfig.cell_rate, help="cells entering per frame (default %(default)s)")
     s.add_argument("--p-pair", type=float, default=0.15)
     s.add_argument("--width", type=int, default=320)
     s.add_argument("--height", type=int, default=96)
@@ -133,7 +135,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             threshold = 0.5 if args.threshold is None else args.threshold
         if args.source == "sim":
             sim = SimConfig(preset=args.preset, seed=args.seed, height=args.height, width=args.width,
-                            fps=args.fps or 3900.0, flow_px_per_frame=args.flow_px, cell_rate=args.cell_rate,
+                            fps=args.fps or SimConfig.fps, flow_px_per_frame=args.flow_px, cell_rate=args.cell_rate,
                             p_pair=args.p_pair, pool_frames=args.pool_frames)
             if not args.quiet:
                 print(f"rendering {sim.pool_frames} LymphoSim frames ...", file=sys.stderr)

@@ -84,19 +84,19 @@ def load_grey(path: str | Path) -> np.ndarray:
 @dataclass(frozen=True)
 class SimConfig:
     """A LymphoSim flow stream. Defaults are the fast-flow operating point of the throughput
-    benchmark: cells move 128 px/frame (seen 2-3 times in a 320 px strip) and 1.7 arrivals per
-    frame (~2 cells with doublets; ~1.24 decisions per frame, clusters decided as one) at
-    3,900 frames/s: ~4,800 decisions/s (the benchmark offers 4,200 frames/s for ~5,200). Few
-    fast frames per cell keep the per-frame cost (detection over the whole strip) small per
-    decision."""
+    benchmark on LymphoSim 3.x frames (a ~50 px cell): cells move 128 px/frame (seen ~2 times
+    in a 320 px strip) and 0.8 arrivals per frame (0.92 cells with doublets: denser and the
+    cells touch; 1.7, the 2.x point, gave detection recall 0.40) at 5,500 frames/s: ~5,060
+    cells/s offered. Few fast frames per cell keep the per-frame cost (detection over the
+    whole strip) small per decision."""
 
     preset: str = "default"
     seed: int = 0
     height: int = 96
     width: int = 320
-    fps: float = 3900.0
+    fps: float = 5500.0
     flow_px_per_frame: float = 128.0
-    cell_rate: float = 1.7  # mean arrivals per frame (Poisson)
+    cell_rate: float = 0.8  # mean arrivals per frame (Poisson)
     p_pair: float = 0.15
     session: int | None = None
     #: frames rendered once and replayed cyclically (rendering is slower than the pipeline);

@@ -3,13 +3,12 @@
 A short fixed training run (`train.fit` on random 64x64 crops: `--model`, one epoch of
 `--steps` optimiser steps of `--batch-size`, validation on 256 crops) is timed in a fresh
 process for every setting, alone and next to one competing CPU-bound process (a Python busy
-loop pinned to one core, started before the busy runs and given time to show in the load
-average), for three thread settings:
+loop pinned to one core, started before the busy runs), for three thread settings:
 
 - `old`: torch's default intra-op threads (what training used before `lymphosort.threads`);
 - `new`: `lymphosort.threads.configure_threads()` (torch's default capped by the CPUs this
-  process may use, affinity mask and cgroup quota, less those other jobs keep busy by the
-  load average), what `train`/`distill` now do by default;
+  process may use, affinity mask and cgroup quota, less those other jobs keep busy, sampled
+  at start), what `train`/`distill` now do by default;
 - `1`: `--threads 1`, the override.
 
 OMP_NUM_THREADS/MKL_NUM_THREADS are removed from the workers' environment, so `old` is the
@@ -84,8 +83,8 @@ def _run_cell(setting: str, busy: bool, args: argparse.Namespace) -> dict[str, A
 
 
 def _start_competitor(wait_load: float, max_wait_s: float) -> subprocess.Popen:
-    """One busy loop pinned to the last CPU, kept running until the 1-minute load average
-    shows it (what a job started on an already busy machine sees), at most `max_wait_s`."""
+    """One busy loop pinned to the last CPU (running before the timed job starts, as on an
+    already busy machine); optionally wait until the 1-minute load average shows it."""
     competitor = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(competitor.pid, {max(os.sched_getaffinity(0))})
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     # all alone cells, then all busy cells next to one competitor that has been running long
     # enough for the load average to show it (the settings interleaved within each phase)
     for where in ("alone", "busy"):
-        competitor = _start_competitor(0.0 if quick else 0.85, 150.0) if where == "busy" else None
+        competitor = _start_competitor(0.0, 0.0) if where == "busy" else None
         try:
             for r in range(args.repeats):
                 for setting in SETTINGS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,17 @@ def test_cores_other_jobs_keep_busy_are_left_to_them(monkeypatch: pytest.MonkeyP
         assert configure_threads() == 1 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def test_others_busy_reads_the_machine_less_this_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert threads.others_busy(interval=0.01, stat=tmp_path / "absent") == 0.0  # no /proc/stat: no guess
+    stat = tmp_path / "stat"
+    ticks = iter([(1000, 5000), (1000 + 30, 5000)])  # +30 busy jiffies in the window
+
+    def fake(path: Path = stat) -> tuple[int, int]:
+        return next(ticks)
+
+    monkeypatch.setattr(threads, "_busy_jiffies", fake)
+    tick = os.sysconf("SC_CLK_TCK")
+    got = threads.others_busy(interval=0.1, stat=stat)
+    assert 0.0 < got <= 30 / tick / 0.1 + 1e-6  # at most the machine's busy time, and more than none

@@ -6,7 +6,7 @@ then wait at every barrier for a sibling the scheduler has parked, and a step ca
 several times longer (see benchmarks/busy_machine.py). The same happens on a machine shared
 with other CPU-bound jobs: their cores are taken, so threads beyond the idle cores only wait.
 `configure_threads` is the one place that sets torch's thread count (the usable cores minus
-those other jobs keep busy, by the 1-minute load average at start); `--threads N` overrides.
+those other jobs keep busy, sampled over 0.2 s at start); `--threads N` overrides.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ _configured: int | None = None  # what configure_threads last set (None: never c
 @dataclass(frozen=True)
 class CpuBudget:
     """CPUs this process may use: its affinity mask and its cgroup quota (None: no quota), and
-    how many of them other jobs keep busy (the load average before this process starts work)."""
+    how many of them other jobs keep busy (sampled when the choice is made)."""
 
     affinity: int
     quota: float | None
@@ -53,7 +54,7 @@ class CpuBudget:
 
     def describe(self) -> str:
         quota = "no cgroup CPU quota" if self.quota is None else f"cgroup quota {self.quota:g} CPUs"
-        return f"{self.affinity} CPUs in the affinity mask, {quota}, load {self.busy:.1f} from other jobs"
+        return f"{self.affinity} CPUs in the affinity mask, {quota}, {self.busy:.1f} busy with other jobs"
 
 
 def _cgroup_quota(v2: Path = CGROUP_V2_CPU_MAX, v1_quota: Path = CGROUP_V1_QUOTA,
@@ -71,11 +72,38 @@ def _cgroup_quota(v2: Path = CGROUP_V2_CPU_MAX, v1_quota: Path = CGROUP_V1_QUOTA
     return None
 
 
+def _busy_jiffies(stat: Path = Path("/proc/stat")) -> tuple[int, int] | None:
+    """(busy, total) CPU jiffies of the whole machine so far, or None where /proc/stat is absent."""
+    try:
+        fields = [int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def others_busy(interval: float = 0.2, stat: Path = Path("/proc/stat")) -> float:
+    """Cores other processes keep busy right now: the machine's busy CPU time over a short
+    window, less this process's own. Sampled, not the load average: a 1-minute average would
+    count this process's own earlier work (a previous pipeline stage) as someone else's."""
+    first = _busy_jiffies(stat)
+    if first is None:
+        return 0.0
+    t0, own0 = time.monotonic(), sum(os.times()[:2])
+    time.sleep(interval)
+    second = _busy_jiffies(stat)
+    if second is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    elapsed = max(time.monotonic() - t0, 1e-3)
+    busy = (second[0] - first[0]) / tick / elapsed - (sum(os.times()[:2]) - own0) / elapsed
+    return max(0.0, busy)
+
+
 def cpu_budget() -> CpuBudget:
-    """The CPUs this process may run on now."""
+    """The CPUs this process may run on now, and how many of them other jobs keep busy."""
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return CpuBudget(affinity=max(1, affinity), quota=_cgroup_quota(), busy=float(busy))
+    return CpuBudget(affinity=max(1, affinity), quota=_cgroup_quota(), busy=others_busy())
 
 
 def configure_threads(threads: int | None = None, *, announce: bool = True) -> int:

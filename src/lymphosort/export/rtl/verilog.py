@@ -128,20 +128,14 @@ def emit_conv(st: ConvStage, cm: CmvmCircuit) -> str:
         o.append(f"      lb{i}[c] <= {f'lb{i + 1}[c]' if i < k - 2 else 'x'};")
     o += ["    end", "  end"]
     # edge masks: window row i <-> input row orow - p + i, column j <-> ocol - p + j
-    for i in range(k):
-        conds = []
-        if i < p:
-            conds.append(f"orow >= {rw}'d{p - i}")
-        if i > p:
-            conds.append(f"orow <= {rw}'d{H - 1 - (i - p)}")
-        o.append(f"  wire rok{i} = {' && '.join(conds) if conds else '1'};")
-    for j in range(k):
-        conds = []
-        if j < p:
-            conds.append(f"ocol >= {cw}'d{p - j}")
-        if j > p:
-            conds.append(f"ocol <= {cw}'d{W - 1 - (j - p)}")
-        o.append(f"  wire cok{j} = {' && '.join(conds) if conds else '1'};")
+    for name, pos, width, size in (("rok", "orow", rw, H), ("cok", "ocol", cw, W)):
+        for i in range(k):
+            conds = []
+            if i < p:
+                conds.append(f"{pos} >= {width}'d{p - i}")
+            if i > p:
+                conds.append(f"{pos} <= {width}'d{size - 1 - (i - p)}")
+            o.append(f"  wire {name}{i} = {' && '.join(conds) if conds else '1'};")
     elems = [f"((rok{i} && cok{j}) ? w{i}_{j} : {pw}'d0)" for i in range(k) for j in range(k)]
     o.append(f"  wire [{k * k * pw - 1}:0] vec = {{{', '.join(reversed(elems))}}};")
     o += [f"  wire [{cm.n_out * cm.out_slot - 1}:0] acc;",

@@ -21,7 +21,7 @@ from lymphosort.data.synth.brightfield import WINDOW as _BF_WINDOW
 from lymphosort.data.synth.cells import cell_maps, sample_cells
 from lymphosort.data.synth.crops import _workers
 from lymphosort.data.synth.optics import add_noise, form_image, session_pattern, session_table, wall_rows
-from lymphosort.data.synth.presets import ReliefRanges, SimPreset, get_preset
+from lymphosort.data.synth.presets import SimPreset, get_preset
 from lymphosort.data.synth.relief import cell_path, form_relief, relief_sessions
 from lymphosort.errors import ConfigError
 
@@ -62,6 +62,13 @@ class _Cell:
     params: dict[str, np.ndarray]  # one-row arrays from sample_cells
 
 
+def _gradient(st: dict[str, np.ndarray], height: int, width: int) -> np.ndarray:
+    """A session's linear illumination gradient over the frame (1 at the centre)."""
+    gx = np.arange(width, dtype=np.float32) - (width - 1) / 2
+    gy = np.arange(height, dtype=np.float32) - (height - 1) / 2
+    return 1.0 + st["illum_gx"][0] * gx[None, :] + st["illum_gy"][0] * gy[:, None]
+
+
 class _Optics:
     """What differs between the image models in a frame: static scene, cell maps, imaging."""
 
@@ -93,10 +100,7 @@ class _Brightfield(_Optics):
         dy, dx = rng.integers(0, self.hc, n_deb), rng.integers(0, self.wc, n_deb)
         np.add.at(self.static_a, (dy, dx), rng.uniform(0.5, 1.6, n_deb).astype(np.float32))
         np.add.at(self.static_p, (dy, dx), rng.uniform(0.0, 2.0, n_deb).astype(np.float32))
-        gx = np.arange(width, dtype=np.float32) - (width - 1) / 2
-        gy = np.arange(height, dtype=np.float32) - (height - 1) / 2
-        illum = 1.0 + st["illum_gx"][0] * gx[None, :] + st["illum_gy"][0] * gy[:, None]
-        illum += session_pattern(pre, sid, height, width)
+        illum = _gradient(st, height, width) + session_pattern(pre, sid, height, width)
         self.i0 = st["background"][0] * illum
 
     def cell(self, p: dict[str, np.ndarray], ctr: np.ndarray, crng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -115,8 +119,6 @@ class _Relief(_Optics):
 
     def __init__(self, pre: SimPreset, sid: int, height: int, width: int, rng: np.random.Generator) -> None:
         super().__init__(pre, sid, height, width, rng)
-        r = pre.sessions
-        assert isinstance(r, ReliefRanges)
         self.st = st = relief_sessions(pre, np.array([sid]))
         # walls are steps of optical path (PDMS/glass edges): relief lines, not dark bands
         self.static_a = np.zeros((self.hc, self.wc), np.float32)
@@ -124,9 +126,7 @@ class _Relief(_Optics):
         n_deb = rng.poisson(st["debris_rate"][0] * height * width / 64.0**2)
         dy, dx = rng.integers(0, self.hc, n_deb), rng.integers(0, self.wc, n_deb)
         np.add.at(self.static_p, (dy, dx), rng.uniform(2.0, 6.0, n_deb).astype(np.float32))
-        gx = np.arange(width, dtype=np.float32) - (width - 1) / 2
-        gy = np.arange(height, dtype=np.float32) - (height - 1) / 2
-        self.i0 = st["background"][0] * (1.0 + st["illum_gx"][0] * gx[None, :] + st["illum_gy"][0] * gy[:, None])
+        self.i0 = st["background"][0] * _gradient(st, height, width)
         self.psf = st["psf_sigma"] * RELIEF_SCALE
 
     def cell(self, p: dict[str, np.ndarray], ctr: np.ndarray, crng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -121,8 +121,9 @@ def render_batch(pre: SimPreset, lab: np.ndarray, sess: np.ndarray, size: int,
     col = lambda v: np.asarray(v, dtype=np.float32).reshape(b, 1, 1)  # noqa: E731
     st = relief_sessions(pre, sess)
     cells = sample_cells(pre, lab, rng)
-    # the dataset's cropper: a side that follows the cell (diameter ~0.76 of it), clipped to
-    # the sides it cut, and a centre it missed by about a pixel
+    # the dataset's cropper: a side that follows the cell (geometric diameter ~0.70 of it,
+    # ~0.76 at the blurred rim's outer edge), clipped to the sides it cut, and a centre it
+    # missed by about a pixel
     frac = np.clip(rng.normal(r.diam_frac[0], r.diam_frac[1], b), 0.66, 0.86)
     side = np.clip(np.rint(2.0 * cells["radius"] / frac), *r.crop_side).astype(np.int64)
     jit = np.clip(rng.normal(0, r.center_jitter, (b, 2)), -3, 3)

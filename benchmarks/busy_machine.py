@@ -82,15 +82,12 @@ def _run_cell(setting: str, busy: bool, args: argparse.Namespace) -> dict[str, A
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _start_competitor(wait_load: float, max_wait_s: float) -> subprocess.Popen:
-    """One busy loop pinned to the last CPU (running before the timed job starts, as on an
-    already busy machine); optionally wait until the 1-minute load average shows it."""
+def _start_competitor() -> subprocess.Popen:
+    """One busy loop pinned to the last CPU, running before the timed job starts (as on an
+    already busy machine)."""
     competitor = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(competitor.pid, {max(os.sched_getaffinity(0))})
-    t0 = time.monotonic()
-    while hasattr(os, "getloadavg") and os.getloadavg()[0] < wait_load and time.monotonic() - t0 < max_wait_s:
-        time.sleep(1.0)
     return competitor
 
 
@@ -136,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     # all alone cells, then all busy cells next to one competitor that has been running long
     # enough for the load average to show it (the settings interleaved within each phase)
     for where in ("alone", "busy"):
-        competitor = _start_competitor(0.0, 0.0) if where == "busy" else None
+        competitor = _start_competitor() if where == "busy" else None
         try:
             for r in range(args.repeats):
                 for setting in SETTINGS:

@@ -28,9 +28,11 @@ def main() -> int:
 
     import torch
 
-    from lymphosort.export.cli import export_hls_run, export_onnx_run
+    from lymphosort.export.bundle import export_hls_run
+    from lymphosort.export.config import HlsExportConfig, OnnxExportConfig
+    from lymphosort.export.run import export_onnx_run
     from lymphosort.models import create_model
-    from lymphosort.train.checkpoint import ModelCard, save_checkpoint
+    from lymphosort.models.checkpoint import ModelCard, save_checkpoint
 
     a.out.mkdir(parents=True, exist_ok=True)
     result: dict = {"n_check": a.n_check, "clock_ns": a.clock_ns}
@@ -42,9 +44,10 @@ def main() -> int:
             run = save_checkpoint(tmp / name, m, ModelCard.from_model(m, task="t4-vs-b", classes=["B", "T4"]))
         t0 = time.perf_counter()
         if key == "onnx":
-            r = export_onnx_run(run, a.out / "onnx", data_root=a.data_root, n_check=a.n_check)
+            r = export_onnx_run(run, a.out / "onnx", OnnxExportConfig(data_root=a.data_root and str(a.data_root), n_check=a.n_check))
         else:
-            r = export_hls_run(run, a.out / "hls", data_root=a.data_root, n_check=a.n_check, clock_ns=a.clock_ns)
+            r = export_hls_run(run, a.out / "hls", HlsExportConfig(data_root=a.data_root and str(a.data_root), n_check=a.n_check,
+                                                                   clock_ns=a.clock_ns))
         r["wall_s"] = time.perf_counter() - t0
         result[key] = r
         print(key, {k: r.get(k) for k in ("model", "n_checked", "max_abs_diff", "agreement", "argmax_agreement",

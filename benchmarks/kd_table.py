@@ -26,9 +26,41 @@ from pathlib import Path
 import torch
 
 from lymphosort.cli import main as cli
-from lymphosort.evaluate.compare import RunRow, compare_runs, distill_command, markdown_table, train_command
-from lymphosort.train.checkpoint import read_card
+from lymphosort.evaluate.compare import RunRow, compare_runs, markdown_table
+from lymphosort.models.checkpoint import read_card
 from lymphosort.train.config import load_config
+
+
+def train_command(model: str, out: Path | str, *, task: str, data_root: Path | str, epochs: int, seed: int = 0,
+                  max_train_samples: int | None = None, batch_size: int | None = None) -> list[str]:
+    """`lymphosort train ...` arguments (labels only)."""
+    cmd = ["train", "--model", model, "--task", task, "--out", str(out)]
+    return cmd + _common(data_root, epochs, seed, max_train_samples, batch_size)
+
+
+def distill_command(teacher: Path | str, student: str, method: str, out: Path | str, *, data_root: Path | str,
+                    epochs: int, seed: int = 0, qat_bits: int | None = None, max_train_samples: int | None = None,
+                    batch_size: int | None = None, init_from: Path | str | None = None,
+                    lr: float | None = None) -> list[str]:
+    """`lymphosort distill ...` arguments; `qat_bits` trains the Brevitas fixed-point twin,
+    starting from the float student in run `init_from` when given."""
+    cmd = ["distill", "--teacher", str(teacher), "--student", student, "--method", method]
+    if qat_bits:
+        cmd += ["--qat", str(qat_bits)]
+    if init_from:
+        cmd += ["--init-from", str(init_from)]
+    if lr:
+        cmd += ["--lr", f"{lr:g}"]
+    return cmd + ["--out", str(out)] + _common(data_root, epochs, seed, max_train_samples, batch_size)
+
+
+def _common(data_root: Path | str, epochs: int, seed: int, max_train_samples: int | None, batch_size: int | None) -> list[str]:
+    cmd = ["--data-root", str(data_root), "--epochs", str(epochs), "--seed", str(seed), "--quiet"]
+    if max_train_samples:
+        cmd += ["--max-train-samples", str(max_train_samples)]
+    if batch_size:
+        cmd += ["--batch-size", str(batch_size)]
+    return cmd
 
 
 def _row(spec: str, args: argparse.Namespace) -> tuple[str, list[str], Path]:

@@ -28,7 +28,7 @@ from lymphosort.evaluate.efficiency import count_macs, count_params, measure_lat
 def load_model_or_arch(ref: str) -> tuple[str, torch.nn.Module, str]:
     """(ref, model, label) for a run folder (trained weights) or a registered name (untrained)."""
     from lymphosort.models import create_model
-    from lymphosort.train.checkpoint import load_checkpoint
+    from lymphosort.models.checkpoint import load_checkpoint
 
     if Path(ref).is_dir():
         model, card = load_checkpoint(ref)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lymphosort.train.checkpoint import jsonable
+from lymphosort.models.checkpoint import jsonable
 from lymphosort.transfer.fewshot import few_shot
 from lymphosort.transfer.finetune import FinetuneConfig, finetune, lymphomnist_data, parse_shots, redistill
 

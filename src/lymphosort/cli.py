@@ -18,7 +18,6 @@ from lymphosort.errors import LymphosortError
 COMMAND_MODULES: tuple[str, ...] = (
     "lymphosort.data.cli",
     "lymphosort.train.cli",
-    "lymphosort.distill.cli",
     "lymphosort.evaluate.cli",
     "lymphosort.evaluate.audit_cli",
     "lymphosort.export.cli",

@@ -17,11 +17,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from lymphosort.atomic import write_json_atomic
 from lymphosort.errors import ConfigError
 from lymphosort.train.config import DEFAULT_TEACHER
+
+if TYPE_CHECKING:
+    from lymphosort.train.config import DistillConfig
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +216,7 @@ def stage_data(ctx: StageContext) -> dict[str, Any]:
 
 def _data_card(ctx: StageContext, root: Path) -> dict[str, Any]:
     from lymphosort.data import lymphomnist
-    from lymphosort.data.cli import write_sample_grid
+    from lymphosort.data.grid import write_sample_grid
 
     out_dir = ctx.out_dir
     card: dict[str, Any] = {"root": _rel(ctx, root), "provenance": lymphomnist.read_provenance(root), "splits": {}}
@@ -240,14 +243,6 @@ def _rel(ctx: StageContext, path: Path | str) -> str:
 def _abs(ctx: StageContext, path: str) -> Path:
     p = Path(path)
     return p if p.is_absolute() else ctx.run_dir / p
-
-
-def _cli(args: list[str]) -> None:
-    """Run a lymphosort subcommand in this process; the stage fails if it does."""
-    from lymphosort.cli import main
-
-    if main(args) != 0:
-        raise ConfigError(f"stage command failed: lymphosort {' '.join(args)}")
 
 
 _METRIC_KEYS = ("n", "accuracy", "balanced_accuracy", "f1", "roc_auc", "ece", "confusion", "intervals", "class_names")
@@ -279,8 +274,10 @@ def stage_teacher(ctx: StageContext) -> dict[str, Any]:
     }
 
 
-def _student_rows(ctx: StageContext) -> list[tuple[str, str, list[str], Path]]:
-    from lymphosort.evaluate.compare import distill_command
+def _student_configs(ctx: StageContext) -> list[tuple[str, str, DistillConfig, Path]]:
+    """(key, label, config, run folder) of each configured student row."""
+    from lymphosort.models.quant import qat_twin
+    from lymphosort.train.config import DistillConfig
 
     c = ctx.config["students"]
     teacher = _abs(ctx, ctx.upstream["teacher"]["run"])
@@ -290,28 +287,31 @@ def _student_rows(ctx: StageContext) -> list[tuple[str, str, list[str], Path]]:
     for student, method, bits in c["rows"]:
         key = f"{student}-{method}" + (f"-q{bits}" if bits else "")
         label = f"{student} ({method}" + (f", {bits}-bit QAT)" if bits else ")")
-        out = ctx.out_dir / key
+        model, kwargs = qat_twin(student, bits) if bits else (student, {})
         # A QAT row fine-tunes its float row's student (listed, so distilled, before it).
         init = ctx.out_dir / f"{student}-{method}" if bits and (student, method) in floats else None
-        cmd = distill_command(teacher, student, method, out, data_root=root, epochs=c["epochs"], seed=c["seed"],
-                              qat_bits=bits, max_train_samples=c["max_train_samples"], batch_size=c["batch_size"],
-                              init_from=init)
-        rows.append((key, label, cmd, out))
+        cfg = DistillConfig.for_teacher(
+            teacher, model=model, model_kwargs=kwargs, method=method, data_root=str(root), epochs=c["epochs"],
+            seed=c["seed"], max_train_samples=c["max_train_samples"], batch_size=c["batch_size"],
+            init_from=str(init) if init else None)
+        rows.append((key, label, cfg, ctx.out_dir / key))
     return rows
 
 
 def stage_students(ctx: StageContext) -> dict[str, Any]:
-    """Distil each configured student (`lymphosort distill`), then compare side by side."""
+    """Distil each configured student (as `lymphosort distill`), then compare side by side."""
+    from lymphosort.config import command_flags
     from lymphosort.evaluate.compare import RunRow, compare_runs
+    from lymphosort.train.fit import LAST_CKPT, fit
 
     runs = [RunRow("teacher", f"{ctx.upstream['teacher']['model']} (teacher)", _abs(ctx, ctx.upstream["teacher"]["run"]),
                    "lymphosort pipeline (teacher stage)")]
-    for key, label, cmd, out in _student_rows(ctx):
+    for key, label, cfg, out in _student_configs(ctx):
         if not (out / "metrics.json").is_file():
-            if out.exists() and not (out / "last.ckpt").is_file():
+            if out.exists() and not (out / LAST_CKPT).is_file():
                 shutil.rmtree(out)  # a run killed before its first checkpoint: start it again
-            _cli(cmd + (["--resume"] if (out / "last.ckpt").is_file() else []))
-        runs.append(RunRow(key, label, out, "lymphosort " + " ".join(cmd)))
+            fit(cfg, out, resume=(out / LAST_CKPT).is_file(), quiet=True)
+        runs.append(RunRow(key, label, out, " ".join(["lymphosort distill --out", str(out), *command_flags(cfg)])))
     table = compare_runs(runs, latency_repeats=ctx.config["students"]["latency_repeats"])
     for row in table["rows"]:
         row["run"] = _rel(ctx, row["run"])
@@ -359,14 +359,17 @@ def stage_transfer(ctx: StageContext) -> dict[str, Any]:
 
 def stage_export(ctx: StageContext) -> dict[str, Any]:
     """ONNX of the float tiny student; hls4ml bundle of its QAT twin, checked bit for bit."""
-    from lymphosort.export.cli import export_hls_run, export_onnx_run
+    from lymphosort.export.bundle import export_hls_run
+    from lymphosort.export.config import HlsExportConfig, OnnxExportConfig
+    from lymphosort.export.run import export_onnx_run
 
     c = ctx.config["export"]
-    root = _abs(ctx, ctx.upstream["data"]["root"])
+    root = str(_abs(ctx, ctx.upstream["data"]["root"]))
     float_row, qat_row = _student_row(ctx, quantised=False), _student_row(ctx, quantised=True)
-    onnx = export_onnx_run(_abs(ctx, float_row["run"]), ctx.out_dir / "onnx", data_root=root, n_check=c["n_check"])
-    hls = export_hls_run(_abs(ctx, qat_row["run"]), ctx.out_dir / "hls", data_root=root,
-                         n_check=c["n_check"], clock_ns=c["clock_ns"])
+    onnx = export_onnx_run(_abs(ctx, float_row["run"]), ctx.out_dir / "onnx",
+                           OnnxExportConfig(data_root=root, n_check=c["n_check"]))
+    hls = export_hls_run(_abs(ctx, qat_row["run"]), ctx.out_dir / "hls",
+                         HlsExportConfig(data_root=root, n_check=c["n_check"], clock_ns=c["clock_ns"]))
     for rec, d in ((onnx, "onnx"), (hls, "hls")):
         rec.pop("out", None)
         rec["dir"] = _rel(ctx, ctx.out_dir / d)
@@ -381,15 +384,19 @@ def stage_export(ctx: StageContext) -> dict[str, Any]:
 
 def stage_realtime(ctx: StageContext) -> dict[str, Any]:
     """The sorter path on simulated flow, driving the exported ONNX student."""
-    c = ctx.config["realtime"]
-    report = ctx.out_dir / "realtime.json"
-    _cli(["realtime", "--source", "sim", "--model", str(_abs(ctx, ctx.upstream["export"]["onnx"]["dir"])),
-          "--backend", c["backend"], "--duration", str(c["duration"]), "--pool-frames", str(c["pool_frames"]),
-          "--report", str(report), "--quiet"])
-    rep = json.loads(report.read_text())
-    hist = ctx.out_dir / "latency.png"
+    from dataclasses import replace
+
+    from lymphosort.realtime.session import RealtimeConfig, run_realtime
     from lymphosort.report.plots import plot_latency_histogram
 
+    c = ctx.config["realtime"]
+    report = ctx.out_dir / "realtime.json"
+    base = RealtimeConfig()
+    cfg = RealtimeConfig(model=str(_abs(ctx, ctx.upstream["export"]["onnx"]["dir"])), backend=c["backend"],
+                         duration=c["duration"], report=str(report), sim=replace(base.sim, pool_frames=c["pool_frames"]))
+    rep = run_realtime(cfg)
+    write_json_atomic(report, rep, default=str)
+    hist = ctx.out_dir / "latency.png"
     plot_latency_histogram(rep, hist)
     return {"report": {k: v for k, v in rep.items() if not isinstance(v, (list, dict)) or k in ("latency_histogram",)},
             "histogram": _rel(ctx, hist)}
@@ -401,7 +408,7 @@ def stage_embedding(ctx: StageContext) -> dict[str, Any]:
 
     from lymphosort.data.lymphomnist import load_split
     from lymphosort.report.embedding import embedding_map
-    from lymphosort.train.checkpoint import load_checkpoint
+    from lymphosort.models.checkpoint import load_checkpoint
     from lymphosort.transfer.finetune import FeatureCache
 
     c = ctx.config["embedding"]

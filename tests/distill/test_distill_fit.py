@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lymphosort.data.transforms import to_model_input
-from lymphosort.train.config import TrainConfig
+from lymphosort.train.config import DistillConfig, TrainConfig
 from lymphosort.train.fit import LymphoModule, fit
 from tests.train.helpers import toy_split
 
@@ -22,10 +22,10 @@ def teacher_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("method", ["kd", "dkd", "at", "paper", "none"])
 def test_each_method_distils_end_to_end(teacher_run: Path, tmp_path: Path, method: str) -> None:
-    from lymphosort.train.checkpoint import load_checkpoint
+    from lymphosort.models.checkpoint import load_checkpoint
 
     before = {k: v.clone() for k, v in load_checkpoint(teacher_run)[0].state_dict().items()}
-    cfg = TrainConfig(model="tiny-32", teacher=str(teacher_run), method=method, epochs=1, batch_size=32, patience=0)
+    cfg = DistillConfig(model="tiny-32", teacher=str(teacher_run), method=method, epochs=1, batch_size=32, patience=0)
     res = fit(cfg, tmp_path / method, quiet=True, train=toy_split(96, 2), val=toy_split(32, 3, "val"), evaluate=False)
     assert len(res.history) == 1 and res.history[0]["train_loss"] is not None
     model, card = load_checkpoint(tmp_path / method)
@@ -44,9 +44,9 @@ def test_a_field_of_view_student_distils_from_logits_but_not_from_feature_maps(t
     from lymphosort.errors import ConfigError
 
     train, val = toy_split(96, 2), toy_split(32, 3, "val")
-    kd = TrainConfig(model="tiny-32c", teacher=str(teacher_run), method="kd", epochs=1, batch_size=32, patience=0)
+    kd = DistillConfig(model="tiny-32c", teacher=str(teacher_run), method="kd", epochs=1, batch_size=32, patience=0)
     assert fit(kd, tmp_path / "kd", quiet=True, train=train, val=val, evaluate=False).history
-    at = TrainConfig(model="tiny-32c", teacher=str(teacher_run), method="at", epochs=1, batch_size=32, patience=0)
+    at = DistillConfig(model="tiny-32c", teacher=str(teacher_run), method="at", epochs=1, batch_size=32, patience=0)
     with pytest.raises(ConfigError, match="field of view"):
         fit(at, tmp_path / "at", quiet=True, train=train, val=val, evaluate=False)
 
@@ -56,7 +56,7 @@ def test_a_field_of_view_student_distils_from_logits_but_not_from_feature_maps(t
 def test_teacher_and_student_see_the_same_augmented_pixels(teacher_run: Path, mixup_alpha: float) -> None:
     from lymphosort.distill.losses import KDLoss
     from lymphosort.models.registry import create_model
-    from lymphosort.train.checkpoint import load_checkpoint
+    from lymphosort.models.checkpoint import load_checkpoint
 
     teacher = load_checkpoint(teacher_run)[0]
     student = create_model("tiny-32")
@@ -84,9 +84,9 @@ def test_teacher_and_student_see_the_same_augmented_pixels(teacher_run: Path, mi
 
 
 def test_a_distillation_with_weight_averaging_resumes(teacher_run: Path, tmp_path: Path) -> None:
-    from lymphosort.train.checkpoint import load_checkpoint
+    from lymphosort.models.checkpoint import load_checkpoint
 
-    cfg = TrainConfig(model="tiny-32", teacher=str(teacher_run), method="kd", epochs=1, batch_size=32, patience=0,
+    cfg = DistillConfig(model="tiny-32", teacher=str(teacher_run), method="kd", epochs=1, batch_size=32, patience=0,
                       ema_decay=0.9)
     train, val = toy_split(96, 2), toy_split(32, 3, "val")
     fit(cfg, tmp_path / "run", quiet=True, train=train, val=val, evaluate=False)
@@ -100,7 +100,7 @@ def test_a_distillation_with_weight_averaging_resumes(teacher_run: Path, tmp_pat
 def test_a_bfloat16_teacher_gives_float32_logits_close_to_the_exact_ones(teacher_run: Path) -> None:
     from lymphosort.distill.losses import KDLoss
     from lymphosort.models.registry import create_model
-    from lymphosort.train.checkpoint import load_checkpoint
+    from lymphosort.models.checkpoint import load_checkpoint
 
     teacher = load_checkpoint(teacher_run)[0]
     x = torch.rand(16, 1, 64, 64)
@@ -114,9 +114,9 @@ def test_a_bfloat16_teacher_gives_float32_logits_close_to_the_exact_ones(teacher
 
 
 def test_feature_distillation_runs_with_a_bfloat16_teacher(teacher_run: Path, tmp_path: Path) -> None:
-    from lymphosort.train.checkpoint import load_checkpoint
+    from lymphosort.models.checkpoint import load_checkpoint
 
-    cfg = TrainConfig(model="tiny-32", teacher=str(teacher_run), method="at", epochs=1, batch_size=32, patience=0,
+    cfg = DistillConfig(model="tiny-32", teacher=str(teacher_run), method="at", epochs=1, batch_size=32, patience=0,
                       teacher_precision="bf16")
     res = fit(cfg, tmp_path / "at", quiet=True, train=toy_split(64, 2), val=toy_split(32, 3, "val"), evaluate=False)
     assert math.isfinite(res.history[0]["train_loss"])

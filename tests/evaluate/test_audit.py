@@ -91,7 +91,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path
 def _fake_run(run: Path, classes: tuple[str, ...] = ("B", "T"), task: str = "t4-vs-b") -> Path:
     """An untrained tiny-32 run folder (for the input-handling tests)."""
     from lymphosort.models import create_model
-    from lymphosort.train.checkpoint import ModelCard, save_checkpoint
+    from lymphosort.models.checkpoint import ModelCard, save_checkpoint
 
     torch.manual_seed(0)
     model = create_model("tiny-32", num_classes=len(classes))

@@ -13,7 +13,7 @@ from lymphosort.cli import main
 from lymphosort.errors import ConfigError
 from lymphosort.evaluate.run import evaluate_run
 from lymphosort.models import create_model
-from lymphosort.train.checkpoint import ModelCard, save_checkpoint
+from lymphosort.models.checkpoint import ModelCard, save_checkpoint
 
 
 def _fake_run(run: Path, name: str = "tiny-32", classes: tuple[str, ...] = ("B", "T"), task: str = "t4-vs-b",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lymphosort.evaluate.compare import RunRow, compare_runs, distill_command, markdown_table
+from lymphosort.evaluate.compare import RunRow, compare_runs, markdown_table
 from lymphosort.train.config import TrainConfig
 from lymphosort.train.fit import fit
 from tests.train.helpers import toy_split
@@ -30,8 +30,3 @@ def test_compare_runs_ratios_against_the_reference_in_torch_and_onnxruntime(tmp_
     md = markdown_table(table["rows"])
     assert "ONNX Runtime b1 latency" in md and "cmd b" in md
 
-
-def test_distill_command_fine_tunes_a_qat_twin_from_a_float_run() -> None:
-    cmd = distill_command("T", "tiny-32c", "kd", "OUT", data_root="D", epochs=2, qat_bits=8, init_from="FLOAT")
-    assert cmd[cmd.index("--qat") + 1] == "8" and cmd[cmd.index("--init-from") + 1] == "FLOAT"
-    assert "--init-from" not in distill_command("T", "tiny-32c", "kd", "OUT", data_root="D", epochs=2)

@@ -114,7 +114,7 @@ def test_cli_bundle_8bit(tmp_path: Path, tiny_root: Path) -> None:
     import yaml
 
     from lymphosort.cli import main
-    from lymphosort.train.checkpoint import ModelCard, save_checkpoint
+    from lymphosort.models.checkpoint import ModelCard, save_checkpoint
 
     m = _quant_model("tiny-32-q8")
     run = save_checkpoint(tmp_path / "run", m, ModelCard.from_model(m, task="t4-vs-b", classes=["B", "T4"]))
@@ -139,8 +139,8 @@ def test_cli_bundle_8bit(tmp_path: Path, tiny_root: Path) -> None:
 
 def test_hls_refuses_a_float_run(tmp_path: Path) -> None:
     from lymphosort.errors import ConfigError
-    from lymphosort.export.cli import export_hls_run
-    from lymphosort.train.checkpoint import ModelCard, save_checkpoint
+    from lymphosort.export.bundle import export_hls_run
+    from lymphosort.models.checkpoint import ModelCard, save_checkpoint
 
     m = create_model("tiny-32")
     run = save_checkpoint(tmp_path / "run", m, ModelCard.from_model(m, task="t4-vs-b", classes=["B", "T4"]))

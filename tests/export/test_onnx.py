@@ -14,7 +14,7 @@ pytest.importorskip("onnxruntime")
 
 from lymphosort.export.onnx import check_onnx, export_onnx, onnx_session  # noqa: E402
 from lymphosort.models import create_model  # noqa: E402
-from lymphosort.train.checkpoint import ModelCard, save_checkpoint  # noqa: E402
+from lymphosort.models.checkpoint import ModelCard, save_checkpoint  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["tiny-32", "paper-student2"])

@@ -125,7 +125,7 @@ def test_cli_exports_a_qat_student(tmp_path: Path, tiny_root: Path) -> None:
 
     from lymphosort.cli import main
     from lymphosort.models import create_model
-    from lymphosort.train.checkpoint import ModelCard, save_checkpoint
+    from lymphosort.models.checkpoint import ModelCard, save_checkpoint
 
     torch.manual_seed(0)
     m = create_model("tiny-32c-q4", input_size=8, fov=8).eval()

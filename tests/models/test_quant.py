@@ -39,7 +39,7 @@ def test_non_power_of_two_average_pool_is_refused() -> None:
 
 
 def test_per_layer_bits_and_checkpoint_round_trip(tmp_path: Path) -> None:
-    from lymphosort.train.checkpoint import ModelCard, load_checkpoint, save_checkpoint
+    from lymphosort.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     m = create_model("tiny-32-q8", bits=[8, 6, 6, 8]).eval()
@@ -86,15 +86,15 @@ def test_activation_ranges_start_from_the_float_activations() -> None:
 
 def test_qat_distill_trains(tmp_path: Path) -> None:
     """A short distillation run of the 8-bit twin learns the toy task (QAT trains)."""
-    from lymphosort.train.checkpoint import load_checkpoint
-    from lymphosort.train.config import TrainConfig
+    from lymphosort.models.checkpoint import load_checkpoint
+    from lymphosort.train.config import DistillConfig, TrainConfig
     from lymphosort.train.fit import fit
     from tests.train.helpers import toy_split
 
     teacher = tmp_path / "teacher"
     fit(TrainConfig(model="tiny-32", epochs=2, batch_size=32, lr=5e-3, patience=0), teacher, quiet=True,
         train=toy_split(128, 0), val=toy_split(32, 1, "val"), evaluate=False)
-    cfg = TrainConfig(model="tiny-32-q8", teacher=str(teacher), method="kd", epochs=3, batch_size=32, lr=5e-3,
+    cfg = DistillConfig(model="tiny-32-q8", teacher=str(teacher), method="kd", epochs=3, batch_size=32, lr=5e-3,
                       patience=0)
     fit(cfg, tmp_path / "qat", quiet=True, train=toy_split(128, 2), val=toy_split(64, 3, "val"), evaluate=False)
     model, card = load_checkpoint(tmp_path / "qat")
@@ -107,22 +107,11 @@ def test_qat_distill_trains(tmp_path: Path) -> None:
     assert (pred == val.labels).float().mean() >= 0.9
 
 
-def test_distill_cli_qat_flag_picks_the_twin() -> None:
-    from lymphosort.distill.cli import _apply_qat
+def test_qat_twin_names_the_registered_twin() -> None:
+    from lymphosort.models.quant import qat_twin
 
-    fields = {"model": "tiny-32"}
-    _apply_qat(8, fields)
-    assert fields["model"] == "tiny-32-q8"
-    fields = {"model": "tiny-64"}
-    _apply_qat(6, fields)
-    assert fields == {"model": "tiny-64-q8", "model_kwargs": {"bits": 6}}
+    assert qat_twin("tiny-32", 8) == ("tiny-32-q8", {})
+    assert qat_twin("tiny-32-q8", 4) == ("tiny-32-q4", {})  # a twin's twin is the float model's
+    assert qat_twin("tiny-64", 6) == ("tiny-64-q8", {"bits": 6})
     with pytest.raises(ConfigError):
-        _apply_qat(12, {"model": "tiny-32"})
-    # Resuming with the original command line (--student tiny-32 --qat 8) keeps the twin;
-    # resuming without --student leaves the saved config's model alone.
-    fields = {"model": "tiny-32"}
-    _apply_qat(8, fields)
-    assert fields["model"] == "tiny-32-q8"
-    fields = {"teacher": "runs/t"}
-    _apply_qat(8, fields)
-    assert fields == {"teacher": "runs/t"}
+        qat_twin("tiny-32", 12)

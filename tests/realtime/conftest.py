@@ -21,7 +21,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lymphosort.export.onnx import export_onnx
-    from lymphosort.train.checkpoint import load_checkpoint
+    from lymphosort.models.checkpoint import load_checkpoint
 
     out = tmp_path_factory.mktemp("rt") / "onnx"
     model, _ = load_checkpoint(tiny_run)

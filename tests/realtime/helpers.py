@@ -13,7 +13,7 @@ def train_tiny(run_dir: Path, *, n: int = 600, epochs: int = 4, seed: int = 0, m
     from lymphosort.data.synth import render_crops
     from lymphosort.data.transforms import to_model_input
     from lymphosort.models import create_model
-    from lymphosort.train.checkpoint import ModelCard, save_checkpoint
+    from lymphosort.models.checkpoint import ModelCard, save_checkpoint
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convs: OpenMP threads only spin against each other on a shared box
@@ -26,7 +26,7 @@ def train_tiny(run_dir: Path, *, n: int = 600, epochs: int = 4, seed: int = 0, m
 def _train(run_dir: Path, n: int, epochs: int, seed: int, model: str, preset: str) -> Path:
     from lymphosort.data.synth import render_crops
     from lymphosort.models import create_model
-    from lymphosort.train.checkpoint import ModelCard, save_checkpoint
+    from lymphosort.models.checkpoint import ModelCard, save_checkpoint
 
     torch.manual_seed(seed)
     images, labels, _ = render_crops(n, seed=seed, preset=preset)

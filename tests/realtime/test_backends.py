@@ -36,7 +36,7 @@ def test_backends_prepare_a_field_of_view_model_as_the_dataset_path_does(tmp_pat
 
     from lymphosort.export.onnx import export_onnx
     from lymphosort.models import create_model
-    from lymphosort.train.checkpoint import ModelCard, save_checkpoint
+    from lymphosort.models.checkpoint import ModelCard, save_checkpoint
 
     torch.manual_seed(0)
     model = create_model("tiny-32c").eval()  # sees only the centred 32x32 of each 64x64 crop
@@ -84,7 +84,7 @@ def test_hls_backend_is_the_bit_exact_fixed_point_model(tmp_path: Path) -> None:
     import lymphosort.models.quant  # noqa: F401  (registers the '-q<bits>' students)
     from lymphosort.export.fixedpoint import from_quant_model
     from lymphosort.models import create_model
-    from lymphosort.train.checkpoint import ModelCard
+    from lymphosort.models.checkpoint import ModelCard
 
     torch.manual_seed(0)
     m = create_model("tiny-32-q8").eval()

@@ -104,7 +104,7 @@ def test_cli_onnx_backend_takes_a_run_folder_exports_once_and_reuses(
 ) -> None:
     import shutil
 
-    from lymphosort.export.cli import weights_digest
+    from lymphosort.export.run import weights_digest
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -133,7 +133,7 @@ def test_cli_onnx_backend_takes_a_run_folder_exports_once_and_reuses(
     # ... nor an export of other weights (the run was resumed or retrained).
     import torch
 
-    from lymphosort.train.checkpoint import load_checkpoint, save_checkpoint
+    from lymphosort.models.checkpoint import load_checkpoint, save_checkpoint
 
     model, card = load_checkpoint(run)
     with torch.no_grad():

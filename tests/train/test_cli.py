@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 
 from lymphosort.cli import main
-from lymphosort.distill import BEST_SETTING
-from lymphosort.train.config import TrainConfig, load_config, save_config
+from lymphosort.train.config import DistillConfig, TrainConfig, load_config, save_config
 from lymphosort.errors import ConfigError
 
 
@@ -33,18 +32,22 @@ def test_train_resume_and_distill_through_the_cli(tiny_root: Path, tmp_path: Pat
     assert cfg.data_root == str(tiny_root)  # taken from the teacher's card
     # --method-arg overrides one of the best setting's kd weights and keeps the other; the
     # saved config is resolved (the loss's own default mixup_alpha included).
-    alpha = BEST_SETTING["method_kwargs"]["alpha"]
+    alpha = DistillConfig().method_kwargs["alpha"]
     assert cfg.method == "kd" and cfg.method_kwargs == {"temperature": 3.0, "alpha": alpha, "mixup_alpha": 0.0}
     assert cfg.teacher == str(teacher) and cfg.task == "t4-vs-b"
     # Without --student/--method/--epochs: the documented best setting, length included.
     from lymphosort.cli import build_parser
-    from lymphosort.distill.cli import distill_config
+    from lymphosort.train.cli import distill_config
 
     bare = build_parser().parse_args(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "d")])
     cfg = distill_config(bare)
-    assert (cfg.model, cfg.method, cfg.epochs, cfg.patience) == ("tiny-32w", "kd", 60, 0) == tuple(
-        BEST_SETTING[k] for k in ("student", "method", "epochs", "patience"))
-    assert cfg.method_kwargs == dict(BEST_SETTING["method_kwargs"])
+    assert (cfg.model, cfg.method, cfg.epochs, cfg.patience) == ("tiny-32w", "kd", 60, 0)
+    assert cfg.method_kwargs == {"temperature": 2.0, "alpha": 0.5}
+    # the Python call resolves the same config as the command
+    assert cfg == DistillConfig.for_teacher(teacher)
+    # another loss starts from its own defaults, not kd's
+    assert distill_config(build_parser().parse_args(
+        ["distill", "--teacher", str(teacher), "--out", str(tmp_path / "d"), "--method", "dkd"])).method_kwargs == {}
     assert cfg.data_root == str(tiny_root)
     assert distill_config(build_parser().parse_args(
         ["distill", "--teacher", str(teacher), "--out", str(tmp_path / "d"), "--epochs", "5"])).epochs == 5
@@ -61,12 +64,16 @@ def test_default_model_and_missing_data_root_message(tmp_path: Path, capsys: pyt
     err = capsys.readouterr().err
     assert f"lymphosort data synth --root {missing}" in err and err.count("\n") == 1
     from lymphosort.cli import build_parser
-    from lymphosort.train.cli import resolve_config
+    from lymphosort.train.cli import distill_config, train_config
 
     args = build_parser().parse_args(["train", "--out", str(tmp_path / "r")])
-    assert resolve_config(args, model=args.model).model == "compact-teacher"
+    assert train_config(args) == TrainConfig() and TrainConfig().model == "compact-teacher"
     args = build_parser().parse_args(["distill", "--out", str(tmp_path / "r")])
-    assert args.student is None and args.method is None  # filled from distill.BEST_SETTING
+    with pytest.raises(ConfigError, match="teacher"):
+        distill_config(args)
+    # a teacher on a TrainConfig would silently train something else than `distill`: refused
+    with pytest.raises(ConfigError, match="DistillConfig"):
+        TrainConfig(teacher=str(tmp_path)).validate()
 
 
 def test_config_round_trip_and_safety(tmp_path: Path) -> None:

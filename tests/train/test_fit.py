@@ -20,7 +20,7 @@ def _cfg(**kw) -> TrainConfig:
 
 
 def test_learns_a_separable_toy_set_and_writes_the_run_folder(tmp_path: Path) -> None:
-    from lymphosort.train.checkpoint import load_checkpoint
+    from lymphosort.models.checkpoint import load_checkpoint
 
     train, val, test = toy_split(192, 0), toy_split(64, 1, "val"), toy_split(64, 2, "test")
     res = fit(_cfg(), tmp_path / "run", quiet=True, train=train, val=val, test=test)
@@ -123,7 +123,7 @@ def test_fit_restores_logger_levels(tmp_path: Path) -> None:
 
 
 def test_init_from_starts_from_the_run_weights_and_a_qat_twin_from_its_float_student(tmp_path: Path) -> None:
-    from lymphosort.train.checkpoint import load_checkpoint
+    from lymphosort.models.checkpoint import load_checkpoint
 
     train, val = toy_split(128, 0), toy_split(32, 1, "val")
     src = fit(_cfg(epochs=2), tmp_path / "float", quiet=True, train=train, val=val, evaluate=False)
@@ -156,7 +156,7 @@ def test_init_from_starts_from_the_run_weights_and_a_qat_twin_from_its_float_stu
 
 def test_ema_weights_are_validated_saved_and_resumed(tmp_path: Path) -> None:
     from lymphosort.data.transforms import to_model_input
-    from lymphosort.train.checkpoint import load_checkpoint
+    from lymphosort.models.checkpoint import load_checkpoint
 
     train, val = toy_split(96, 0), toy_split(48, 1, "val")
     plain = fit(_cfg(epochs=2), tmp_path / "plain", quiet=True, train=train, val=val, evaluate=False)

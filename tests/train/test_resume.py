@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from lymphosort.train.config import TrainConfig
+from lymphosort.train.config import DistillConfig, TrainConfig
 from lymphosort.train.fit import LAST_CKPT, best_row, fit
 from tests.train.helpers import toy_split
 
@@ -102,7 +102,7 @@ def kill_and_resume(
 
 def _cfg(**kw: Any) -> TrainConfig:
     base = dict(model="tiny-32", epochs=5, batch_size=32, lr=5e-3, patience=0, seed=3, warmup_frac=0.1)
-    return TrainConfig(**{**base, **kw})
+    return (DistillConfig if kw.get("teacher") else TrainConfig)(**{**base, **kw})
 
 
 @pytest.mark.parametrize("balanced", [True, False], ids=["balanced", "shuffled"])

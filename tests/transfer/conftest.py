@@ -43,7 +43,7 @@ def t4_run(disc_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny-32 'T4 vs B' run: random conv features, head fitted on the t4-vs-b train split."""
     from lymphosort.data.lymphomnist import load_split
     from lymphosort.models import create_model
-    from lymphosort.train.checkpoint import ModelCard, save_checkpoint
+    from lymphosort.models.checkpoint import ModelCard, save_checkpoint
     from lymphosort.transfer.finetune import FeatureCache, _fit_head
 
     torch.manual_seed(0)

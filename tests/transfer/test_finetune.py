@@ -12,7 +12,7 @@ import torch
 
 from lymphosort.data.folder import FolderDataError
 from lymphosort.errors import ConfigError
-from lymphosort.train.checkpoint import load_checkpoint
+from lymphosort.models.checkpoint import load_checkpoint
 from lymphosort.transfer.finetune import (
     FinetuneConfig,
     draw_shots,
@@ -159,7 +159,7 @@ def test_linear_finetune_resumes_to_the_same_head(t4_run: Path, disc_root: Path,
 
     out = tmp_path / "killed"
     with monkeypatch.context() as m:
-        m.setattr("lymphosort.train.checkpoint.save_checkpoint", killed)
+        m.setattr("lymphosort.models.checkpoint.save_checkpoint", killed)
         with pytest.raises(KeyboardInterrupt):
             finetune(t4_run, data, cfg, out)
     assert not (out / "transfer.json").exists()

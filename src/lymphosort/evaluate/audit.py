@@ -305,7 +305,7 @@ def audit_run(
     from lymphosort.data.info import task_view
     from lymphosort.errors import ConfigError
     from lymphosort.evaluate.run import predict_proba
-    from lymphosort.train.checkpoint import jsonable, load_checkpoint
+    from lymphosort.models.checkpoint import jsonable, load_checkpoint
 
     model, card = load_checkpoint(run_dir, map_location=device)
     task = task or card.task

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["RunRow", "compare_runs", "distill_command", "markdown_table", "train_command"]
+__all__ = ["RunRow", "compare_runs", "markdown_table"]
 
 
 @dataclass(frozen=True)
@@ -25,38 +25,6 @@ class RunRow:
     command: str
 
 
-def train_command(model: str, out: Path | str, *, task: str, data_root: Path | str, epochs: int, seed: int = 0,
-                  max_train_samples: int | None = None, batch_size: int | None = None) -> list[str]:
-    """`lymphosort train ...` arguments (labels only)."""
-    cmd = ["train", "--model", model, "--task", task, "--out", str(out)]
-    return cmd + _common(data_root, epochs, seed, max_train_samples, batch_size)
-
-
-def distill_command(teacher: Path | str, student: str, method: str, out: Path | str, *, data_root: Path | str,
-                    epochs: int, seed: int = 0, qat_bits: int | None = None, max_train_samples: int | None = None,
-                    batch_size: int | None = None, init_from: Path | str | None = None,
-                    lr: float | None = None) -> list[str]:
-    """`lymphosort distill ...` arguments; `qat_bits` trains the Brevitas fixed-point twin,
-    starting from the float student in run `init_from` when given."""
-    cmd = ["distill", "--teacher", str(teacher), "--student", student, "--method", method]
-    if qat_bits:
-        cmd += ["--qat", str(qat_bits)]
-    if init_from:
-        cmd += ["--init-from", str(init_from)]
-    if lr:
-        cmd += ["--lr", f"{lr:g}"]
-    return cmd + ["--out", str(out)] + _common(data_root, epochs, seed, max_train_samples, batch_size)
-
-
-def _common(data_root: Path | str, epochs: int, seed: int, max_train_samples: int | None, batch_size: int | None) -> list[str]:
-    cmd = ["--data-root", str(data_root), "--epochs", str(epochs), "--seed", str(seed), "--quiet"]
-    if max_train_samples:
-        cmd += ["--max-train-samples", str(max_train_samples)]
-    if batch_size:
-        cmd += ["--batch-size", str(batch_size)]
-    return cmd
-
-
 def compare_runs(rows: Sequence[RunRow], *, reference: str | None = None, threads: int = 1,
                  latency_repeats: int = 30, onnxruntime: bool = False) -> dict[str, Any]:
     """Table rows for finished runs (each holds model.json + metrics.json), with params,
@@ -66,7 +34,7 @@ def compare_runs(rows: Sequence[RunRow], *, reference: str | None = None, thread
     import json
 
     from lymphosort.evaluate.efficiency import count_macs, count_params, measure_latency
-    from lymphosort.train.checkpoint import load_checkpoint
+    from lymphosort.models.checkpoint import load_checkpoint
 
     if not rows:
         return {"rows": [], "latency": None}

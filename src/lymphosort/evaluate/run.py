@@ -46,7 +46,7 @@ def predict_proba(model: Any, images: Any, *, batch_size: int = 256, device: str
 def resolve_data_root(run_dir: str | os.PathLike[str], data_root: str | os.PathLike[str] | None) -> tuple[Path, str]:
     """(data root, where it came from): `data_root` when given, else the one the run's model
     card records, else the default root."""
-    from lymphosort.train.checkpoint import CARD_FILE, read_card
+    from lymphosort.models.checkpoint import CARD_FILE, read_card
 
     if data_root is not None:
         return Path(data_root), "given"
@@ -88,7 +88,7 @@ def evaluate_run(
     from lymphosort.evaluate.metrics import classification_metrics
     from lymphosort.evaluate.plots import plot_confusion, plot_reliability, plot_roc
     from lymphosort.atomic import atomic_write, write_json_atomic
-    from lymphosort.train.checkpoint import jsonable, load_checkpoint
+    from lymphosort.models.checkpoint import jsonable, load_checkpoint
 
     view = task_view(task)
     data_root, _ = resolve_data_root(run_dir, data_root)

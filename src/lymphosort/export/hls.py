@@ -11,7 +11,7 @@ Flow (hls4ml style, frontends -> IR -> backends):
 3. `make_config(fp, model)`: the hls4ml config, per layer, with the accumulator and result
    types sized from the IR so nothing overflows or rounds where the IR does not (the input is
    widened so the first quantiser sees the float input unrounded). It is written as YAML for
-   editing and read back with ``--config`` (safe_load);
+   editing and read back with ``--hls-config`` (safe_load);
 4. `convert(...)`: ``hls4ml.converters.convert_from_onnx_model`` (Vitis backend, io_stream),
    ``compile()`` builds the C++ emulation; `check_agreement` compares it with the IR.
 
@@ -22,7 +22,6 @@ argmax or the logit difference).
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any

@@ -36,7 +36,7 @@ from lymphosort.errors import ConfigError
 from lymphosort.models.registry import ClassifierMixin, register_model
 from lymphosort.models.students import TINY_VARIANTS, init_weights_
 
-__all__ = ["QUANT_BITS", "QuantConvStudent", "float_name", "quant_name", "quantize_from_float"]
+__all__ = ["QUANT_BITS", "QuantConvStudent", "float_name", "qat_twin", "quant_name", "quantize_from_float"]
 
 #: registered widths: ``<student>-q<bits>``.
 QUANT_BITS: tuple[int, ...] = (8, 4)
@@ -156,6 +156,17 @@ def float_name(name: str) -> str | None:
     """The float student a ``...-q<bits>`` name was derived from (None for other names)."""
     head, sep, tail = name.rpartition("-q")
     return head if sep and tail.isdigit() else None
+
+
+def qat_twin(student: str, bits: int) -> tuple[str, dict[str, Any]]:
+    """The registered QAT twin of `student` (float or already quantised) at `bits`, and the
+    model kwargs it needs: widths outside QUANT_BITS are the first registered twin re-sized."""
+    if not 2 <= int(bits) <= 8:
+        raise ConfigError(f"QAT takes 2..8 bits, got {bits}")
+    base = float_name(student) or student
+    if int(bits) in QUANT_BITS:
+        return quant_name(base, int(bits)), {}
+    return quant_name(base, QUANT_BITS[0]), {"bits": int(bits)}
 
 
 def _student_args(name: str) -> dict[str, Any]:

@@ -103,7 +103,7 @@ class TorchBackend:
     def __init__(self, run: Path, *, threads: int = 1) -> None:
         import torch
 
-        from lymphosort.train.checkpoint import load_checkpoint
+        from lymphosort.models.checkpoint import load_checkpoint
 
         if not (run / "model.safetensors").is_file():
             raise BackendError(f"{run} has no model.safetensors; the torch backend needs a run folder")

@@ -1,73 +1,28 @@
-"""`lymphosort train`: fit a registered model; the run folder holds everything it made."""
+"""`lymphosort train` and `lymphosort distill`: flags generated from TrainConfig /
+DistillConfig (`lymphosort.config`); the run folder holds everything a run made."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
-from lymphosort.train.config import DEFAULT_DATA_ROOT, DEFAULT_TEACHER, TrainConfig
+from lymphosort.config import add_config_flags, given_fields, load_mapping, resolve_config
+from lymphosort.train.config import DistillConfig, TrainConfig, config_class
 
-#: argparse dest -> TrainConfig field, for flags shared by `train` and `distill`.
-_FLAG_FIELDS: dict[str, str] = {
-    "task": "task",
-    "data_root": "data_root",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "weight_decay": "weight_decay",
-    "warmup_frac": "warmup_frac",
-    "patience": "patience",
-    "monitor": "monitor",
-    "seed": "seed",
-    "max_train_samples": "max_train_samples",
-    "max_val_samples": "max_val_samples",
-    "num_workers": "num_workers",
-    "accelerator": "accelerator",
-    "devices": "devices",
-    "strategy": "strategy",
-    "precision": "precision",
-    "init_from": "init_from",
-    "ema": "ema_decay",
-}
+#: TrainConfig fields that only a distillation uses (no flags on `train`)
+_DISTILL_FIELDS = ("teacher", "method", "method_kwargs", "student_layers", "teacher_layers", "teacher_precision")
+#: older or shorter spellings kept for the fields
+_ALIASES = {"ema_decay": ["--ema"], "method_kwargs": ["--method-arg"]}
 
 
-def add_common_args(p: argparse.ArgumentParser) -> None:
-    """Flags shared by `train` and `distill` (defaults None: unset flags keep the config's value)."""
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    """Options of the invocation, not of the experiment (not in config.yaml)."""
     p.add_argument("--out", required=True, metavar="RUN", help="run folder to write (or to resume)")
-    p.add_argument("--task", default=None, help="task view (default t4-vs-b)")
-    p.add_argument(
-        "--data-root", default=None, metavar="DIR", help=f"LymphoMNIST root (default {DEFAULT_DATA_ROOT})"
-    )
-    p.add_argument("--config", default=None, metavar="FILE", help="YAML/JSON TrainConfig; flags override it")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--warmup-frac", type=float, default=None, help="fraction of steps in linear warm-up")
-    p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (0: off)")
-    p.add_argument("--monitor", choices=("val_bacc", "val_acc", "val_loss"), default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--max-train-samples", type=int, default=None, metavar="N", help="random subset, for quick runs")
-    p.add_argument("--max-val-samples", type=int, default=None, metavar="N")
-    p.add_argument("--num-workers", type=int, default=None)
-    p.add_argument("--accelerator", default=None, help="Lightning accelerator (default auto)")
-    p.add_argument("--devices", default=None, help="Lightning devices (default auto; torchrun sets it)")
-    p.add_argument("--strategy", default=None, help="Lightning strategy (default auto; ddp under torchrun)")
-    p.add_argument("--precision", default=None, help="e.g. 32-true, bf16-mixed, 16-mixed")
-    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
-                   help="validate, early-stop and save an exponential moving average of the weights "
-                   "(e.g. 0.999; default off)")
-    p.add_argument("--no-augment", action="store_true", help="train without batch augmentation")
-    p.add_argument("--no-balanced", action="store_true", help="plain shuffling instead of class-balanced sampling")
-    p.add_argument("--init-from", default=None, metavar="RUN",
-                   help="start from the weights of a trained run of the same model (or, for a QAT model, "
-                   "of its float student: quantisation-aware fine-tuning)")
     p.add_argument("--resume", action="store_true",
                    help="continue from RUN/last.ckpt (written after every epoch) with RUN/config.yaml, at the "
-                   "first unfinished epoch")
+                   "first unfinished epoch; flags given change the saved config")
     p.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no Lightning banners")
     p.add_argument("--threads", type=int, default=None, metavar="N",
@@ -75,26 +30,38 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    "affinity mask and cgroup quota; logged in train.log)")
 
 
-def resolve_config(args: argparse.Namespace, **fields: Any) -> TrainConfig:
-    """Config precedence: RUN/config.yaml (on --resume) or --config, then given flags, then `fields`."""
-    from lymphosort.train.config import load_config
-
+def _saved(args: argparse.Namespace) -> dict[str, Any] | None:
     saved = Path(args.out) / "config.yaml"
-    if args.resume and saved.is_file():
-        cfg = load_config(saved)
-    elif args.config:
-        cfg = load_config(args.config)
-    else:
-        cfg = TrainConfig()
-    changes = {f: getattr(args, dest, None) for dest, f in _FLAG_FIELDS.items()}
-    if isinstance(changes.get("devices"), str) and changes["devices"].isdigit():
-        changes["devices"] = int(changes["devices"])
-    changes.update(fields)
-    cfg = cfg.replace(**changes)
-    if args.no_augment:
-        cfg = dataclasses.replace(cfg, augment=None)  # replace() skips None values
-    if args.no_balanced:
-        cfg = cfg.replace(balanced=False)
+    return load_mapping(saved) if args.resume and saved.is_file() else None
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig defaults < --config FILE (or RUN/config.yaml on --resume) < flags."""
+    base = _saved(args)
+    cls = config_class(base) if base is not None else TrainConfig
+    return resolve_config(cls, args, base=base)
+
+
+def distill_config(args: argparse.Namespace) -> DistillConfig:
+    """DistillConfig defaults (the shipped recipe) < the teacher's task and data root < --config
+    FILE (or RUN/config.yaml on --resume) < flags; `--qat BITS` then names the student's twin."""
+    base = _saved(args)
+    given = given_fields(args)
+    defaults: dict[str, Any] = {}
+    if base is None:
+        from_file = load_mapping(args.config) if args.config else {}
+        teacher = given.get("teacher", from_file.get("teacher"))
+        if teacher:
+            defaults = DistillConfig.teacher_defaults(teacher)
+        if "method_kwargs" not in from_file:  # flags' KEY=VALUE go on top of the method's shipped ones
+            method = given.get("method", from_file.get("method", DistillConfig.method))
+            defaults["method_kwargs"] = DistillConfig(method=method).method_kwargs
+    cfg = resolve_config(DistillConfig, args, defaults=defaults, base=base)
+    if args.qat is not None and (base is None or "model" in given):
+        from lymphosort.models.quant import qat_twin
+
+        name, kwargs = qat_twin(cfg.model, args.qat)
+        cfg = DistillConfig.from_dict({**cfg.to_dict(), "model": name, "model_kwargs": {**cfg.model_kwargs, **kwargs}})
     return cfg.validate()
 
 
@@ -110,12 +77,11 @@ def report(result: Any) -> None:
         print(f"test: {json.dumps(shown)}")
 
 
-def run_train(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, cfg: TrainConfig) -> int:
     from lymphosort.threads import configure_threads
     from lymphosort.train.fit import fit, is_rank_zero
 
     configure_threads(args.threads)
-    cfg = resolve_config(args, model=args.model)
     result = fit(cfg, args.out, resume=args.resume, quiet=args.quiet, evaluate=not args.no_eval)
     if is_rank_zero():
         report(result)
@@ -127,10 +93,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train a registered model (default: the compact teacher)",
         description="Train a model on LymphoMNIST (or LymphoSim) with Lightning. The run folder gets "
-        "model.safetensors + model.json, last.ckpt (for --resume), config.yaml, history.json, "
-        "metrics.csv, curves.png, train.log and metrics.json (test split). Runs data-parallel "
+        "model.safetensors + model.json, last.ckpt (for --resume), config.yaml (the resolved TrainConfig), "
+        "history.json, metrics.csv, curves.png, train.log and metrics.json (test split). Runs data-parallel "
         "under `torchrun --nproc_per_node=N -m lymphosort.cli train ...`.",
     )
-    p.add_argument("--model", default=None, help=f"registered model name (default {DEFAULT_TEACHER})")
-    add_common_args(p)
-    p.set_defaults(func=run_train)
+    _run_flags(p)
+    add_config_flags(p, TrainConfig, aliases=_ALIASES, skip=_DISTILL_FIELDS)
+    p.set_defaults(func=lambda a: _run(a, train_config(a)))
+
+    d = DistillConfig()
+    p = subparsers.add_parser(
+        "distill",
+        help="distil a trained teacher into a small student",
+        description="Train a student (--model, alias --student) against the frozen teacher in --teacher RUN. "
+        "Teacher and student see the same augmented images, each resized and normalised for its own input. "
+        "Methods: kd (Hinton), dkd (decoupled KD), at (attention transfer + KD), none (labels only), paper "
+        f"(the reference recipe: mixup soft labels, teacher unused). The defaults are the shipped recipe: "
+        f"{d.model}, {d.method} ({', '.join(f'{k} {v:g}' for k, v in d.method_kwargs.items())}), {d.epochs} epochs, "
+        f"patience {d.patience} (the best validation checkpoint kept); task and data root follow the teacher.",
+    )
+    _run_flags(p)
+    p.add_argument("--qat", type=int, default=None, metavar="BITS",
+                   help="quantisation-aware training: the student's Brevitas fixed-point twin with BITS-bit "
+                   "weights and activations (e.g. 8 or 4), for `lymphosort export hls`")
+    add_config_flags(p, DistillConfig, aliases={**_ALIASES, "model": ["--student"]})
+    p.set_defaults(func=lambda a: _run(a, distill_config(a)))

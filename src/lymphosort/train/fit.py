@@ -538,7 +538,7 @@ def _setup_logging(run_dir: Path, quiet: bool) -> logging.Handler | None:
 
 
 def _load_teacher(cfg: TrainConfig, classes: Sequence[str]) -> tuple[nn.Module, Any]:
-    from lymphosort.train.checkpoint import load_checkpoint
+    from lymphosort.models.checkpoint import load_checkpoint
 
     teacher, card = load_checkpoint(cfg.teacher)
     t_task = getattr(card, "task", None)
@@ -575,7 +575,7 @@ def _evaluate(run_dir: Path, cfg: TrainConfig, model: nn.Module, test: "SplitDat
 def _make_card(
     cfg: TrainConfig, model: nn.Module, train: "SplitData", metrics: dict[str, Any], data_root: str | None
 ) -> Any:
-    from lymphosort.train.checkpoint import DATA_ROOT_KEY, ModelCard
+    from lymphosort.models.checkpoint import DATA_ROOT_KEY, ModelCard
 
     data = dict(train.provenance)
     if data_root:
@@ -754,7 +754,7 @@ def _init_from(cfg: TrainConfig, num_classes: int, train: "SplitData") -> nn.Mod
     quantisation-aware training fine-tunes rather than starts from scratch.
     """
     from lymphosort.models.quant import float_name, init_activation_ranges, quantize_from_float
-    from lymphosort.train.checkpoint import load_checkpoint
+    from lymphosort.models.checkpoint import load_checkpoint
 
     src, _ = load_checkpoint(cfg.init_from)
     spec = src.spec
@@ -795,7 +795,7 @@ def _finish_run(
     data_root: str | None = None,
 ) -> dict[str, Any] | None:
     from lymphosort.atomic import write_json_atomic
-    from lymphosort.train.checkpoint import save_checkpoint
+    from lymphosort.models.checkpoint import save_checkpoint
 
     metrics: dict[str, Any] = {"val": best_val, "epochs_run": len(history)}
     save_checkpoint(run_dir, student, _make_card(cfg, student, train, metrics, data_root))

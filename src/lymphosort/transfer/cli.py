@@ -26,19 +26,11 @@ def _data(args: argparse.Namespace) -> Any:
 
 
 def _base_cfg(args: argparse.Namespace) -> Any:
+    """FinetuneConfig defaults < --config FILE < flags (mode, shots and seed come per run)."""
+    from lymphosort.config import resolve_config
     from lymphosort.transfer.finetune import FinetuneConfig
 
-    return FinetuneConfig(
-        lr=args.lr,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        patience=args.patience,
-        max_val_samples=None if args.max_val_samples == 0 else args.max_val_samples,
-        reset_head=args.reset_head,
-        n_boot=args.n_boot,
-        head_steps=args.head_steps,
-        ema_decay=args.ema,
-    )
+    return resolve_config(FinetuneConfig, args)
 
 
 def _fmt(m: dict[str, Any], key: str) -> str:
@@ -130,21 +122,14 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lr", type=float, default=None, help="default: linear 1e-2, partial 1e-3, full 3e-4")
-    p.add_argument("--epochs", type=int, default=None, help="partial/full (default 15 short epochs for K<=100, 4 for all)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--patience", type=int, default=None, help="early-stopping patience on val balanced accuracy")
-    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
-                   help="partial/full: validate, early-stop and keep an exponential moving average of the "
-                   "weights (e.g. 0.999; default off)")
-    p.add_argument("--max-val-samples", type=int, default=2000, help="stratified cap on validation (0 = all)")
-    p.add_argument("--reset-head", action="store_true", help="start from a fresh head even when the classes match")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
-    p.add_argument("--head-steps", type=int, default=500, help="linear mode: most full-batch head steps")
+    from lymphosort.config import add_config_flags
+    from lymphosort.transfer.finetune import FinetuneConfig
+
     p.add_argument("--quiet", action="store_true", help="less Lightning output")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads (default: torch's choice capped by the CPUs this process may use: "
                    "affinity mask and cgroup quota)")
+    add_config_flags(p, FinetuneConfig, aliases={"ema_decay": ["--ema"]}, skip=("mode", "shots", "seed"))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

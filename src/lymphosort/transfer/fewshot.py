@@ -147,7 +147,7 @@ def few_shot(
     """Run (or resume) the grid; write `OUT/curve.json`, `OUT/curve.png`, `OUT/table.md`."""
     import dataclasses
 
-    from lymphosort.train.checkpoint import jsonable, read_card
+    from lymphosort.models.checkpoint import jsonable, read_card
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -282,7 +282,7 @@ def prepare_model(
     fine-tuning starts from the zero-shot model); otherwise it is reset and rows of known
     classes are copied over. Returns (model, source card, head info).
     """
-    from lymphosort.train.checkpoint import load_checkpoint
+    from lymphosort.models.checkpoint import load_checkpoint
 
     model, card = load_checkpoint(run_dir)
     old_classes = list(card.classes)
@@ -384,32 +384,42 @@ def _fit_head(
 
 @dataclass
 class FinetuneConfig:
-    """One fine-tuning run: mode, shots per class (None = all), seed and training knobs."""
+    """One fine-tuning run: mode, shots per class (None = all), seed and training knobs (the
+    config of `lymphosort transfer finetune`; few-shot runs a grid of them)."""
 
+    #: linear (the head on frozen features), partial (the last block and the head) or full
     mode: str = "linear"
+    #: labelled cells per class (none: all)
     shots: int | None = 25
     seed: int = 0
-    #: None = DEFAULT_LR[mode].
+    #: none: linear 1e-2, partial 1e-3, full 3e-4
     lr: float | None = None
-    #: partial/full: None = 15 short epochs for K <= 100, 4 epochs of the whole pool for "all".
+    #: partial/full: none = 15 short epochs for K <= 100, 4 epochs of the whole pool for "all".
     epochs: int | None = None
     batch_size: int = 64
-    #: early stopping patience (epochs for partial/full, checks of 10 steps for linear).
+    #: early-stopping patience on validation balanced accuracy (epochs for partial/full,
+    #: checks of 10 steps for linear); none: 4 for K <= 100, else 2
     patience: int | None = None
     weight_decay: float = 0.01
     #: one epoch of partial/full repeats the shots to at least this many (augmented) images.
     min_epoch_samples: int = 512
-    #: stratified cap on the validation set (early stopping and operating point), None = all.
+    #: stratified cap on the validation set (early stopping and operating point), none (or 0) = all.
     max_val_samples: int | None = 2000
     #: `AugmentConfig` keywords; None = the source run's own augmentation.
     augment: dict[str, Any] | None = None
+    #: start from a fresh head even when the classes match
     reset_head: bool = False
     #: partial/full: decay of an exponential moving average of the weights (None = off);
     #: see `TrainConfig.ema_decay`.
     ema_decay: float | None = None
     #: linear mode: most full-batch head steps.
     head_steps: int = 500
+    #: bootstrap resamples for the 95% intervals
     n_boot: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.max_val_samples == 0:
+            self.max_val_samples = None
 
     def resolved_lr(self) -> float:
         return float(self.lr if self.lr is not None else DEFAULT_LR[self.mode])
@@ -484,7 +494,7 @@ def _begin(out_dir: Path, resume: bool, record: dict[str, Any]) -> dict[str, Any
     continues (with `resume`) only under the very configuration it started with.
     """
     from lymphosort.atomic import write_json_atomic
-    from lymphosort.train.checkpoint import jsonable
+    from lymphosort.models.checkpoint import jsonable
 
     summary, start = out_dir / SUMMARY_FILE, out_dir / START_FILE
     if summary.is_file():
@@ -531,7 +541,7 @@ def finetune(
     `out` is read back instead of trained again.
     """
     from lymphosort.atomic import write_json_atomic
-    from lymphosort.train.checkpoint import jsonable, read_card, save_checkpoint
+    from lymphosort.models.checkpoint import jsonable, read_card, save_checkpoint
 
     out_dir = Path(out)
     started = {"source_run": str(run_dir), "task": data.task, "classes": list(data.classes),
@@ -562,7 +572,7 @@ def finetune(
     }
     provenance = {**dict(data.pool.provenance), "transfer": {k_: v for k_, v in transfer.items() if not k_.endswith("_rows")}}
     if data.source == "lymphomnist" and data.data_root:
-        from lymphosort.train.checkpoint import DATA_ROOT_KEY
+        from lymphosort.models.checkpoint import DATA_ROOT_KEY
 
         provenance[DATA_ROOT_KEY] = str(data.data_root)
 
@@ -583,7 +593,7 @@ def finetune(
         )
         model.eval()
         metrics = _test_metrics(model, data.test, cfg.n_boot, feats=cache.get(data.test))
-        from lymphosort.train.checkpoint import ModelCard
+        from lymphosort.models.checkpoint import ModelCard
 
         card = ModelCard.from_model(
             model, task=data.task, classes=list(data.classes), data=provenance, split_id=data.pool.split_id,
@@ -649,14 +659,13 @@ def redistill(
 
     The student starts from its own (source-task) checkpoint, head adapted as in
     `prepare_model`, and is trained by `train.fit` against `teacher_run` with the
-    documented distillation setting (`distill.BEST_SETTING`) on exactly the shots the
+    shipped distillation recipe (`DistillConfig`'s defaults) on exactly the shots the
     teacher saw (same seed and K): no extra labels, so the two routes compare fairly.
     `resume` as in `finetune`.
     """
     from lymphosort.atomic import write_json_atomic
-    from lymphosort.distill import BEST_SETTING
-    from lymphosort.train.checkpoint import jsonable, read_card, save_checkpoint
-    from lymphosort.train.config import TrainConfig
+    from lymphosort.models.checkpoint import jsonable, read_card, save_checkpoint
+    from lymphosort.train.config import DistillConfig
     from lymphosort.train.fit import fit
 
     out_dir = Path(out)
@@ -669,8 +678,8 @@ def redistill(
     resuming = (out_dir / "last.ckpt").is_file()
     student, s_card, head_info, _, shots, val = _model_and_shots(student_run, data, cfg, "full")
     small = cfg.shots is not None and cfg.shots <= 100
-    m = method or str(BEST_SETTING["method"])
-    tcfg = TrainConfig(
+    m = method or DistillConfig.method
+    tcfg = DistillConfig(
         model=s_card.model,
         model_kwargs=dict(s_card.create_kwargs),
         task=data.task if data.source == "lymphomnist" else _placeholder_task(len(data.classes)),
@@ -686,7 +695,6 @@ def redistill(
         ema_decay=cfg.ema_decay,
         teacher=str(teacher_run),
         method=m,
-        method_kwargs=dict(BEST_SETTING["method_kwargs"]) if m == BEST_SETTING["method"] else {},
     )
     train = _tile(shots, cfg.min_epoch_samples) if small else shots
     fit(tcfg, out_dir, resume=resuming, quiet=quiet, train=train, val=val, test=data.test, evaluate=False,

@@ -188,7 +188,7 @@ def zero_shot(
     from lymphosort.data.info import task_view
     from lymphosort.data.lymphomnist import load_split
     from lymphosort.evaluate.run import evaluate_run, predict_proba
-    from lymphosort.train.checkpoint import jsonable, load_checkpoint
+    from lymphosort.models.checkpoint import jsonable, load_checkpoint
 
     view = task_view(task)
     model, card = load_checkpoint(run_dir, map_location=device)

@@ -5,8 +5,9 @@ Compiler layout: `plan.lower` (IR -> stream plan), `arith` (per-layer da4ml circ
 `synth` (yosys / nextpnr-ecp5), `flow` (the `lymphosort export rtl` pipeline).
 """
 
-from lymphosort.export.rtl.flow import ARCHS, RTL_JSON, RtlDesign, RtlMismatchError, check, export_rtl_run, generate
+from lymphosort.export.rtl.flow import (ARCHS, RTL_JSON, RtlDesign, RtlExportConfig, RtlMismatchError, check,
+                                        export_rtl_run, generate)
 from lymphosort.export.rtl.plan import StreamPlan, lower
 
-__all__ = ["ARCHS", "RTL_JSON", "RtlDesign", "RtlMismatchError", "StreamPlan", "check", "export_rtl_run",
+__all__ = ["ARCHS", "RTL_JSON", "RtlDesign", "RtlExportConfig", "RtlMismatchError", "StreamPlan", "check", "export_rtl_run",
            "generate", "lower"]

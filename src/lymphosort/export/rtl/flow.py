@@ -11,13 +11,15 @@ from typing import Any
 
 import numpy as np
 
+from lymphosort.export.config import RtlExportConfig
 from lymphosort.export.fixedpoint import FixedPointModel
 from lymphosort.export.rtl.arith import DA4ML_VERSION, CmvmCircuit, build_cmvm, write_static_sources
 from lymphosort.export.rtl.plan import ConvStage, DenseStage, StreamPlan, lower
 from lymphosort.export.rtl.sim import build, simulate, verilator_version, write_testbench
 from lymphosort.export.rtl.verilog import LOGIT_BITS, write_design
 
-__all__ = ["ARCHS", "RtlDesign", "RtlMismatchError", "generate", "check", "frames_of", "export_rtl_run", "RTL_JSON"]
+__all__ = ["ARCHS", "RtlDesign", "RtlExportConfig", "RtlMismatchError", "generate", "check", "frames_of", "export_rtl_run",
+           "RTL_JSON"]
 
 ARCHS = ("stream",)
 RTL_JSON = "rtl.json"
@@ -128,33 +130,20 @@ def check(design: RtlDesign, fp: FixedPointModel, images_uint8: Any, work: Path,
     return record
 
 
-def export_rtl_run(
-    run: str | Path,
-    out: str | Path,
-    *,
-    arch: str = "stream",
-    clock_ns: float = 10.0,
-    n_check: int = 2000,
-    data_root: str | Path | None = None,
-    synth: bool = False,
-    pnr: bool = False,
-    device: str = "85k",
-    latency_cutoff: float = 5.0,
-    n_gap_check: int = 50,
-    pnr_timeout_s: float | None = None,
-) -> dict[str, Any]:
+def export_rtl_run(run: str | Path, out: str | Path, cfg: RtlExportConfig = RtlExportConfig()) -> dict[str, Any]:
     """Verilog of a QAT run, checked bit for bit in Verilator; writes OUT/rtl.json.
 
     Raises `RtlMismatchError` (after writing rtl.json) when any crop differs.
     """
     import shutil
 
+    from lymphosort.config import to_mapping
     from lymphosort.errors import ConfigError
-    from lymphosort.export.cli import _write_json, check_images
+    from lymphosort.export.run import check_images, write_record
     from lymphosort.export.fixedpoint import from_quant_model
     from lymphosort.export.rtl.synth import ECP5_PARTS, pnr_ecp5, synth_ecp5
     from lymphosort.models.quant import QuantConvStudent
-    from lymphosort.train.checkpoint import CARD_FILE, load_checkpoint
+    from lymphosort.models.checkpoint import CARD_FILE, load_checkpoint
 
     run, out = Path(run), Path(out)
     model, card = load_checkpoint(run)
@@ -166,9 +155,10 @@ def export_rtl_run(
     fp = from_quant_model(model, classes=card.classes)
     fp.save(out)
     t0 = time.perf_counter()
-    design = generate(fp, out, arch=arch, latency_cutoff=latency_cutoff)
+    arch, clock_ns, device = cfg.arch, cfg.clock_ns, cfg.device
+    design = generate(fp, out, arch=arch, latency_cutoff=cfg.latency_cutoff)
     gen_s = time.perf_counter() - t0
-    images, source = check_images(card, Path(data_root) if data_root else None, n_check)
+    images, source = check_images(card, Path(cfg.data_root) if cfg.data_root else None, cfg.n_check)
     images = np.asarray(images)
     record: dict[str, Any] = {
         "arch": arch, "model": card.model, "run": str(run), "classes": list(card.classes), "checked_on": source,
@@ -183,28 +173,29 @@ def export_rtl_run(
         "stages": [{"name": n, "da4ml_cost": c.cost, "mac_latency": c.latency, "n_in": c.n_in, "n_out": c.n_out}
                    for n, c in design.circuits.items()],
         "tools": {"da4ml": DA4ML_VERSION, "verilator": verilator_version()},
-        "latency_cutoff": latency_cutoff,
+        "latency_cutoff": cfg.latency_cutoff,
+        "config": to_mapping(cfg),
         "generate_s": round(gen_s, 1),
     }
     try:
         sim = check(design, fp, images, out / "sim")
-        gaps = check(design, fp, images[:n_gap_check], out / "sim", gap_pct=25) if n_gap_check else None
+        gaps = check(design, fp, images[:cfg.n_gap_check], out / "sim", gap_pct=25) if cfg.n_gap_check else None
     except RtlMismatchError:
         record["mismatches"] = "see sim/first_mismatch.json"
-        _write_json(out / RTL_JSON, record)
+        write_record(out / RTL_JSON, record)
         raise
     record.update(n_checked=sim["n_checked"], mismatches=0,
                   latency_cycles=int(sim["latency"]["max"]),
                   initiation_interval=int(sim["interval"]["max"]) if sim["interval"] else None,
                   simulation={"back_to_back": sim, "random_gaps": gaps})
-    if synth or pnr:
+    if cfg.synth or cfg.pnr:
         syn = synth_ecp5(design.sources, design.top, out / "synth")
         record.update(luts=syn["luts"], ffs=syn["ffs"], dsps=syn["dsps"], brams=syn["brams"], synthesis=syn)
         record["tools"]["yosys"] = syn["tool"]
         record["part"] = ECP5_PARTS[device][0] + " (yosys synth_ecp5 counts)"
-        if pnr:
+        if cfg.pnr:
             pr = pnr_ecp5(syn, out / "synth", device=device, freq_mhz=round(1000.0 / clock_ns, 3),
-                           timeout_s=pnr_timeout_s)
+                           timeout_s=cfg.pnr_timeout_s)
             record["place_and_route"] = pr
             record["part"] = pr["part"]
             if pr.get("ran"):
@@ -212,6 +203,6 @@ def export_rtl_run(
                 record["fmax_mhz"] = pr["fmax_mhz"]
                 if pr["fmax_mhz"]:
                     record["latency_us"] = round(record["latency_cycles"] / pr["fmax_mhz"], 3)
-    _write_json(out / RTL_JSON, record)
+    write_record(out / RTL_JSON, record)
     record["out"] = str(out)
     return record

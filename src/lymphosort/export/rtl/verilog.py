@@ -104,7 +104,7 @@ def emit_conv(st: ConvStage, cm: CmvmCircuit) -> str:
               f"  wire t_ok = r >= {rw}'d{k - 1} && c >= {cw}'d{k - 1};"]
     o += ["  always @(posedge clk) begin",
           "    if (rst) begin",
-          f"      r <= 0; c <= 0; flushing <= 0; emit <= 0; err <= 0;",
+          "      r <= 0; c <= 0; flushing <= 0; emit <= 0; err <= 0;",
           "    end else begin",
           "      emit <= tick && t_ok;",
           "      if (in_valid && flushing) err <= 1;",
@@ -145,7 +145,7 @@ def emit_conv(st: ConvStage, cm: CmvmCircuit) -> str:
         o += ["  " + s for s in _requant(co, "acc", cm.out_slot, cm.out_frac, st.shift, st.out_bits)]
     ys = ", ".join(f"y{co}" for co in reversed(range(st.c_out)))
     o += ["  always @(posedge clk) begin",
-          f"    if (rst) begin vpipe <= 0; out_valid <= 0; end",
+          "    if (rst) begin vpipe <= 0; out_valid <= 0; end",
           f"    else begin vpipe <= {{vpipe, emit}}; out_valid <= vpipe[{L - 1}]; end" if L > 1 else
           "    else begin vpipe <= emit; out_valid <= vpipe[0]; end",
           f"    out_data <= {{{ys}}};", "  end", "endmodule", ""]
@@ -177,7 +177,7 @@ def emit_pool(st: PoolStage) -> str:
           "    else begin",
           "      out_valid <= 0;",
           "      if (in_valid) begin",
-          f"        if (!c[0]) hold <= in_data;",
+          "        if (!c[0]) hold <= in_data;",
           f"        else if ({inside}) begin",
           f"          if (!r[0]) lb[{idx}] <= {{{', '.join(reversed(hmax))}}};",
           f"          else begin out_valid <= 1; out_data <= {{{', '.join(reversed(vmax))}}}; end",
@@ -289,7 +289,7 @@ def emit_top(plan: StreamPlan, top: str = "lymphosort_top") -> str:
           "  always @(posedge clk) begin",
           "    if (rst) qn <= 0;",
           "    else begin",
-          f"      if (out_fire) q0 <= q1;",
+          "      if (out_fire) q0 <= q1;",
           f"      if ({prev_v}) begin",
           f"        if (qn == 0 || (qn == 1 && out_fire)) q0 <= {prev_d};",
           f"        else if (qn == 1 || (qn == 2 && out_fire)) q1 <= {prev_d};",

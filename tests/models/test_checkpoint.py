@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lymphosort.models import create_model
-from lymphosort.train.checkpoint import CARD_FILE, WEIGHTS_FILE, CheckpointError, ModelCard, load_checkpoint, save_checkpoint
+from lymphosort.models.checkpoint import CARD_FILE, WEIGHTS_FILE, CheckpointError, ModelCard, load_checkpoint, save_checkpoint
 
 # One model per family (MONAI ResNet basic/bottleneck, reference CNN, tiny CNN, overrides).
 CASES = [

@@ -1,0 +1,170 @@
+"""What `lymphosort realtime` does, as a function of its config object: open a model and a
+source, run the sorter path (or classify stills), and return the JSON report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from lymphosort.realtime.sources import SimConfig
+
+__all__ = ["RUN_ONNX_CACHE", "RealtimeConfig", "onnx_model_folder", "run_realtime"]
+
+#: Where `--backend onnx --model RUN` keeps the export of a trained run.
+RUN_ONNX_CACHE = Path("export") / "onnx"
+
+
+@dataclass(frozen=True)
+class RealtimeConfig:
+    """`lymphosort realtime`: a model, a frame source and the sorter's operating point."""
+
+    #: run folder (torch or onnx: exported once to RUN/export/onnx and reused), an `export
+    #: onnx` folder (onnx) or an hls bundle (hls)
+    model: str = ""
+    #: 'sim' (LymphoSim), a folder of frames, an image or a video file
+    source: str = "sim"
+    backend: Literal["torch", "onnx", "hls"] = "onnx"
+    #: intra-op threads of the backend
+    threads: int = 1
+    #: seconds of stream
+    duration: float = 10.0
+    max_frames: int | None = None
+    #: write the JSON report here
+    report: str | None = None
+    #: write one JSON trigger event per line here
+    events: str | None = None
+    #: choose the threshold reaching this purity on LymphoSim calibration crops
+    target_purity: float | None = None
+    #: sort when p(target) >= this (none: 0.5, or from target_purity)
+    threshold: float | None = None
+    #: class name to sort (none: the last class)
+    sort_class: str | None = None
+    #: pace the source at its frame rate (off: as fast as possible, for throughput runs)
+    paced: bool = True
+    #: frames buffered (~deadline x fps)
+    queue_size: int = 4
+    drop: Literal["oldest", "newest", "block"] = "oldest"
+    #: a decision later than this counts as late (reported)
+    deadline_us: float = 1000.0
+    #: trigger line, px from the left (none: 40% of the width)
+    trigger_x: float | None = None
+    #: frame rate of a file source (none: the file's own or unpaced); a LymphoSim source uses sim.fps
+    fps: float | None = None
+    #: images are independent stills (crops): detect with a background from each image
+    still: bool = False
+    #: the LymphoSim flow stream (source 'sim')
+    sim: SimConfig = field(default_factory=SimConfig)
+
+    def validate(self) -> "RealtimeConfig":
+        from lymphosort.errors import ConfigError
+
+        if not self.model:
+            raise ConfigError("realtime needs a model (--model RUN)")
+        if self.threshold is not None and self.target_purity is not None:
+            raise ConfigError("give a threshold or a target purity, not both")
+        return self
+
+
+def onnx_model_folder(model: Path, say: Callable[[str], None]) -> Path:
+    """The ONNX folder for `model`: itself when it holds model.onnx; for a trained run
+    folder, its export in RUN/export/onnx, made and checked as `export onnx` does when
+    missing or made from other weights, else reused. `say` tells the user which."""
+    from lymphosort.export.run import export_onnx_run, reusable_onnx_export
+    from lymphosort.models.checkpoint import WEIGHTS_FILE
+
+    if (model / "model.onnx").is_file() or not (model / WEIGHTS_FILE).is_file():
+        return model  # an export folder (or something the backend will explain it cannot load)
+    cache = model / RUN_ONNX_CACHE
+    record = reusable_onnx_export(model, cache)
+    if record is not None:
+        say(f"reusing the ONNX export {cache} (made from these weights; checked on {record['n_checked']} crops, "
+            f"max |diff| {record['max_abs_diff']:.2e})")
+        return cache
+    say(f"exporting {model} to ONNX in {cache} (once; checked like `lymphosort export onnx`) ...")
+    record = export_onnx_run(model, cache)
+    say(f"  checked on {record['n_checked']} crops ({record['checked_on']}): max |diff| {record['max_abs_diff']:.2e}, "
+        f"argmax agreement {record['argmax_agreement']:.4f}")
+    return cache
+
+
+def _still(cfg: RealtimeConfig, model: Path) -> dict[str, Any]:
+    from lymphosort.realtime.backends import load_backend
+    from lymphosort.realtime.crop import crop_cells
+    from lymphosort.realtime.detect import detect_still
+    from lymphosort.realtime.sources import IMAGE_SUFFIXES, SourceError, load_grey
+
+    src = Path(cfg.source)
+    files = sorted(q for q in src.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES) if src.is_dir() else [src]
+    if not files or not files[0].exists():
+        raise SourceError(f"no images at {src}")
+    backend = load_backend(cfg.backend, model, threads=cfg.threads)
+    rows = []
+    for f in files:
+        img = load_grey(f)
+        dets = detect_still(img)
+        probs = backend.predict_proba(crop_cells(img, [(d.x, d.y) for d in dets])) if dets else []
+        rows.append({"file": f.name, "detections": [
+            {"x": d.x, "y": d.y, "box": list(d.box), "area": d.area, "doublet": d.doublet,
+             "probs": [float(v) for v in pr]} for d, pr in zip(dets, probs)]})
+    return {"mode": "still", "images": len(rows), "with_one_detection": sum(len(r["detections"]) == 1 for r in rows),
+            "results": rows}
+
+
+def run_realtime(cfg: RealtimeConfig, say: Callable[[str], None] = lambda msg: None,
+                 live: bool = False) -> dict[str, Any]:
+    """Run the sorter path (or the still mode) and return its report; `live` shows a live view."""
+    from lymphosort.config import to_mapping
+    from lymphosort.errors import ConfigError
+    from lymphosort.realtime.backends import load_backend
+    from lymphosort.realtime.gate import Gate, JsonlSink, calibrate_threshold
+    from lymphosort.realtime.report import LiveView
+    from lymphosort.realtime.runner import RealtimeRunner, RunConfig, task_label_map
+    from lymphosort.realtime.sources import SimSource, open_source
+    from lymphosort.realtime.track import TrackerConfig
+
+    cfg.validate()
+    model = Path(cfg.model)
+    if cfg.backend == "onnx":
+        model = onnx_model_folder(model, say)
+    if cfg.still:
+        return {**_still(cfg, model), "config": to_mapping(cfg)}
+    backend = load_backend(cfg.backend, model, threads=cfg.threads)
+    classes = list(backend.classes)
+    if cfg.sort_class is None:
+        target = len(classes) - 1
+    elif cfg.sort_class in classes:
+        target = classes.index(cfg.sort_class)
+    else:
+        raise ConfigError(f"sort class {cfg.sort_class!r} is not one of {classes}")
+    label_map = task_label_map(backend.card)
+    calib = None
+    if cfg.target_purity is not None:
+        threshold, calib = calibrate_threshold(backend, target, cfg.target_purity, label_map, preset=cfg.sim.preset)
+    else:
+        threshold = 0.5 if cfg.threshold is None else cfg.threshold
+    if cfg.source == "sim":
+        sim = cfg.sim if cfg.fps is None else replace(cfg.sim, fps=cfg.fps)
+        say(f"rendering {sim.pool_frames} LymphoSim frames ...")
+        source: Any = SimSource(sim)
+    else:
+        source = open_source(cfg.source, fps=cfg.fps)
+    run_cfg = RunConfig(duration_s=cfg.duration, max_frames=cfg.max_frames, realtime=cfg.paced,
+                        queue_size=cfg.queue_size, drop=cfg.drop, deadline_us=cfg.deadline_us,
+                        tracker=TrackerConfig(trigger_x=cfg.trigger_x))
+    sink = JsonlSink(Path(cfg.events)) if cfg.events else None
+    runner = RealtimeRunner(source, backend, Gate(target, threshold), sink, run_cfg, label_map)
+    if live:
+        with LiveView(runner.snapshot):
+            rep = runner.run()
+    else:
+        rep = runner.run()
+    rep.update({"model": cfg.model, "model_folder": str(model), "source": cfg.source, "threshold_from":
+                f"target purity {cfg.target_purity} on calibration crops" if calib else "given",
+                "config": to_mapping(cfg)})
+    if calib is not None:
+        rep["calibration_curve"] = calib[::5]
+    if isinstance(source, SimSource):
+        rep["sim"] = {**vars(source.config), "render_s": source.render_s,
+                      "render_frames_per_s": source.config.pool_frames / source.render_s if source.render_s else None}
+    return rep

@@ -2,7 +2,7 @@
 
 Times, interleaved in one process at one intra-op thread on random inputs of the training
 batch size: the teacher's forward in eager mode, the same teacher as the frozen TorchScript
-graph the training loop uses (`train.fit.freeze_for_inference`), the training loop's bfloat16
+graph the training loop uses (`train.module.freeze_for_inference`), the training loop's bfloat16
 autocast path (`--teacher-precision bf16`, with its largest logit error on the batch), and the
 student's forward + backward + AdamW step. Speed does not depend on the data, only on shapes.
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lymphosort.models import create_model
     from lymphosort.distill.losses import KDLoss
-    from lymphosort.train.fit import LymphoModule, freeze_for_inference
+    from lymphosort.train.module import LymphoModule, freeze_for_inference
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", required=True, help="teacher run folder, or a registered name (speed only)")

@@ -27,7 +27,8 @@ from typing import Any
 
 from lymphosort.models.checkpoint import jsonable
 from lymphosort.transfer.fewshot import few_shot
-from lymphosort.transfer.finetune import FinetuneConfig, finetune, lymphomnist_data, parse_shots, redistill
+from lymphosort.transfer.finetune import FinetuneConfig, finetune, redistill
+from lymphosort.transfer.shots import lymphomnist_data, parse_shots
 
 
 def _acc(m: dict[str, Any] | None) -> float | None:

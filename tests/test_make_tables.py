@@ -29,7 +29,8 @@ def _write(root: Path, rel: str, doc: Any) -> Path:
 
 
 def _run(results: Path, out: Path, *extra: str) -> int:
-    return mt.main(["--results", str(results), "--out", str(out), *extra])
+    readme = [] if "--readme" in extra else ["--readme", "none"]
+    return mt.main(["--results", str(results), "--out", str(out), *readme, *extra])
 
 
 def test_headline_row_renders_value_interval_unit_and_verdict(tmp_path: Path) -> None:
@@ -123,3 +124,20 @@ def test_a_rows_only_file_is_a_table_and_needs_its_area(tmp_path: Path) -> None:
     (res / "classical.json").write_text(json.dumps({"caption": "Classical", "rows": [{"crops": 1}]}))
     with pytest.raises(mt.SchemaError, match="area"):
         mt.collect(res)
+
+
+def test_readme_headline_block_is_replaced_between_markers_and_checked(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    results, out, readme = tmp_path / "res", tmp_path / "BENCHMARKS.md", tmp_path / "README.md"
+    _write(results, "t.json", {"aims": [_aim()]})
+    readme.write_text(f"# Tool\n\nIntro.\n\n{mt.README_START}\nold table\n{mt.README_END}\n\n## Later\n")
+    assert _run(results, out, "--readme", str(readme), "--check") == 1  # the old table is stale
+    assert _run(results, out, "--readme", str(readme)) == 0
+    text = readme.read_text()
+    assert text.startswith("# Tool\n\nIntro.\n\n") and text.endswith("\n\n## Later\n") and "old table" not in text
+    assert "| teacher | teacher accuracy | >= 96% | 96.4%" in text
+    assert _run(results, out, "--readme", str(readme), "--check") == 0
+    readme.write_text("# Tool without markers\n")
+    capsys.readouterr()
+    assert _run(results, out, "--readme", str(readme)) == 2
+    assert "markers" in capsys.readouterr().err

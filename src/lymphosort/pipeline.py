@@ -7,6 +7,7 @@ seconds and a killed run resumes at the first unfinished stage. Stages only call
 public functions of the other folders: nothing here re-implements them.
 """
 
+# over 400 lines by design: the presets and every stage in data-flow order, read top to bottom
 from __future__ import annotations
 
 import argparse
@@ -336,7 +337,8 @@ def _student_row(ctx: StageContext, quantised: bool) -> dict[str, Any]:
 def stage_transfer(ctx: StageContext) -> dict[str, Any]:
     """Zero-shot T8 vs B (teacher and tiny student) and the few-shot curve of the teacher."""
     from lymphosort.transfer.fewshot import few_shot
-    from lymphosort.transfer.finetune import FinetuneConfig, lymphomnist_data
+    from lymphosort.transfer.finetune import FinetuneConfig
+    from lymphosort.transfer.shots import lymphomnist_data
     from lymphosort.transfer.zeroshot import zero_shot
 
     c = ctx.config["transfer"]
@@ -409,7 +411,7 @@ def stage_embedding(ctx: StageContext) -> dict[str, Any]:
     from lymphosort.data.lymphomnist import load_split
     from lymphosort.report.embedding import embedding_map
     from lymphosort.models.checkpoint import load_checkpoint
-    from lymphosort.transfer.finetune import FeatureCache
+    from lymphosort.transfer.heads import FeatureCache
 
     c = ctx.config["embedding"]
     model, _ = load_checkpoint(_abs(ctx, ctx.upstream["teacher"]["run"]))

@@ -256,7 +256,7 @@ def test_frozen(tmp_path: Path) -> None:
         d.classes = ("x",)  # type: ignore[misc]
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"reference crops not found at {REFERENCE}")
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"needs ../shared: reference crops not found at {REFERENCE}")
 @pytest.mark.parametrize("layout", ["subfolders", "csv"])
 def test_reference_brightfield_crops(tmp_path: Path, layout: str) -> None:
     pngs = sorted(REFERENCE.glob("*.png"))

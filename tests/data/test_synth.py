@@ -138,7 +138,7 @@ def test_noise_within_real_range_brightfield():
     # calibrated on (another instrument: ../shared/reference/brightfield)
     crops = render_crops(60, seed=11, preset="brightfield")
     if not REF.is_dir():
-        pytest.skip(f"reference crops not found at {REF}")
+        pytest.skip(f"needs ../shared: reference crops not found at {REF}")
     from PIL import Image
 
     real = [np.asarray(Image.open(p).convert("L"))[18:82, 18:82] for p in sorted(REF.glob("*.png"))]

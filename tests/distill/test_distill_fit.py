@@ -8,7 +8,8 @@ import torch
 
 from lymphosort.data.transforms import to_model_input
 from lymphosort.train.config import DistillConfig, TrainConfig
-from lymphosort.train.fit import LymphoModule, fit
+from lymphosort.train.fit import fit
+from lymphosort.train.module import LymphoModule
 from tests.train.helpers import toy_split
 
 

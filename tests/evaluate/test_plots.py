@@ -13,12 +13,21 @@ from lymphosort.evaluate.plots import plot_confusion, plot_reliability, plot_roc
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _valid_png(path: Path) -> None:
+def _valid_png(path: Path) -> np.ndarray:
+    """Decodes, has a sensible size and is not blank; returns the grey pixels."""
     assert path.is_file() and path.read_bytes()[:8] == PNG_MAGIC
     with Image.open(path) as im:
         im.verify()
     with Image.open(path) as im:
         assert im.size[0] > 100 and im.size[1] > 100
+        pixels = np.asarray(im.convert("L"), dtype=np.float32)
+    assert pixels.std() > 5
+    return pixels
+
+
+def _differ(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two figures show different content (same canvas size, pixels apart)."""
+    return a.shape != b.shape or float(np.abs(a - b).mean()) > 0.5
 
 
 @pytest.fixture
@@ -31,7 +40,9 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 
 def test_roc_binary_and_multiclass(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None:
     y, p = data
-    _valid_png(plot_roc(y, p, tmp_path / "roc3.png", class_names=["B", "T4", "T8"]))
+    roc = _valid_png(plot_roc(y, p, tmp_path / "roc3.png", class_names=["B", "T4", "T8"]))
+    chance = _valid_png(plot_roc(y, np.full_like(p, 1 / 3), tmp_path / "roc_chance.png", class_names=["B", "T4", "T8"]))
+    assert _differ(roc, chance)
     yb = (y > 0).astype(int)
     pb = np.stack([p[:, 0], 1 - p[:, 0]], 1)
     _valid_png(plot_roc(yb, pb, tmp_path / "sub" / "roc2.png"))
@@ -39,8 +50,12 @@ def test_roc_binary_and_multiclass(tmp_path: Path, data: tuple[np.ndarray, np.nd
 
 def test_confusion_and_reliability(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None:
     y, p = data
-    _valid_png(plot_confusion([[50, 3, 2], [4, 60, 9], [1, 8, 63]], tmp_path / "cm.png", ["B", "T4", "T8"]))
-    _valid_png(plot_reliability(y, p, tmp_path / "rel.png"))
+    good = _valid_png(plot_confusion([[50, 3, 2], [4, 60, 9], [1, 8, 63]], tmp_path / "cm.png", ["B", "T4", "T8"]))
+    bad = _valid_png(plot_confusion([[5, 30, 20], [40, 6, 9], [10, 8, 6]], tmp_path / "cm2.png", ["B", "T4", "T8"]))
+    assert _differ(good, bad)  # the picture follows the matrix
+    calibrated = _valid_png(plot_reliability(y, p, tmp_path / "rel.png"))
+    overconfident = _valid_png(plot_reliability(y, p ** 4 / (p ** 4).sum(1, keepdims=True), tmp_path / "rel2.png"))
+    assert _differ(calibrated, overconfident)
 
 
 def test_training_curves_from_dicts_and_csv(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ def _real_crops(n: int) -> torch.Tensor:
 
     paths = sorted(REAL_CROPS.glob("*.png"))[:n] if REAL_CROPS.is_dir() else []
     if not paths:
-        pytest.skip(f"no reference bright-field crops in {REAL_CROPS}")
+        pytest.skip(f"needs ../shared: no reference bright-field crops in {REAL_CROPS}")
     imgs = [np.asarray(Image.open(p).convert("L").resize((64, 64))) for p in paths]
     return torch.from_numpy(np.stack(imgs).astype(np.uint8))
 

@@ -90,7 +90,7 @@ def test_cli_errors_are_one_sentence(tiny_onnx: Path, capsys: pytest.CaptureFixt
     assert main(["realtime", "--model", str(tiny_onnx), "--sort-class", "NK", "--quiet"]) == 2
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"real reference crops absent ({REFERENCE})")
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"needs ../shared: real reference crops absent ({REFERENCE})")
 def test_cli_still_mode_on_reference_crops(tiny_onnx: Path, tmp_path: Path) -> None:
     rc = main(["realtime", "--source", str(REFERENCE), "--still", "--model", str(tiny_onnx), "--quiet",
                "--report", str(tmp_path / "s.json")])

@@ -9,7 +9,8 @@ import torch
 from lymphosort.errors import ConfigError
 from lymphosort.train.callbacks import warmup_cosine
 from lymphosort.train.config import TrainConfig
-from lymphosort.train.fit import BalancedSampler, TensorBatches, fit
+from lymphosort.train.datamodule import BalancedSampler, TensorBatches
+from lymphosort.train.fit import fit
 from tests.train.helpers import toy_split
 
 
@@ -187,7 +188,7 @@ def test_ema_decay_outside_the_open_unit_interval_is_refused(decay: float) -> No
 
 def test_frozen_teacher_graph_gives_the_eager_logits_at_any_batch_size() -> None:
     from lymphosort.models import create_model
-    from lymphosort.train.fit import freeze_for_inference
+    from lymphosort.train.module import freeze_for_inference
 
     torch.manual_seed(0)
     teacher = create_model("compact-teacher", num_classes=2).eval()
@@ -200,7 +201,7 @@ def test_frozen_teacher_graph_gives_the_eager_logits_at_any_batch_size() -> None
 
 
 def test_an_untraceable_teacher_falls_back_to_eager_mode() -> None:
-    from lymphosort.train.fit import freeze_for_inference
+    from lymphosort.train.module import freeze_for_inference
 
     class DataDependent(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

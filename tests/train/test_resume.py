@@ -135,7 +135,7 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path: Path)
 
     import numpy as np
 
-    from lymphosort.train.fit import rng_states, set_rng_states
+    from lymphosort.train.module import rng_states, set_rng_states
 
     torch.manual_seed(1), np.random.seed(1), random.seed(1)
     torch.save({"rng": rng_states()}, tmp_path / "s.pt")

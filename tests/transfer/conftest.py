@@ -44,14 +44,14 @@ def t4_run(disc_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lymphosort.data.lymphomnist import load_split
     from lymphosort.models import create_model
     from lymphosort.models.checkpoint import ModelCard, save_checkpoint
-    from lymphosort.transfer.finetune import FeatureCache, _fit_head
+    from lymphosort.transfer.heads import FeatureCache, fit_head
 
     torch.manual_seed(0)
     model = create_model("tiny-32", num_classes=2).eval()
     tr = load_split(disc_root, "train", "t4-vs-b")
     va = load_split(disc_root, "val", "t4-vs-b")
     cache = FeatureCache(model)
-    _fit_head(model.head, cache.get(tr), tr.labels, cache.get(va), va.labels,
+    fit_head(model.head, cache.get(tr), tr.labels, cache.get(va), va.labels,
               lr=0.05, weight_decay=0.0, max_steps=200, patience=10, seed=0)
     run = tmp_path_factory.mktemp("t4run")
     card = ModelCard.from_model(model, task="t4-vs-b", classes=["B", "T"], data=dict(tr.provenance),

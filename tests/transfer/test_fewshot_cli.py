@@ -7,7 +7,8 @@ from pathlib import Path
 
 from lymphosort.cli import main
 from lymphosort.transfer.fewshot import few_shot
-from lymphosort.transfer.finetune import FinetuneConfig, lymphomnist_data
+from lymphosort.transfer.finetune import FinetuneConfig
+from lymphosort.transfer.shots import lymphomnist_data
 
 
 def test_grid_writes_curve_and_resumes(t4_run: Path, disc_root: Path, tmp_path: Path) -> None:

@@ -13,16 +13,9 @@ import torch
 from lymphosort.data.folder import FolderDataError
 from lymphosort.errors import ConfigError
 from lymphosort.models.checkpoint import load_checkpoint
-from lymphosort.transfer.finetune import (
-    FinetuneConfig,
-    draw_shots,
-    finetune,
-    folder_data,
-    last_stage,
-    lymphomnist_data,
-    parse_shots,
-    prepare_model,
-)
+from lymphosort.transfer.finetune import FinetuneConfig, finetune
+from lymphosort.transfer.heads import last_stage, prepare_model
+from lymphosort.transfer.shots import draw_shots, folder_data, lymphomnist_data, parse_shots
 
 from .conftest import disc_images
 
@@ -148,8 +141,6 @@ def test_partial_finetune_killed_after_a_non_best_epoch_resumes_bit_identically(
 
 def test_linear_finetune_resumes_to_the_same_head(t4_run: Path, disc_root: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import lymphosort.transfer.finetune as ft
-
     data = lymphomnist_data(disc_root, "t8-vs-b")
     cfg = FinetuneConfig(mode="linear", shots=5, seed=1, n_boot=20, head_steps=60, reset_head=True)
     finetune(t4_run, data, cfg, tmp_path / "full")

@@ -30,6 +30,7 @@ Geometry (``mode``):
   black frame the model could learn from).
 """
 
+# a little over 400 lines: every way a lab folder is read, and every refusal
 from __future__ import annotations
 
 import csv
@@ -304,6 +305,7 @@ def _progress(items: list[tuple[Path, int]], enabled: bool, desc: str) -> Iterab
     return tqdm(items, desc=desc, unit="img", leave=False)
 
 
+# long by design: one pass over a lab folder: listing, label sources and every refusal read best together
 def load_folder(
     path: str | Path,
     size: int = 64,

@@ -61,6 +61,7 @@ def count_macs(model: nn.Module, input_size: int | Sequence[int] | None = None) 
         model.train(was_training)
 
 
+# long by design: argument checks, runner set-up and the interleaved timing loop under one thread setting
 def measure_latency(
     models: Mapping[str, nn.Module],
     batch_sizes: Sequence[int] = (1, 256),

@@ -56,6 +56,7 @@ def resolve_data_root(run_dir: str | os.PathLike[str], data_root: str | os.PathL
     return DEFAULT_DATA_ROOT, f"the default: {Path(run_dir) / CARD_FILE} records no data root"
 
 
+# long by design: predict, score, plot and record one run: the order of the files it writes
 def evaluate_run(
     run_dir: str | os.PathLike[str],
     task: str,

@@ -20,6 +20,7 @@ MIN_AGREEMENT = 0.999
 log = logging.getLogger(__name__)
 
 
+# long by design: convert, compile, check and record: the record needs every step's numbers
 def export_hls_run(run: str | Path, out: str | Path, cfg: HlsExportConfig = HlsExportConfig()) -> dict[str, Any]:
     """The FPGA hand-off bundle of a QAT run (see docs/fpga.md); raises `ExportError` when the
     compiled emulation agrees with the quantised model on fewer than 99.9% of `n_check` crops."""

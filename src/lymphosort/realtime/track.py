@@ -100,6 +100,7 @@ class Tracker:
         self._band_v[b] = (self._band_v[b] * n + v) / (n + 1)
         self._band_n[b] = n + 1
 
+    # long by design: the per-frame hot path, one function with no call overhead per track and detection
     def update(self, index: int, dets: list[Detection], width: int, height: int) -> list[Decide]:
         """Associate this frame's detections (frame `index`) and return the cells to decide now."""
         cfg = self.config

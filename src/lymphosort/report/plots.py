@@ -27,6 +27,7 @@ def _from_report(rep: Mapping[str, Any]) -> tuple[np.ndarray | None, float]:
     return None, 1.0
 
 
+# long by design: one figure's panels and annotations
 def plot_latency_histogram(
     data: Sequence[float] | np.ndarray | Mapping[str, Any],
     path: str | os.PathLike[str],

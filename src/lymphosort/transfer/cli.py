@@ -17,7 +17,7 @@ DEFAULT_DATA_ROOT = DEFAULT_ROOT
 
 
 def _data(args: argparse.Namespace) -> Any:
-    from lymphosort.transfer.finetune import folder_data, lymphomnist_data
+    from lymphosort.transfer.shots import folder_data, lymphomnist_data
 
     if args.data_folder is not None:
         classes = args.classes.split(",") if args.classes else None
@@ -65,7 +65,8 @@ def _finetune(args: argparse.Namespace) -> int:
     import dataclasses
 
     from lymphosort.errors import ConfigError
-    from lymphosort.transfer.finetune import finetune, parse_shots, redistill
+    from lymphosort.transfer.finetune import finetune, redistill
+    from lymphosort.transfer.shots import parse_shots
 
     from lymphosort.threads import configure_threads
 
@@ -97,7 +98,7 @@ def _finetune(args: argparse.Namespace) -> int:
 def _few_shot(args: argparse.Namespace) -> int:
     from lymphosort.threads import configure_threads
     from lymphosort.transfer.fewshot import few_shot
-    from lymphosort.transfer.finetune import parse_shots
+    from lymphosort.transfer.shots import parse_shots
 
     configure_threads(args.threads)
     curve = few_shot(

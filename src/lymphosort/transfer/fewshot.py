@@ -15,14 +15,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lymphosort.transfer.finetune import (
-    FeatureCache,
-    FinetuneConfig,
-    TransferData,
-    finetune,
-    prepare_model,
-    shots_name,
-)
+from lymphosort.transfer.finetune import FinetuneConfig, finetune
+from lymphosort.transfer.heads import FeatureCache, prepare_model
+from lymphosort.transfer.shots import TransferData, shots_name
 
 __all__ = ["few_shot", "plot_curve", "summarise", "table_markdown"]
 

@@ -16,370 +16,30 @@ in the frozen part stay in eval mode so a handful of shots cannot shift their st
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import os
-import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lymphosort.data.lymphomnist import SplitData
 from lymphosort.errors import ConfigError
 
-__all__ = [
-    "MODES",
-    "FeatureCache",
-    "FinetuneConfig",
-    "TransferData",
-    "draw_shots",
-    "finetune",
-    "folder_data",
-    "freeze_for",
-    "last_stage",
-    "lymphomnist_data",
-    "parse_shots",
-    "prepare_model",
-    "redistill",
-    "subset",
-]
+from lymphosort.transfer.heads import FeatureCache, fit_head, prepare_model
+from lymphosort.transfer.shots import TransferData, cap, draw_shots, shots_name, subset
+
+__all__ = ["DEFAULT_LR", "FinetuneConfig", "finetune", "redistill"]
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["linear", "partial", "full"]
-MODES: tuple[str, ...] = ("linear", "partial", "full")
 #: Default learning rates: the head alone tolerates a large step, the whole network does not.
 DEFAULT_LR = {"linear": 1e-2, "partial": 1e-3, "full": 3e-4}
-#: Folder split (per class): fractions for test and validation; the rest is the shot pool.
-FOLDER_TEST_FRAC, FOLDER_VAL_FRAC = 0.3, 0.2
-#: Smallest class a lab folder may have: 1 shot + 1 validation + 1 test image.
-FOLDER_MIN_PER_CLASS = 3
-
-
-# --------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class TransferData:
-    """Where shots come from (`pool`), the validation set and the test set of one task."""
-
-    pool: SplitData
-    val: SplitData
-    test: SplitData
-    task: str
-    classes: tuple[str, ...]
-    #: "lymphomnist" (data_root splits) or "folder" (a lab folder split here).
-    source: str
-    #: how validation was chosen, for the report.
-    validation: str
-    data_root: str | None = None
-
-
-def subset(data: SplitData, pos: np.ndarray | Sequence[int], split: str | None = None) -> SplitData:
-    """Rows `pos` of a split (source rows in `indices` follow them)."""
-    ix = torch.as_tensor(np.asarray(pos, dtype=np.int64))
-    return dataclasses.replace(
-        data,
-        images=data.images[ix],
-        labels=data.labels[ix],
-        indices=data.indices[ix] if len(data.indices) else ix,
-        split=split or data.split,
-    )
-
-
-def _cap(data: SplitData, n: int | None, seed: int = 0) -> SplitData:
-    """A seeded, class-stratified subset of at most `n` rows (validation on 2 CPU cores)."""
-    if n is None or len(data) <= n:
-        return data
-    labels = data.labels.numpy()
-    rng = np.random.default_rng(seed)
-    keep = []
-    for c in np.unique(labels):
-        rows = np.flatnonzero(labels == c)
-        keep.append(rng.permutation(rows)[: max(1, round(n * len(rows) / len(labels)))])
-    return subset(data, np.sort(np.concatenate(keep)))
-
-
-def lymphomnist_data(data_root: str | os.PathLike[str], task: str, split_version: str = "v1") -> TransferData:
-    """Pool = train split, validation = val split, test = test split (all of `task`)."""
-    from lymphosort.data.info import task_view
-    from lymphosort.data.lymphomnist import load_split
-
-    view = task_view(task)
-    return TransferData(
-        pool=load_split(data_root, "train", task, split_version),
-        val=load_split(data_root, "val", task, split_version),
-        test=load_split(data_root, "test", task, split_version),
-        task=task,
-        classes=tuple(view.classes),
-        source="lymphomnist",
-        validation="val split (part of the official test file; shots come from the train file)",
-        data_root=str(data_root),
-    )
-
-
-def folder_data(
-    path: str | os.PathLike[str], classes: Sequence[str] | None = None, split_seed: int = 0, size: int = 64
-) -> TransferData:
-    """A lab folder (class subfolders or CSV) split per class into pool / val / test.
-
-    The split depends only on the files and `split_seed` (not on the shot seed), so every
-    K and seed of a curve is tested on the same images. Tiny classes are refused with a
-    message that says how many images are needed.
-    """
-    from lymphosort.data.folder import FolderDataError, load_folder
-
-    fd = load_folder(path, size=size, classes=classes, progress=False)
-    labels = fd.labels.numpy()
-    counts = {c: int((labels == i).sum()) for i, c in enumerate(fd.classes)}
-    small = {c: n for c, n in counts.items() if n < FOLDER_MIN_PER_CLASS}
-    if len(fd.classes) < 2:
-        raise FolderDataError(f"{path}: need at least two class subfolders, found {list(fd.classes)}")
-    if small:
-        raise FolderDataError(
-            f"{path}: too few images in class(es) {small}; each class needs at least {FOLDER_MIN_PER_CLASS} "
-            "(1 shot, 1 validation, 1 test) and realistically 20 or more for a meaningful report"
-        )
-    rng = np.random.default_rng(split_seed)
-    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
-    for i in range(len(fd.classes)):
-        rows = rng.permutation(np.flatnonzero(labels == i))
-        n_test = max(1, int(round(len(rows) * FOLDER_TEST_FRAC)))
-        n_val = max(1, int(round(len(rows) * FOLDER_VAL_FRAC)))
-        parts["test"].append(rows[:n_test])
-        parts["val"].append(rows[n_test : n_test + n_val])
-        parts["train"].append(rows[n_test + n_val :])
-    h = hashlib.sha256()
-    for p_, lab in zip(fd.paths, labels.tolist()):
-        h.update(f"{p_.name}:{lab};".encode())
-    split_id = f"folder-{h.hexdigest()[:8]}-s{split_seed}"
-    whole = SplitData(
-        images=fd.images,
-        labels=fd.labels,
-        classes=tuple(fd.classes),
-        task="folder",
-        split="all",
-        split_id=split_id,
-        provenance={**fd.provenance, "split_seed": split_seed},
-        indices=torch.arange(len(fd), dtype=torch.int64),
-    )
-    made = {k: subset(whole, np.sort(np.concatenate(v)), split=k) for k, v in parts.items()}
-    return TransferData(
-        pool=made["train"],
-        val=made["val"],
-        test=made["test"],
-        task="folder",
-        classes=tuple(fd.classes),
-        source="folder",
-        validation=(
-            f"{FOLDER_VAL_FRAC:.0%} of each class of the folder (test {FOLDER_TEST_FRAC:.0%}, rest = shot pool), "
-            f"seeded split {split_seed}"
-        ),
-    )
-
-
-def parse_shots(value: str | int | None) -> int | None:
-    """'all' (or None) -> None; otherwise a positive count per class."""
-    if value is None or (isinstance(value, str) and value.lower() == "all"):
-        return None
-    k = int(value)
-    if k < 1:
-        raise ConfigError(f"shots must be >= 1 or 'all', got {value!r}")
-    return k
-
-
-def shots_name(k: int | None) -> str:
-    return "all" if k is None else str(k)
-
-
-def draw_shots(labels: np.ndarray | torch.Tensor, k: int | None, seed: int, num_classes: int) -> np.ndarray:
-    """Sorted positions of `k` examples of every class (class-balanced), or all when k is None.
-
-    Each class draws from its own seeded stream, so the K=5 shots of a seed are the first
-    five of its K=10 shots (nested curves, less noise between K).
-    """
-    labels = np.asarray(labels)
-    if k is None:
-        return np.arange(len(labels))
-    picks = []
-    for c in range(num_classes):
-        rows = np.flatnonzero(labels == c)
-        if len(rows) < k:
-            raise ConfigError(f"class {c} has only {len(rows)} examples in the shot pool; cannot draw {k} shots")
-        rng = np.random.default_rng([seed, c])
-        picks.append(rng.permutation(rows)[:k])
-    return np.sort(np.concatenate(picks))
-
-
-# --------------------------------------------------------------------------- model
-
-
-def _init_head_by_name(old: nn.Linear, new: nn.Linear, old_classes: Sequence[str], new_classes: Sequence[str]) -> list[str]:
-    """Copy head rows for classes the old head already knew (T4/T8 start from "T")."""
-    copied = []
-    with torch.no_grad():
-        for j, c in enumerate(new_classes):
-            src = c if c in old_classes else ("T" if c in ("T4", "T8") and "T" in old_classes else None)
-            if src is not None:
-                i = list(old_classes).index(src)
-                new.weight[j] = old.weight[i]
-                new.bias[j] = old.bias[i]
-                copied.append(f"{c}<-{src}")
-    return copied
-
-
-def last_stage(model: nn.Module) -> str:
-    """Module path of the last feature stage: the model's last declared feature module if it
-    holds parameters (ResNet `layer4`), else the last parameterised leaf before the head."""
-    modules = dict(model.named_modules())
-    declared = list(getattr(model, "FEATURE_MODULES", ()) or ())
-    if declared and any(True for _ in modules[declared[-1]].parameters()):
-        return declared[-1]
-    leaves = [
-        n for n, m in model.named_modules()
-        if n and not n.startswith("head") and any(True for _ in m.parameters(recurse=False))
-    ]
-    if not leaves:
-        raise ConfigError(f"{type(model).__name__} has no parameterised feature stage")
-    return leaves[-1]
-
-
-def _pin_eval(module: nn.Module) -> None:
-    # Frozen BatchNorm must keep its running statistics: Lightning calls .train() on the
-    # whole model each epoch, so this instance ignores it.
-    module.eval()
-    module.train = types.MethodType(lambda self, mode=True: nn.Module.train(self, False), module)  # type: ignore[method-assign]
-
-
-def freeze_for(model: nn.Module, mode: str) -> list[str]:
-    """Set `requires_grad` for `mode`; return the trainable module prefixes."""
-    if mode not in MODES:
-        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    trainable = {"linear": ["head"], "partial": [last_stage(model), "head"], "full": [""]}[mode]
-    for name, p in model.named_parameters():
-        p.requires_grad_(any(name == t or name.startswith(t + ".") or t == "" for t in trainable))
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            params = list(m.parameters(recurse=False))
-            if params and not any(p.requires_grad for p in params):
-                _pin_eval(m)
-    return trainable
-
-
-def prepare_model(
-    run_dir: str | os.PathLike[str], classes: Sequence[str], mode: str, reset_head: bool = False
-) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """Load `run_dir`, fit its head to `classes` and freeze for `mode`.
-
-    The head is kept when the class names match (a T4-vs-B "T" is the T8-vs-B "T": the
-    fine-tuning starts from the zero-shot model); otherwise it is reset and rows of known
-    classes are copied over. Returns (model, source card, head info).
-    """
-    from lymphosort.models.checkpoint import load_checkpoint
-
-    model, card = load_checkpoint(run_dir)
-    old_classes = list(card.classes)
-    info: dict[str, Any] = {"source_classes": old_classes, "kept": True, "copied": []}
-    if reset_head or tuple(old_classes) != tuple(classes):
-        old = model.head
-        model.reset_classifier(len(classes))
-        info["kept"] = False
-        if not reset_head:
-            info["copied"] = _init_head_by_name(old, model.head, old_classes, classes)
-    info["trainable"] = freeze_for(model, mode)
-    return model, card, info
-
-
-# --------------------------------------------------------------------------- linear fast path
-
-
-class FeatureCache:
-    """`forward_features` of one frozen extractor, computed once per image and reused
-    across shot counts and seeds (rows are filled on demand)."""
-
-    def __init__(self, model: nn.Module, batch_size: int = 256) -> None:
-        self.model = model
-        self.batch_size = batch_size
-        self._store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    @torch.no_grad()  # not inference_mode: the cached rows feed the head's autograd
-    def get(self, data: SplitData, pos: np.ndarray | None = None) -> torch.Tensor:
-        key = id(data.images)
-        n = len(data)
-        pos = np.arange(n) if pos is None else np.asarray(pos)
-        if key not in self._store:
-            self._store[key] = (torch.zeros(n, self.model.num_features), torch.zeros(n, dtype=torch.bool))
-        feats, done = self._store[key]
-        missing = np.asarray(pos)[~done[torch.as_tensor(pos)].numpy()]
-        if len(missing):
-            spec = self.model.spec
-            self.model.eval()
-            for s in range(0, len(missing), self.batch_size):
-                rows = torch.as_tensor(missing[s : s + self.batch_size])
-                x = spec.prepare(data.images[rows])
-                feats[rows] = self.model.forward_features(x).float()
-                done[rows] = True
-        return feats[torch.as_tensor(pos)]
-
-
-def _fit_head(
-    head: nn.Linear,
-    f_tr: torch.Tensor,
-    y_tr: torch.Tensor,
-    f_val: torch.Tensor,
-    y_val: torch.Tensor,
-    *,
-    lr: float,
-    weight_decay: float,
-    max_steps: int,
-    patience: int,
-    seed: int,
-) -> list[dict[str, float]]:
-    """Full-batch AdamW on the head with class-balanced cross-entropy; the state with the
-    best validation balanced accuracy (ties: lower loss) is kept (early stopping)."""
-    torch.manual_seed(seed)
-    counts = torch.bincount(y_tr, minlength=head.out_features).float()
-    weight = torch.where(counts > 0, counts.sum() / (len(counts) * counts.clamp(min=1)), torch.zeros_like(counts))
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    best: tuple[float, float] = (-1.0, math.inf)
-    best_state = {k: v.clone() for k, v in head.state_dict().items()}
-    history, bad, check_every = [], 0, 10
-    for step in range(max_steps + 1):
-        if step % check_every == 0:
-            with torch.no_grad():
-                logits = head(f_val)
-                v_loss = float(F.cross_entropy(logits, y_val))
-                pred = logits.argmax(1)
-                recalls = [float((pred[y_val == c] == c).float().mean()) for c in torch.unique(y_val)]
-                v_bacc = float(np.mean(recalls))
-            history.append({"step": step, "val_loss": v_loss, "val_bacc": v_bacc})
-            # A loss gain counts only if it is real (>1%): separable shots would otherwise
-            # "improve" forever as the logits grow.
-            if v_bacc > best[0] or (v_bacc == best[0] and v_loss < best[1] * 0.99):
-                best, bad = (v_bacc, v_loss), 0
-                best_state = {k: v.clone() for k, v in head.state_dict().items()}
-            else:
-                bad += 1
-                if bad > patience:
-                    break
-        if step == max_steps:
-            break
-        opt.zero_grad()
-        loss = F.cross_entropy(head(f_tr), y_tr, weight=weight)
-        loss.backward()
-        opt.step()
-    head.load_state_dict(best_state)
-    return history
-
-
-# --------------------------------------------------------------------------- fine-tune
 
 
 @dataclass
@@ -484,7 +144,7 @@ def _model_and_shots(
         model, card, head_info = prepare_model(run_dir, data.classes, mode, cfg.reset_head)
     shot_pos = draw_shots(data.pool.labels.numpy(), cfg.shots, cfg.seed, len(data.classes))
     shots = subset(data.pool, shot_pos, split="shots")
-    return model, card, head_info, shot_pos, shots, _cap(data.val, cfg.max_val_samples)
+    return model, card, head_info, shot_pos, shots, cap(data.val, cfg.max_val_samples)
 
 
 def _begin(out_dir: Path, resume: bool, record: dict[str, Any]) -> dict[str, Any] | None:
@@ -519,7 +179,7 @@ def _begin(out_dir: Path, resume: bool, record: dict[str, Any]) -> dict[str, Any
     return None
 
 
-def finetune(
+def finetune(  # one run from start record to summary; its three modes share every step but the fit
     run_dir: str | os.PathLike[str],
     data: TransferData,
     cfg: FinetuneConfig,
@@ -579,7 +239,7 @@ def finetune(
     if cfg.mode == "linear":
         # A cache built from the same run holds the same frozen extractor's features.
         cache = cache or FeatureCache(model)
-        history = _fit_head(
+        history = fit_head(
             model.head,
             cache.get(data.pool, shot_pos),
             shots.labels,

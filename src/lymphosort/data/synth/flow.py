@@ -150,6 +150,7 @@ def _sample(pre: SimPreset, cls: int, rng: np.random.Generator) -> dict[str, np.
     return p
 
 
+# long by design: the frame loop (arrivals, motion, optics, truth) shares its state; split, it would pass a dozen arrays
 def render_flow(
     n_frames: int,
     *,

@@ -69,6 +69,7 @@ def _requant(idx: int, acc: str, slot: int, frac: int, shift: int, out_bits: int
     return lines
 
 
+# long by design: one Verilog module as one template: split, the signal names would scatter
 def emit_conv(st: ConvStage, cm: CmvmCircuit) -> str:
     """The line-buffer conv stage `st` around its da4ml circuit `cm`."""
     k, p, H, W = st.k, st.pad, st.H, st.W

@@ -59,18 +59,14 @@ def test_config_files_are_data_only_and_checked(tmp_path: Path) -> None:
     cfg = _Toy(name="z", items=["a"], inner=_Inner(9))
     for name in ("c.yaml", "c.json"):
         assert load_config(_Toy, save_config(cfg, tmp_path / name)) == cfg
-    (tmp_path / "bad.yaml").write_text("name: a\nnmae: b\n")
-    with pytest.raises(ConfigError, match="nmae"):
-        load_config(_Toy, tmp_path / "bad.yaml")
-    (tmp_path / "inner.yaml").write_text("inner: {m: 1}\n")
-    with pytest.raises(ConfigError, match="inner.m"):
-        load_config(_Toy, tmp_path / "inner.yaml")
-    (tmp_path / "evil.yaml").write_text("name: !!python/object/apply:os.system ['echo hi']\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(_Toy, tmp_path / "evil.yaml")
-    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
-    with pytest.raises(ConfigError, match="mapping"):
-        load_config(_Toy, tmp_path / "list.yaml")
+    bad = {"name: a\nnmae: b\n": "nmae",  # a misspelt key is named
+           "inner: {m: 1}\n": "inner.m",  # also inside a nested config
+           "name: !!python/object/apply:os.system ['echo hi']\n": "not valid YAML",  # never executed
+           "- 1\n- 2\n": "mapping"}
+    for i, (text, message) in enumerate(bad.items()):
+        (tmp_path / f"bad{i}.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_config(_Toy, tmp_path / f"bad{i}.yaml")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(_Toy, tmp_path / "missing.yaml")
 

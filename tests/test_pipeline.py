@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lymphosort.errors import ConfigError
-from lymphosort.pipeline import Stage, StageContext, resolve_config, run_stages
+from lymphosort.pipeline import Stage, StageContext, preset_config, run_stages
 
 
 def _make_stages(calls: list[str], fail_in: str | None = None) -> list[Stage]:
@@ -104,4 +104,4 @@ def test_dependency_order_is_checked(tmp_path: Path) -> None:
 
 def test_unknown_preset_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="quick"):
-        resolve_config("nope")
+        preset_config("nope")

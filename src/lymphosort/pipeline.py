@@ -435,7 +435,7 @@ STAGES: list[Stage] = [
 ]
 
 
-def resolve_config(preset: str) -> dict[str, Any]:
+def preset_config(preset: str) -> dict[str, Any]:
     try:
         return json.loads(json.dumps(PRESETS[preset]))  # deep copy, JSON-clean
     except KeyError:
@@ -443,7 +443,7 @@ def resolve_config(preset: str) -> dict[str, Any]:
 
 
 def run_pipeline(out: Path, preset: str = "quick", data_root: Path | None = None, force: bool = False) -> dict[str, Any]:
-    config = resolve_config(preset)
+    config = preset_config(preset)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", {"preset": preset, **config})
     options: dict[str, Any] = {}

@@ -25,9 +25,7 @@ Parts = dict[str, torch.Tensor]
 
 
 def _ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against hard labels [N] or soft label rows [N, C]."""
-    if targets.dim() == 2:
-        return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    """Cross-entropy against hard labels [N] or soft label rows [N, C] (torch takes both)."""
     return F.cross_entropy(logits, targets)
 
 

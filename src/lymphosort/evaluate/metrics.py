@@ -24,20 +24,14 @@ _CHUNK = 100  # resamples per vectorised chunk: bounds memory at ~CHUNK x N floa
 
 
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> float:
-    """Top-label ECE: equal-width confidence bins on (0, 1], weighted |accuracy - confidence|."""
-    y_true = np.asarray(y_true)
-    probs = np.asarray(probs, dtype=np.float64)
-    conf = probs.max(1)
-    correct = (probs.argmax(1) == y_true).astype(np.float64)
-    # Bin b holds confidences in (b/n, (b+1)/n]; confidence 0 (impossible for top-label) -> bin 0.
-    bins = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
-    n = len(y_true)
-    total = 0.0
-    for b in range(n_bins):
-        m = bins == b
-        if m.any():
-            total += m.sum() / n * abs(correct[m].mean() - conf[m].mean())
-    return float(total)
+    """Top-label ECE (torchmetrics): equal-width confidence bins on (0, 1], weighted
+    |accuracy - confidence|."""
+    import torch
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    p = torch.as_tensor(np.asarray(probs, dtype=np.float64))
+    y = torch.as_tensor(np.asarray(y_true, dtype=np.int64))
+    return float(multiclass_calibration_error(p, y, num_classes=p.shape[1], n_bins=n_bins, norm="l1"))
 
 
 def _check(y_true: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:

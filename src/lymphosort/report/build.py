@@ -134,7 +134,7 @@ class RunFiles:
 
 
 @dataclass
-class Ctx:
+class ReportContext:
     run_dir: Path
     files: RunFiles
     stages: dict[str, StageRecord]
@@ -191,7 +191,7 @@ def _split_ids(outputs: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------------ sections
 
 
-def _section_data(ctx: Ctx) -> list[Block]:
+def _section_data(ctx: ReportContext) -> list[Block]:
     o = ctx.out("data")
     prov = o.get("provenance") if isinstance(o.get("provenance"), dict) else {}
     blocks: list[Block] = []
@@ -215,7 +215,7 @@ def _section_data(ctx: Ctx) -> list[Block]:
     return blocks
 
 
-def _section_curves(ctx: Ctx) -> list[Block]:
+def _section_curves(ctx: ReportContext) -> list[Block]:
     blocks: list[Block] = []
     if ctx.stages["teacher"].done:
         blocks.append(ctx.files.image(ctx.out("teacher").get("curves"), "Teacher: loss and validation metrics per epoch"))
@@ -234,7 +234,7 @@ def _section_curves(ctx: Ctx) -> list[Block]:
     return blocks
 
 
-def _section_models(ctx: Ctx) -> list[Block]:
+def _section_models(ctx: ReportContext) -> list[Block]:
     blocks: list[Block] = []
     t = ctx.out("teacher")
     m = ctx.files.json(t.get("metrics")) if ctx.stages["teacher"].done else None
@@ -294,7 +294,7 @@ def _section_models(ctx: Ctx) -> list[Block]:
     return blocks
 
 
-def _section_transfer(ctx: Ctx) -> list[Block]:
+def _section_transfer(ctx: ReportContext) -> list[Block]:
     o = ctx.out("transfer")
     blocks: list[Block] = []
     zs = ctx.files.json(o.get("zero_shot"))
@@ -349,7 +349,7 @@ def _zero_shot_row(name: str, m: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _section_quant(ctx: Ctx) -> list[Block]:
+def _section_quant(ctx: ReportContext) -> list[Block]:
     o = ctx.out("export")
     blocks: list[Block] = []
     q = ctx.files.json(o.get("quant"))
@@ -396,7 +396,7 @@ def _sci(x: Any) -> str:
     return f"{x:.3g}" if isinstance(x, (int, float)) and not isinstance(x, bool) else f.NA
 
 
-def _section_fpga(ctx: Ctx) -> list[Block]:
+def _section_fpga(ctx: ReportContext) -> list[Block]:
     hls = ctx.files.json(ctx.out("export").get("hls"))
     if hls is None:
         return [Para("No hls4ml bundle recorded: no FPGA estimate.", "note")]
@@ -466,7 +466,7 @@ _RT_QUALITY: tuple[tuple[str, str], ...] = (
 )
 
 
-def _section_realtime(ctx: Ctx) -> list[Block]:
+def _section_realtime(ctx: ReportContext) -> list[Block]:
     o = ctx.out("realtime")
     rep = ctx.files.json(o.get("report"))
     blocks: list[Block] = []
@@ -483,7 +483,7 @@ def _section_realtime(ctx: Ctx) -> list[Block]:
     return blocks
 
 
-def _section_embedding(ctx: Ctx) -> list[Block]:
+def _section_embedding(ctx: ReportContext) -> list[Block]:
     o = ctx.out("embedding")
     method = str(o.get("method", "tsne"))
     name = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}.get(method, method)
@@ -493,13 +493,13 @@ def _section_embedding(ctx: Ctx) -> list[Block]:
     ]
 
 
-def _section_stages(ctx: Ctx) -> list[Block]:
+def _section_stages(ctx: ReportContext) -> list[Block]:
     rows = [[r.name, "done" if r.done else NOT_RUN, f.unit(r.seconds, "s", 1), f.text(r.key) if r.key else "",
              r.reason] for r in ctx.stages.values()]
     return [Table(["stage", "status", "time", "key", "note"], rows, "Stage records (RUN/stages/NAME/stage.json)")]
 
 
-_BUILDERS: dict[str, Callable[[Ctx], list[Block]]] = {
+_BUILDERS: dict[str, Callable[[ReportContext], list[Block]]] = {
     "data": _section_data,
     "curves": _section_curves,
     "models": _section_models,
@@ -522,7 +522,7 @@ def build_document(run_dir: str | os.PathLike[str]) -> Document:
         raise ConfigError(f"{run} is not a run folder (no such directory)")
     stages = {name: read_stage(run, name) for name in STAGE_NAMES}
     label, banner = describe_data(stages["data"])
-    ctx = Ctx(run, RunFiles(run), stages, label)
+    ctx = ReportContext(run, RunFiles(run), stages, label)
     sections = []
     for sid, (title, deps) in SECTIONS.items():
         done = [d for d in deps if stages[d].done]

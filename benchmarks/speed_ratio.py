@@ -10,6 +10,9 @@ Runtime (`evaluate.efficiency.measure_latency`); ratios are against `--reference
         --out benchmarks/results/speed_ratio.json
 
 A `--model` is a run folder (trained weights) or a registered model name (untrained).
+`--aim "AIM|FAST|SLOW|MIN"` (repeatable) records in the JSON, for BENCHMARKS.md, that model
+FAST is at least MIN times faster than SLOW at batch 1 in ONNX Runtime (the deployment
+runtime; torch eager beside it in the rows); `--data` and `--machine` describe the rows.
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference", required=True, help="the --model the ratios are taken against")
     ap.add_argument("--repeats", type=int, default=40)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--aim", action="append", default=[], metavar="AIM|FAST|SLOW|MIN",
+                    help="an aim: FAST at least MIN times faster than SLOW (ONNX Runtime, batch 1)")
+    ap.add_argument("--macs-aim", action="append", default=[], metavar="AIM|SMALL|BIG|MAX",
+                    help="an aim: SMALL's MACs at most MAX (a fraction) of BIG's")
+    ap.add_argument("--data", default="architectures only (speed does not depend on the data)")
+    ap.add_argument("--machine", default="2-core build VM, CPU, one pinned core")
     args = ap.parse_args(argv)
     if args.reference not in args.model:
         raise SystemExit("--reference must be one of the --model values")
@@ -65,11 +74,49 @@ def main(argv: list[str] | None = None) -> int:
                      f"{row['torch_ms']:.3f} ms | {row['torch_ratio']:.1f}x | {row['onnxruntime_ms']:.3f} ms | "
                      f"{row['onnxruntime_ratio']:.1f}x |")
     print("\n".join(lines))
+    result["aims"] = [_aim(spec, result, args) for spec in args.aim] + [_macs_aim(s, result, args) for s in args.macs_aim]
+    if not result["aims"]:
+        del result["aims"]
+    result.update(area="students", caption=f"Speed at batch 1, one thread, one process ({args.data})",
+                  rows=[{"model": r["label"], "input": r["input_size"], "params": r["params"],
+                         "MACs (M)": round(r["macs"] / 1e6, 2),
+                         "torch b1 (ms)": round(r["torch_ms"], 3), "x reference (torch)": round(r["torch_ratio"], 1),
+                         "ONNX Runtime b1 (ms)": round(r["onnxruntime_ms"], 3) if r["onnxruntime_ms"] else None,
+                         "x reference (ORT)": round(r["onnxruntime_ratio"], 1) if r["onnxruntime_ratio"] else None}
+                        for r in result["models"].values()])
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         from lymphosort.atomic import write_text_atomic  # a killed run leaves no half file
         write_text_atomic(args.out, json.dumps(result, indent=2, default=str))
     return 0
+
+
+def _aim(spec: str, result: dict, args: argparse.Namespace) -> dict:
+    """A BENCHMARKS.md aim: FAST's speed-up over SLOW in ONNX Runtime at batch 1 (torch beside)."""
+    try:
+        label, fast, slow, least = spec.split("|")
+        least_x = float(least)
+    except ValueError:
+        raise SystemExit(f"bad --aim {spec!r}: use 'AIM|FAST|SLOW|MIN'") from None
+    ms = {rt: result[rt]["models"] for rt in ("torch", "onnxruntime")}
+    ratio = {rt: ms[rt][slow][1]["median_ms"] / ms[rt][fast][1]["median_ms"] for rt in ms if ms[rt][fast] and ms[rt][slow]}
+    value = ratio.get("onnxruntime", ratio.get("torch"))
+    return {"area": "students", "aim": f"{label} (ONNX Runtime; torch eager: {ratio.get('torch', float('nan')):.1f}x)",
+            "target": f">= {least_x:g}x", "value": round(value, 1), "unit": "x", "met": bool(value >= least_x),
+            "data": args.data, "command": result["command"], "machine": args.machine}
+
+
+def _macs_aim(spec: str, result: dict, args: argparse.Namespace) -> dict:
+    """A BENCHMARKS.md aim: SMALL's multiply-accumulates as a fraction of BIG's (fvcore count)."""
+    try:
+        label, small, big, most = spec.split("|")
+        most_f = float(most)
+    except ValueError:
+        raise SystemExit(f"bad --macs-aim {spec!r}: use 'AIM|SMALL|BIG|MAX'") from None
+    frac = result["models"][small]["macs"] / result["models"][big]["macs"]
+    return {"area": "students", "aim": label, "target": f"<= {100 * most_f:g}%", "value": round(100 * frac, 1),
+            "unit": "%", "met": bool(frac <= most_f), "data": args.data, "command": result["command"],
+            "machine": args.machine}
 
 
 if __name__ == "__main__":

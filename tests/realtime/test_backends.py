@@ -109,3 +109,39 @@ def test_hls_backend_needs_a_bundle(tmp_path: Path) -> None:
         return
     with pytest.raises(Exception):  # fast path present: an empty folder is not a bundle
         load_backend("hls", tmp_path)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_rtl_backend_decides_as_the_integer_backend_on_the_flow(tmp_path: Path) -> None:
+    """`realtime --backend rtl` runs the exported Verilog in Verilator in the loop; on the same
+    frames its decisions equal the integer (hls) backend's, cell by cell."""
+    pytest.importorskip("da4ml", reason="da4ml is not installed (pip install -e .[rtl])")
+    pytest.importorskip("brevitas")
+    import json
+
+    import torch
+
+    from lymphosort.cli import main
+    from lymphosort.models import create_model
+    from lymphosort.models.checkpoint import ModelCard, save_checkpoint
+
+    torch.manual_seed(0)
+    m = create_model("tiny-32c-q4", input_size=8, fov=8).eval()  # a small design: fast to build and simulate
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(getattr(mod, "bias", None), torch.nn.Parameter):
+                mod.bias.normal_(0, 0.5)
+    run = save_checkpoint(tmp_path / "run", m, ModelCard.from_model(m, task="t4-vs-b", classes=["B", "T4"]))
+    rtl = tmp_path / "rtl"
+    assert main(["export", "rtl", str(run), "--out", str(rtl), "--n-check", "8", "--n-gap-check", "0"]) == 0
+    events = {}
+    for backend in ("rtl", "hls"):
+        events[backend] = tmp_path / f"{backend}.jsonl"
+        assert main(["realtime", "--model", str(rtl), "--backend", backend, "--max-frames", "60", "--pool-frames", "60",
+                     "--no-paced", "--drop", "block", "--events", str(events[backend]), "--quiet"]) == 0
+    keys = ("cell_id", "frame", "cls", "prob", "sort", "reason", "x", "y")
+    rows = {b: [{k: e[k] for k in keys} for e in map(json.loads, f.read_text().splitlines())] for b, f in events.items()}
+    # decisions on many cells, with probabilities that follow the crops (not one constant)
+    assert len(rows["rtl"]) >= 10 and len({r["prob"] for r in rows["rtl"] if r["cls"]}) >= 5
+    assert rows["rtl"] == rows["hls"]

@@ -3,8 +3,11 @@
 - `torch`: a run folder (model.safetensors + model.json), `to_model_input` + softmax.
 - `onnx`: an `lymphosort export onnx` folder (model.onnx + model.json), ONNX Runtime with
   1 intra-op thread by default (predictable latency; the sorter is one core per stream).
-- `hls`: an hls export bundle through `export.fixedpoint.load_fixedpoint` (bit-exact with the
-  FPGA design); the bundle's model.json supplies the classes.
+- `hls`: an hls (or rtl) export folder through `export.fixedpoint.load_fixedpoint`: the
+  integer network, bit-exact with the FPGA design; the folder's model.json supplies the classes.
+- `rtl`: an `lymphosort export rtl` folder: the Verilog design itself, cycle-accurate in its
+  Verilator simulator (one simulator run per call: slow, a check that the hardware decides
+  as the integer backend does).
 
 Every backend reads the preprocessing from the model card; none re-declares it.
 """
@@ -197,3 +200,37 @@ class HlsBackend:
         if len(crops) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
         return softmax(np.asarray(self._fx.predict_logits(crops), dtype=np.float32))
+
+
+@register_backend("rtl")
+class RtlBackend:
+    """The exported Verilog, simulated cycle-accurately by the folder's Verilator build."""
+
+    name = "rtl"
+
+    def __init__(self, folder: Path, *, threads: int = 1) -> None:
+        import tempfile
+
+        from lymphosort.export.fixedpoint import load_fixedpoint
+        from lymphosort.export.rtl.flow import RTL_JSON, TOP
+
+        exe = folder / "sim" / "obj_dir" / f"V{TOP}"
+        if not (folder / RTL_JSON).is_file() or not exe.is_file():
+            raise BackendError(f"{folder} is not a checked `lymphosort export rtl` folder (needs {RTL_JSON} and "
+                               f"the Verilator build sim/obj_dir/V{TOP})")
+        self._fx, self._exe = load_fixedpoint(folder), exe
+        self.card = _read_card(folder)
+        self.classes = list(getattr(self._fx, "classes", None) or _classes(self.card))
+        self._n_out = len(self.classes)
+        self._scale = 2.0 ** self._fx.layers[-1].acc_exp  # the design's logits are in accumulator units
+        self._work = Path(tempfile.mkdtemp(prefix="lymphosort-rtl-"))
+
+    def predict_proba(self, crops: np.ndarray) -> np.ndarray:
+        from lymphosort.export.rtl.flow import frames_of
+        from lymphosort.export.rtl.sim import simulate
+
+        _check(crops)
+        if len(crops) == 0:
+            return np.zeros((0, self._n_out), np.float32)
+        res = simulate(self._exe, frames_of(self._fx, crops), self._n_out, self._work)
+        return softmax((res.logits * self._scale).astype(np.float32))

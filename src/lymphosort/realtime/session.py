@@ -24,7 +24,9 @@ class RealtimeConfig:
     model: str = ""
     #: 'sim' (LymphoSim), a folder of frames, an image or a video file
     source: str = "sim"
-    backend: Literal["torch", "onnx", "hls"] = "onnx"
+    #: torch (a run folder), onnx, hls (the integer network of an hls or rtl export), rtl (the
+    #: Verilog of an rtl export in its Verilator simulator: slow, a check)
+    backend: Literal["torch", "onnx", "hls", "rtl"] = "onnx"
     #: intra-op threads of the backend
     threads: int = 1
     #: seconds of stream

@@ -137,3 +137,12 @@ def test_each_command_resolves_the_python_config(tmp_path: Path) -> None:
     # the old spellings still work
     old = _cli_config(["realtime", "--model", "M", "--as-fast-as-possible", "--preset", "hard", "--flow-px", "64"])
     assert (old.paced, old.sim.preset, old.sim.flow_px_per_frame) == (False, "hard", 64.0)
+
+
+def test_zero_shot_flags_and_bad_task() -> None:
+    from lymphosort.transfer.zeroshot import ZeroShotConfig
+
+    args = build_parser().parse_args(["transfer", "zero-shot", "RUN", "--task", "t-vs-b", "--no-latency", "--n-boot", "9"])
+    assert resolve_config(ZeroShotConfig, args) == ZeroShotConfig(task="t-vs-b", latency=False, n_boot=9)
+    with pytest.raises(ConfigError, match="t8-vs-b"):
+        resolve_config(ZeroShotConfig, build_parser().parse_args(["transfer", "zero-shot", "RUN", "--task", "t9"]))

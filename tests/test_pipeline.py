@@ -105,3 +105,13 @@ def test_dependency_order_is_checked(tmp_path: Path) -> None:
 def test_unknown_preset_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="quick"):
         preset_config("nope")
+
+
+def test_a_config_file_changes_preset_sections_and_refuses_unknown_keys() -> None:
+    cfg = preset_config("smoke", {"teacher": {"epochs": 4}, "realtime": {"duration": 2.0}})
+    assert cfg["teacher"]["epochs"] == 4 and cfg["realtime"]["duration"] == 2.0
+    assert cfg["teacher"]["model"] == preset_config("smoke")["teacher"]["model"]  # the rest is the preset's
+    with pytest.raises(ConfigError, match="epoch"):
+        preset_config("smoke", {"teacher": {"epoch": 4}})
+    with pytest.raises(ConfigError, match="sections"):
+        preset_config("smoke", {"teachers": {"epochs": 4}})

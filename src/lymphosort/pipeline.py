@@ -339,14 +339,15 @@ def stage_transfer(ctx: StageContext) -> dict[str, Any]:
     from lymphosort.transfer.fewshot import few_shot
     from lymphosort.transfer.finetune import FinetuneConfig
     from lymphosort.transfer.shots import lymphomnist_data
-    from lymphosort.transfer.zeroshot import zero_shot
+    from lymphosort.transfer.zeroshot import ZeroShotConfig, zero_shot
 
     c = ctx.config["transfer"]
     root = _abs(ctx, ctx.upstream["data"]["root"])
     teacher = _abs(ctx, ctx.upstream["teacher"]["run"])
     zs = {}
     for name, run in (("teacher", teacher), ("student", _abs(ctx, _student_row(ctx, quantised=False)["run"]))):
-        m = zero_shot(run, c["task"], root, ctx.out_dir / "zero-shot" / name, n_boot=c["n_boot"], latency=False)
+        m = zero_shot(run, ZeroShotConfig(task=c["task"], data_root=str(root), n_boot=c["n_boot"], latency=False),
+                      ctx.out_dir / "zero-shot" / name)
         zs[name] = {**_metrics_summary(m), **{k: m["zero_shot"].get(k) for k in ("operating_point", "calibration")}}
     fs_dir = ctx.out_dir / "few-shot"
     few_shot(teacher, lymphomnist_data(root, c["task"]), fs_dir, shots=c["shots"], modes=c["modes"],
@@ -435,17 +436,30 @@ STAGES: list[Stage] = [
 ]
 
 
-def preset_config(preset: str) -> dict[str, Any]:
+def preset_config(preset: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The stages' config: a preset, with `overrides` (section -> key -> value, e.g. from a
+    YAML file) on top; an unknown section or key is refused."""
     try:
-        return json.loads(json.dumps(PRESETS[preset]))  # deep copy, JSON-clean
+        config = json.loads(json.dumps(PRESETS[preset]))  # deep copy, JSON-clean
     except KeyError:
         raise ConfigError(f"unknown pipeline preset {preset!r}; choose one of {', '.join(PRESETS)}") from None
+    for section, values in (overrides or {}).items():
+        if section not in config or not isinstance(values, Mapping):
+            raise ConfigError(f"pipeline config: {section!r} is not a stage section with keys; sections: "
+                              f"{', '.join(config)}")
+        unknown = sorted(set(values) - set(config[section]))
+        if unknown:
+            raise ConfigError(f"pipeline config: unknown key(s) {', '.join(unknown)} in {section!r}; known: "
+                              f"{', '.join(config[section])}")
+        config[section].update(json.loads(json.dumps(dict(values))))
+    return config
 
 
-def run_pipeline(out: Path, preset: str = "quick", data_root: Path | None = None, force: bool = False) -> dict[str, Any]:
-    config = preset_config(preset)
+def run_pipeline(out: Path, preset: str = "quick", data_root: Path | None = None, force: bool = False,
+                 overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    config = preset_config(preset, overrides)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", {"preset": preset, **config})
+    write_json_atomic(out / "config.json", {"preset": preset, **config})  # the resolved config, as run
     options: dict[str, Any] = {}
     if data_root is not None:
         options["data_root"] = str(data_root)
@@ -458,10 +472,20 @@ def run_pipeline(out: Path, preset: str = "quick", data_root: Path | None = None
     return outputs
 
 
+def _run_from_args(a: argparse.Namespace) -> int:
+    from lymphosort.config import load_mapping
+
+    run_pipeline(a.out, a.preset, a.data_root, a.force, load_mapping(a.config) if a.config else None)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pipeline", help="run the whole chain on the embedded default and write a report")
     p.add_argument("--out", type=Path, required=True, help="run folder (RUNS/NAME)")
     p.add_argument("--preset", default="quick", choices=sorted(PRESETS))
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="YAML/JSON of preset sections to change (data only), e.g. {teacher: {epochs: 5}}; "
+                   "the resolved config is written to RUN/config.json")
     p.add_argument("--data-root", type=Path, default=None, help="real LymphoMNIST root (default: LymphoSim)")
     p.add_argument("--force", action="store_true", help="rerun every stage even when up to date")
-    p.set_defaults(func=lambda a: run_pipeline(a.out, a.preset, a.data_root, a.force) and 0)
+    p.set_defaults(func=_run_from_args)

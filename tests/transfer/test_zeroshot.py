@@ -12,6 +12,7 @@ import pytest
 from lymphosort.data.info import TaskView
 from lymphosort.errors import ConfigError
 from lymphosort.transfer.zeroshot import (
+    ZeroShotConfig,
     apply_threshold,
     check_readable,
     fit_temperature,
@@ -21,7 +22,7 @@ from lymphosort.transfer.zeroshot import (
 
 
 def test_t4_model_reads_t8_as_t(t4_run: Path, disc_root: Path, tmp_path: Path) -> None:
-    r = zero_shot(t4_run, "t8-vs-b", disc_root, tmp_path / "zs", n_boot=50, latency=False)
+    r = zero_shot(t4_run, ZeroShotConfig("t8-vs-b", str(disc_root), n_boot=50, latency=False), tmp_path / "zs")
     assert r["accuracy"] >= 0.9 and r["roc_auc"] >= 0.95
     written = json.loads((tmp_path / "zs" / "metrics.json").read_text())
     z = written["zero_shot"]
@@ -42,7 +43,7 @@ def test_a_wrong_label_mapping_fails_the_accuracy_check(
 
     bad = TaskView("t8-vs-b", ("B", "T"), MappingProxyType(wrong), "wrong on purpose")
     monkeypatch.setattr(lm, "task_view", lambda name: bad)
-    r = zero_shot(t4_run, "t8-vs-b", disc_root, tmp_path / "zs", n_boot=0, latency=False)
+    r = zero_shot(t4_run, ZeroShotConfig("t8-vs-b", str(disc_root), n_boot=0, latency=False), tmp_path / "zs")
     assert r["accuracy"] < 0.6
 
 

@@ -42,9 +42,10 @@ def _fmt(m: dict[str, Any], key: str) -> str:
 
 
 def _zero_shot(args: argparse.Namespace) -> int:
-    from lymphosort.transfer.zeroshot import zero_shot
+    from lymphosort.config import resolve_config
+    from lymphosort.transfer.zeroshot import ZeroShotConfig, zero_shot
 
-    r = zero_shot(args.run, args.task, args.data_root, args.out, n_boot=args.n_boot, latency=not args.no_latency)
+    r = zero_shot(args.run, resolve_config(ZeroShotConfig, args), args.out)
     z = r["zero_shot"]
     print(f"{r['model']} ({z['source_task']}) zero-shot on {r['task']} test (n={r['n']})")
     print(f"  {_fmt(r, 'accuracy')}  {_fmt(r, 'balanced_accuracy')}  {_fmt(r, 'roc_auc')}")
@@ -139,11 +140,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     z = sub.add_parser("zero-shot", help="evaluate a run on another task without training (+ threshold, calibration)")
     z.add_argument("run", type=Path, help="run folder (teacher or student)")
-    z.add_argument("--task", required=True, choices=tuple(TASKS))
-    z.add_argument("--data-root", default=DEFAULT_DATA_ROOT)
     z.add_argument("--out", type=Path, default=None, help="default: RUN/zero-shot/TASK")
-    z.add_argument("--n-boot", type=int, default=1000)
-    z.add_argument("--no-latency", action="store_true")
+    from lymphosort.config import add_config_flags
+    from lymphosort.transfer.zeroshot import ZeroShotConfig
+
+    add_config_flags(z, ZeroShotConfig)
     z.set_defaults(func=_zero_shot)
 
     f = sub.add_parser("finetune", help="fine-tune a run on K labelled cells per class")

@@ -154,9 +154,11 @@ def few_shot(
         if zpath.is_file():
             zs = json.loads(zpath.read_text())
         else:
+            from lymphosort.transfer.zeroshot import ZeroShotConfig
             from lymphosort.transfer.zeroshot import zero_shot as run_zero_shot
 
-            zs = run_zero_shot(run_dir, data.task, str(data.data_root), out_dir / "zero-shot", n_boot=base.n_boot, latency=False)
+            zs = run_zero_shot(run_dir, ZeroShotConfig(task=data.task, data_root=str(data.data_root), n_boot=base.n_boot,
+                                                         latency=False), out_dir / "zero-shot")
     cache: FeatureCache | None = None
     cells: list[dict[str, Any]] = []
     for mode in modes:

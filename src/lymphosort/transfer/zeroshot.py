@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from lymphosort.data.info import DEFAULT_ROOT
 from lymphosort.errors import ConfigError
 
 __all__ = [
+    "ZeroShotConfig",
     "apply_threshold",
     "check_readable",
     "fit_temperature",
@@ -168,23 +171,38 @@ def logits_from_probs(probs: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- the command
 
 
-def zero_shot(
-    run_dir: str | os.PathLike[str],
-    task: str,
-    data_root: str | os.PathLike[str],
-    out: str | os.PathLike[str] | None = None,
-    *,
-    split_version: str = "v1",
-    n_boot: int = 1000,
-    latency: bool = True,
-    device: str = "cpu",
-) -> dict[str, Any]:
-    """Evaluate `run_dir` on `task` without training; write `OUT/metrics.json` and plots.
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    """`lymphosort transfer zero-shot`: a run evaluated on another task, untrained."""
+
+    #: the task to evaluate on (the mission's: T8 vs B from a T4-vs-B model)
+    task: str = "t8-vs-b"
+    #: LymphoMNIST (or LymphoSim) root
+    data_root: str = DEFAULT_ROOT
+    split_version: str = "v1"
+    #: bootstrap resamples for the 95% intervals
+    n_boot: int = 1000
+    #: also time the model (batch 1 and 256, CPU)
+    latency: bool = True
+
+    def validate(self) -> "ZeroShotConfig":
+        from lymphosort.data.info import task_view
+
+        task_view(self.task)  # a clear error naming the tasks
+        return self
+
+
+def zero_shot(run_dir: str | os.PathLike[str], cfg: ZeroShotConfig = ZeroShotConfig(),
+              out: str | os.PathLike[str] | None = None, *, device: str = "cpu") -> dict[str, Any]:
+    """Evaluate `run_dir` on `cfg.task` without training; write `OUT/metrics.json` and plots.
 
     `out` defaults to `RUN/zero-shot/TASK`. The metrics are `evaluate_run`'s on test, plus
-    `zero_shot`: source task, `operating_point` (threshold from val) and `calibration`
-    (temperature from val).
+    `zero_shot`: source task, `operating_point` (threshold from val), `calibration`
+    (temperature from val) and the config.
     """
+    from lymphosort.config import to_mapping
+
+    task, data_root, split_version, n_boot, latency = cfg.task, cfg.data_root, cfg.split_version, cfg.n_boot, cfg.latency
     from lymphosort.data.info import task_view
     from lymphosort.data.lymphomnist import load_split
     from lymphosort.evaluate.run import evaluate_run, predict_proba
@@ -204,7 +222,8 @@ def zero_shot(
     # float64 test probabilities for the calibration fit (predictions.npz holds float32).
     p_test, y_test = predict_proba(model, test.images, device=device), test.labels.numpy()
 
-    extra: dict[str, Any] = {"source_task": card.task, "source_run": str(run_dir), "n_val": int(len(y_val))}
+    extra: dict[str, Any] = {"source_task": card.task, "source_run": str(run_dir), "n_val": int(len(y_val)),
+                             "config": to_mapping(cfg)}
     if view.num_classes == 2:
         extra["operating_point"] = threshold_report(y_val, p_val, y_test, p_test, view.classes, n_boot)
     extra["calibration"] = temperature_report(logits_from_probs(p_val), y_val, logits_from_probs(p_test), y_test)

@@ -157,9 +157,11 @@ here: the hls4ml C++ emulation agreed with the quantised model on {r['agreement'
 - weights and activations: {r['bits']} bits at most (per layer: {r['bits_per_layer']}), input {r['input_bits']} bits
 
 ## Interface
-- input: an AXI stream of the normalised image, one pixel per beat, row-major, {est['input_stream_cycles'] // est['reuse_factor']} beats,
-  type `fixed<40,4>` (the first layer quantises it to {r['input_bits']} bits). Normalise on the host or in
-  the camera pipeline as `model.json` says: uint8 / 255, {prep}, (x - mean) / std.
+- input: an AXI stream of the normalised image, one pixel per beat, row-major, {est['input_stream_cycles'] // est['reuse_factor']} beats
+  (no transpose stage: one grey channel has the same order channels-first or -last), type `fixed<40,4>`
+  (the first layer quantises it to {r['input_bits']} bits). Normalise on the host or in the camera pipeline as
+  `model.json` says: uint8 / 255, {prep}, (x - mean) / std. hls4ml puts a zero-pad stage before each
+  "same" conv, which re-streams the padded map: the longest stream is {est['initiation_interval_cycles'] // est['reuse_factor']} beats.
 - output: an AXI stream of {len(r['classes'])} logits (classes in `model.json` order). No softmax: decide by
   argmax, or threshold the logit difference (class 1 - class 0) for a tunable sort gate.
 
@@ -172,7 +174,10 @@ C and co-simulation read `tb_data/` (inputs and the expected logits of the integ
 `tb_vectors/`). Edit `hls_config.yaml` (types, reuse factors, strategy) and regenerate with
 `lymphosort export hls RUN --out DIR --hls-config hls_config.yaml`.
 
-## Expected latency (an estimate until synthesised)
+## Expected latency (an estimate: this design is not synthesised here)
+No Vitis HLS on the build machines, so this design's cycles are not measured. The measured
+numbers are the open RTL flow's (`lymphosort export rtl`: Verilator-simulated cycles, open
+place and route; BENCHMARKS.md, "Deployment"), for students it accepts. This bundle's estimate:
 {est['latency_cycles']} cycles = **{est['latency_us_estimate']:.2f} us** at {r['clock_ns']} ns; a new image every
 {est['initiation_interval_cycles']} cycles ({est['throughput_per_s_estimate']:,.0f} images/s).
 Model: {est['model']}

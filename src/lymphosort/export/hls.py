@@ -128,9 +128,29 @@ def write_qonnx(fp: FixedPointModel, path: str | os.PathLike[str], *, clean: boo
     mw = cleanup_model(ModelWrapper(str(path)))
     mw = mw.transform(ConvertToChannelsLastAndClean())
     mw = cleanup_model(mw.transform(GemmToMatMul()))
+    _drop_input_transpose(mw)
     clean_path = path.with_name(path.stem + "_clean.onnx")
     mw.save(str(clean_path))
     return clean_path
+
+
+def _drop_input_transpose(mw: Any) -> None:
+    """The channels-last conversion puts a Transpose (NCHW -> NHWC) on the input, which hls4ml
+    builds as a stage that buffers the whole image and streams a row a beat. One grey channel
+    has the same memory order either way: declare the input NHWC and stream one pixel a beat."""
+    graph = mw.graph
+    name = graph.input[0].name
+    shape = mw.get_tensor_shape(name)
+    users = [n for n in graph.node if name in n.input]
+    if len(shape) != 4 or shape[1] != 1 or len(users) != 1 or users[0].op_type != "Transpose":
+        return
+    tr = users[0]
+    if list(next(a.ints for a in tr.attribute if a.name == "perm")) != [0, 2, 3, 1]:
+        return
+    for node in graph.node:
+        node.input[:] = [name if i == tr.output[0] else i for i in node.input]
+    graph.node.remove(tr)
+    mw.set_tensor_shape(name, [shape[0], shape[2], shape[3], 1])
 
 
 def make_config(fp: FixedPointModel, qonnx_clean: str | os.PathLike[str], *, reuse_factor: int = 1,

@@ -6,7 +6,12 @@ BENCHMARKS.md), each row with the command that made the run (read from its confi
         --row "zero-shot T8 vs B=runs/v3/teacher/zero-shot/t8-vs-b" --out benchmarks/results/students_v3.json
 
 A row's folder holds `metrics.json` (a run, or a `transfer`/`evaluate` output folder). The
-gap column is against the first row of the same task.
+gap column is against the first row of the same task. A run folder's command is rebuilt from
+its config.yaml (the flags that differ from the command's defaults).
+
+`--aim "AIM|ROW|TARGET"` (repeatable) adds an aim for BENCHMARKS.md on row ROW's test
+accuracy; TARGET is ">=96" (percent), "96..99" (percent, inclusive), "loss<=1 vs REF"
+(points below row REF) or "below 4..10 vs REF" (points below row REF, inclusive).
 """
 
 from __future__ import annotations
@@ -30,8 +35,55 @@ def _row(name: str, folder: Path) -> dict[str, Any]:
     sim = f"LymphoSim {data.get('version', '?')} {data.get('preset', '?')} (simulated)" \
         if data.get("source") == "simulated" else str(data.get("source", "?"))
     return {"row": name, "task": m["task"], "n test": m["n"], "accuracy %": round(100 * m["accuracy"], 2),
+            "_interval": [round(100 * lo, 2), round(100 * hi, 2)],
             "95% interval": f"[{100 * lo:.2f}, {100 * hi:.2f}]", "params": m.get("params"), "MACs": m.get("macs"),
             "data": sim, "folder": str(folder)}
+
+
+def run_command(folder: Path) -> str | None:
+    """The `lymphosort train|distill` command of a run folder, from its resolved config.yaml."""
+    if not (folder / "config.yaml").is_file():
+        return None
+    from lymphosort.config import command_flags
+    from lymphosort.train.config import DistillConfig, load_config
+
+    cfg = load_config(folder / "config.yaml")
+    verb = "distill" if isinstance(cfg, DistillConfig) else "train"
+    return " ".join(["lymphosort", verb, "--out", str(folder), *command_flags(cfg)])
+
+
+def aim(spec: str, rows: dict[str, dict[str, Any]], machine: str) -> dict[str, Any]:
+    """One BENCHMARKS.md aim from `--aim "AIM|ROW|TARGET"` (see the module docstring)."""
+    import re
+
+    try:
+        text, row, target = spec.split("|")
+        r = rows[row]
+    except (ValueError, KeyError):
+        raise SystemExit(f"bad --aim {spec!r}: use 'AIM|ROW|TARGET' with ROW one of {sorted(rows)}") from None
+    acc, lo, hi = r["accuracy %"], *r["_interval"]
+    vs = re.fullmatch(r"(loss<=|below )([\d.]+)(?:\.\.([\d.]+))? vs (.+)", target)
+    if vs:
+        ref = rows[vs.group(4)]
+        value, interval, unit = round(ref["accuracy %"] - acc, 2), None, " points"
+        a, b = float(vs.group(2)), float(vs.group(3) or vs.group(2))
+        met = value <= a if vs.group(1) == "loss<=" else a <= value <= b
+        shown = f"<= {a:g} points below {vs.group(4)}" if vs.group(1) == "loss<=" else f"{a:g}-{b:g} points below {vs.group(4)}"
+        text += f" ({acc:.2f}% vs {ref['accuracy %']:.2f}%)"
+    elif target.startswith(">="):
+        value, interval, unit, shown = acc, [lo, hi], "%", f">= {float(target[2:]):g}%"
+        met = acc >= float(target[2:])
+    elif ".." in target:
+        a, b = map(float, target.split(".."))
+        value, interval, unit, shown, met = acc, [lo, hi], "%", f"{a:g}-{b:g}%", a <= acc <= b
+    else:
+        raise SystemExit(f"bad --aim target {target!r}")
+    out = {"area": None, "aim": text, "target": shown, "value": value, "unit": unit, "met": bool(met),
+           "data": f"{r['data']}, {r['task']} test", "command": r["command"] or "(see the table's commands)",
+           "machine": machine}
+    if interval:
+        out["interval"] = interval
+    return out
 
 
 def main() -> None:
@@ -41,6 +93,8 @@ def main() -> None:
     ap.add_argument("--area", required=True)
     ap.add_argument("--command", action="append", default=[], metavar="COMMAND",
                     help="the commands that produced the runs (recorded with the table)")
+    ap.add_argument("--aim", action="append", default=[], metavar="AIM|ROW|TARGET")
+    ap.add_argument("--machine", default=f"2-core build VM, CPU ({platform.machine()})")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     rows = []
@@ -48,13 +102,20 @@ def main() -> None:
     for spec in a.row:
         name, _, folder = spec.partition("=")
         r = _row(name, Path(folder))
+        r["command"] = run_command(Path(folder))
         base = first.setdefault(r["task"], r["accuracy %"])
         r["gap to first row (points)"] = round(r["accuracy %"] - base, 2)
         rows.append(r)
+    aims = [aim(spec, {r["row"]: r for r in rows}, a.machine) for spec in a.aim]
+    for x in aims:
+        x["area"] = a.area
     for r in rows:
         r.pop("folder")
-    write_json_atomic(a.out, {"area": a.area, "caption": a.caption, "rows": rows, "commands": a.command,
-                              "machine": f"2-core build VM, CPU ({platform.machine()})"})
+        r.pop("_interval")
+    doc = {"area": a.area, "caption": a.caption, "rows": rows, "commands": a.command, "machine": a.machine}
+    if aims:
+        doc["aims"] = aims
+    write_json_atomic(a.out, doc)
     print(json.dumps(rows, indent=2))
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from lymphosort.data.synth.flow import CellTruth
 
-__all__ = ["Evaluator", "LatencyHistogram", "LiveView", "TruthLedger"]
+__all__ = ["Evaluator", "LatencyHistogram", "LiveView", "TruthLedger", "count_metrics"]
 
 
 class LatencyHistogram:
@@ -58,6 +58,21 @@ class LatencyHistogram:
         c = c[: nz[-1] + 1] if nz.size else c[:0]
         return {"bin_us": bin_us, "counts": c.tolist(), "overflow_us": max_us,
                 "overflow": int(self.n - c.sum())}
+
+    def sparse(self) -> dict[str, Any]:
+        """The exact histogram as its non-empty bins (to merge the histograms of several workers)."""
+        nz = np.flatnonzero(self.counts)
+        return {"bins": nz.tolist(), "counts": self.counts[nz].tolist(), "max_seen": self.max_seen, "max_us": self.max_us}
+
+    @classmethod
+    def merged(cls, parts: list[dict[str, Any]]) -> "LatencyHistogram":
+        """One histogram of the latencies of several `sparse()` histograms."""
+        h = cls(max(p["max_us"] for p in parts) if parts else 100_000)
+        for p in parts:
+            np.add.at(h.counts, np.asarray(p["bins"], dtype=np.int64), np.asarray(p["counts"], dtype=np.int64))
+            h.max_seen = max(h.max_seen, float(p["max_seen"]))
+        h.n = int(h.counts.sum())
+        return h
 
     def percentile(self, q: float) -> float | None:
         """Upper edge of the bin holding the q-th percentile (conservative by < 1 us)."""
@@ -206,30 +221,34 @@ class Evaluator:
 
     def metrics(self) -> dict[str, Any]:
         c = self.counts
-        n_dec = c["eval_decisions"] + c["unmatched"]
-        good = c["eval_detected"]
         curve = []
         for t in range(0, 101, 5):
             tp = int(self.hist[1, t:].sum())
             n_s = tp + int(self.hist[0, t:].sum())
             curve.append({"threshold": t / 100, "purity": tp / n_s if n_s else None,
                           "yield": tp / c["target_cells"] if c["target_cells"] else None, "n_sorted": n_s})
-        return {
-            "eval_cells": c["eval_cells"],
-            "detection_recall": good / c["eval_cells"] if c["eval_cells"] else None,
-            "detection_precision": good / n_dec if n_dec else None,
-            "missed_cells": c["eval_cells"] - good,
-            "repeat_decisions": c["repeats"],
-            "unmatched_decisions": c["unmatched"],
-            "cluster_decisions": c["clusters"],  # one blob over several cells (not scored)
-            "cluster_sorted": c["clusters_sorted"],  # ...that the gate would still have sorted
-            "accuracy": c["acc_ok"] / c["acc_n"] if c["acc_n"] else None,
-            "accuracy_n": c["acc_n"],
-            "purity": c["sorted_target"] / c["sorted"] if c["sorted"] else None,
-            "yield": c["sorted_target"] / c["target_cells"] if c["target_cells"] else None,
-            "target_cells": c["target_cells"],
-            "purity_yield_curve": curve,
-        }
+        return {**count_metrics(c), "purity_yield_curve": curve, "eval_counts": dict(c)}
+
+
+def count_metrics(c: dict[str, int]) -> dict[str, Any]:
+    """The scores of an `Evaluator`'s counts (also of several evaluators' summed counts)."""
+    n_dec = c["eval_decisions"] + c["unmatched"]
+    good = c["eval_detected"]
+    return {
+        "eval_cells": c["eval_cells"],
+        "detection_recall": good / c["eval_cells"] if c["eval_cells"] else None,
+        "detection_precision": good / n_dec if n_dec else None,
+        "missed_cells": c["eval_cells"] - good,
+        "repeat_decisions": c["repeats"],
+        "unmatched_decisions": c["unmatched"],
+        "cluster_decisions": c["clusters"],  # one blob over several cells (not scored)
+        "cluster_sorted": c["clusters_sorted"],  # ...that the gate would still have sorted
+        "accuracy": c["acc_ok"] / c["acc_n"] if c["acc_n"] else None,
+        "accuracy_n": c["acc_n"],
+        "purity": c["sorted_target"] / c["sorted"] if c["sorted"] else None,
+        "yield": c["sorted_target"] / c["target_cells"] if c["target_cells"] else None,
+        "target_cells": c["target_cells"],
+    }
 
 
 class LiveView:

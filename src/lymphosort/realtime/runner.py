@@ -273,13 +273,17 @@ class RealtimeRunner:
                 ev.record(frame.sequence, frame.truth, d.det.x, d.det.y, d.det.box, pred, p, sort, d.reject is None)
         stage["emit"] += pc() - t_dec
 
-    def run(self) -> dict[str, Any]:
+    def run(self, t_start: float | None = None) -> dict[str, Any]:
+        """Run to the end of the source or the limits; `t_start` (perf_counter s, default now) is
+        when frame 0 is due: workers of one camera share it (perf_counter is system-wide)."""
         cfg, q = self.config, self.queue
         old_switch = sys.getswitchinterval()
         sys.setswitchinterval(cfg.switch_interval_s)
         gc_was_enabled = gc.isenabled()
         gc.disable()
-        self._t_start = time.perf_counter()
+        if t_start is not None and t_start > time.perf_counter():
+            time.sleep(t_start - time.perf_counter())  # start with the other workers of the camera
+        self._t_start = time.perf_counter() if t_start is None else t_start
         cpu0 = time.thread_time()
         frames = self._frames()
         nxt: tuple[Frame, float | None] | None = None
@@ -363,6 +367,7 @@ class RealtimeRunner:
             "deadline_us": self.config.deadline_us,
             "late_decisions": s["late_decisions"],
             "latency_histogram": self.latency.compact(),  # 10-us bins up to 10 ms + overflow count
+            "latency_sparse": self.latency.sparse(),  # exact 1-us bins, for merging workers' reports
             "stage_us_per_frame": {k: v / n * 1e6 for k, v in self.stage_s.items()},
             # CPU time the decision thread actually got, less its polling for due frames: on a
             # shared machine the wall-clock numbers above include time stolen by other

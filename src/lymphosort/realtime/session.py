@@ -55,6 +55,9 @@ class RealtimeConfig:
     fps: float | None = None
     #: images are independent stills (crops): detect with a background from each image
     still: bool = False
+    #: decision worker processes, one per core: with N > 1 the simulated camera images N
+    #: parallel channels (lanes), each decided by its own worker (source 'sim' only)
+    workers: int = 1
     #: the LymphoSim flow stream (source 'sim')
     sim: SimConfig = field(default_factory=SimConfig)
 
@@ -65,6 +68,10 @@ class RealtimeConfig:
             raise ConfigError("realtime needs a model (--model RUN)")
         if self.threshold is not None and self.target_purity is not None:
             raise ConfigError("give a threshold or a target purity, not both")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.workers > 1 and (self.source != "sim" or self.still):
+            raise ConfigError("several workers need the simulated multi-channel camera (source 'sim', no --still)")
         return self
 
 
@@ -113,6 +120,33 @@ def _still(cfg: RealtimeConfig, model: Path) -> dict[str, Any]:
             "results": rows}
 
 
+def _run_workers(cfg: RealtimeConfig, model: Path, target: int, threshold: float, run_cfg: Any,
+                 say: Callable[[str], None]) -> dict[str, Any]:
+    """`cfg.workers` processes, one lane of the simulated camera each (`realtime.workers`)."""
+    import json
+
+    from lymphosort.config import to_mapping
+    from lymphosort.realtime.workers import LanePool, run_workers
+
+    sim = cfg.sim if cfg.fps is None else replace(cfg.sim, fps=cfg.fps)
+    say(f"rendering {sim.pool_frames} LymphoSim frames for each of {cfg.workers} channels ...")
+    pool = LanePool(sim, cfg.workers)
+    try:
+        rep = run_workers(pool, str(model), cfg.backend, workers=cfg.workers, target=target, threshold=threshold,
+                          run=run_cfg, threads=cfg.threads)
+    finally:
+        pool.close()
+    events = rep.pop("events")
+    if cfg.events:
+        from lymphosort.atomic import write_text_atomic
+
+        keys = ("frame", "lane", "cell_id", "cls", "prob", "sort", "reason", "x", "y", "t_arrival", "t_decision")
+        write_text_atomic(cfg.events, "".join(json.dumps(dict(zip(keys, e))) + "\n" for e in events))
+    rep.update({"model": cfg.model, "model_folder": str(model), "source": "sim", "threshold": threshold,
+                "config": to_mapping(cfg), "sim": {**vars(sim), "render_s": rep.pop("render_s")}})
+    return rep
+
+
 def run_realtime(cfg: RealtimeConfig, say: Callable[[str], None] = lambda msg: None,
                  live: bool = False) -> dict[str, Any]:
     """Run the sorter path (or the still mode) and return its report; `live` shows a live view."""
@@ -145,15 +179,17 @@ def run_realtime(cfg: RealtimeConfig, say: Callable[[str], None] = lambda msg: N
         threshold, calib = calibrate_threshold(backend, target, cfg.target_purity, label_map, preset=cfg.sim.preset)
     else:
         threshold = 0.5 if cfg.threshold is None else cfg.threshold
+    run_cfg = RunConfig(duration_s=cfg.duration, max_frames=cfg.max_frames, realtime=cfg.paced,
+                        queue_size=cfg.queue_size, drop=cfg.drop, deadline_us=cfg.deadline_us,
+                        tracker=TrackerConfig(trigger_x=cfg.trigger_x))
+    if cfg.workers > 1:
+        return _run_workers(cfg, model, target, threshold, run_cfg, say)
     if cfg.source == "sim":
         sim = cfg.sim if cfg.fps is None else replace(cfg.sim, fps=cfg.fps)
         say(f"rendering {sim.pool_frames} LymphoSim frames ...")
         source: Any = SimSource(sim)
     else:
         source = open_source(cfg.source, fps=cfg.fps)
-    run_cfg = RunConfig(duration_s=cfg.duration, max_frames=cfg.max_frames, realtime=cfg.paced,
-                        queue_size=cfg.queue_size, drop=cfg.drop, deadline_us=cfg.deadline_us,
-                        tracker=TrackerConfig(trigger_x=cfg.trigger_x))
     sink = JsonlSink(Path(cfg.events)) if cfg.events else None
     runner = RealtimeRunner(source, backend, Gate(target, threshold), sink, run_cfg, label_map)
     if live:

@@ -113,10 +113,6 @@ def _worker(plan: WorkerPlan, truth: Sequence[Any], flow_px: float, t_start: Any
     from lymphosort.realtime.runner import RealtimeRunner
 
     shm = shared_memory.SharedMemory(name=plan.shm_name)
-    from multiprocessing import resource_tracker
-
-    # the parent owns (and unlinks) the block; a reader must not register it for clean-up (Python < 3.13)
-    resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
     try:
         frames = np.ndarray(plan.pool_shape, np.uint8, buffer=shm.buf)
         backend = load_backend(plan.backend, Path(plan.model), threads=plan.threads)

@@ -15,6 +15,10 @@ per-seed differences (runs paired by position).
         --group paper=runs/exp/kd/tiny-32c-paper-a1-e60-nostop-s0,runs/exp/kd/tiny-32c-paper-a1-e60-nostop-s1 \\
         --baseline paper --out benchmarks/results/seed_table.json
 
+`--aim "AIM|A|B|>=X"` (repeatable) records for BENCHMARKS.md that group A's mean test
+accuracy minus group B's is at least X points (paired bootstrap interval; X may be negative:
+">=-1.5" reads "at most 1.5 points below B"). A one-run group (a teacher) is fine.
+
 Nothing is trained or timed here: it only reads what the runs wrote.
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -91,6 +96,25 @@ def seed_table(groups: dict[str, list[Path]], task: str, baseline: str | None = 
     return out
 
 
+def aim(spec: str, groups: dict[str, list[Path]], task: str, n_boot: int, command: str) -> dict[str, Any]:
+    """One BENCHMARKS.md aim: group A's mean accuracy minus group B's, paired over the test crops."""
+    try:
+        text, a, b, target = spec.split("|")
+        least = float(target.removeprefix(">="))
+        ra, rb = [_run(r, task) for r in groups[a]], [_run(r, task) for r in groups[b]]
+    except (ValueError, KeyError):
+        raise SystemExit(f"bad --aim {spec!r}: use 'AIM|A|B|>=X' with groups {sorted(groups)}") from None
+    d = paired_accuracy_difference(ra[0]["_labels"], [r["_pred"] for r in ra], [r["_pred"] for r in rb], n_boot=n_boot)
+    data = ra[0]["data"]
+    sim = f"LymphoSim {data.get('version')} {data.get('preset')} (simulated)" if data.get("source") == "simulated" \
+        else str(data.get("source"))
+    return {"aim": f"{text} ({len(ra)} vs {len(rb)} run(s): {100 * d['mean_a']:.2f}% vs {100 * d['mean_b']:.2f}%)",
+            "target": f">= {least:+g} points", "value": round(100 * d["difference"], 2),
+            "interval": [round(100 * x, 2) for x in d["interval"]], "unit": " points",
+            "met": bool(100 * d["difference"] >= least), "data": f"{sim}, {task} test", "command": command,
+            "machine": "2-core build VM, CPU", "area": "students"}
+
+
 def markdown(table: dict[str, Any]) -> str:
     pct = lambda x: f"{100 * x:.2f}%"  # noqa: E731
     lines = [
@@ -122,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--task", default="t4-vs-b")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
+    ap.add_argument("--aim", action="append", default=[], metavar="AIM|A|B|>=X")
     args = ap.parse_args(argv)
     groups: dict[str, list[Path]] = {}
     for spec in args.group:
@@ -132,11 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"group {label!r} given twice")
         groups[label] = [Path(p) for p in paths.split(",") if p]
     table = seed_table(groups, args.task, args.baseline, args.n_boot)
+    command = "python benchmarks/seed_table.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    aims = [aim(spec, groups, args.task, args.n_boot, command) for spec in args.aim]
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         from lymphosort.atomic import write_text_atomic  # a killed run leaves no half file
-        write_text_atomic(args.out, json.dumps({**table, "command": "python benchmarks/seed_table.py " + " ".join(
-            sys.argv[1:] if argv is None else argv)}, indent=2) + "\n")
+        doc = {**table, "command": command, **({"aims": aims} if aims else {})}
+        write_text_atomic(args.out, json.dumps(doc, indent=2) + "\n")
     print(markdown(table))
     return 0
 

@@ -91,13 +91,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _spec(spec: str, flag: str, usage: str) -> tuple[str, str, str, float]:
+    """'LABEL|A|B|NUMBER' of an aim flag, or a clear exit."""
+    try:
+        label, a, b, number = spec.split("|")
+        return label, a, b, float(number)
+    except ValueError:
+        raise SystemExit(f"bad {flag} {spec!r}: use '{usage}'") from None
+
+
 def _aim(spec: str, result: dict, args: argparse.Namespace) -> dict:
     """A BENCHMARKS.md aim: FAST's speed-up over SLOW in ONNX Runtime at batch 1 (torch beside)."""
-    try:
-        label, fast, slow, least = spec.split("|")
-        least_x = float(least)
-    except ValueError:
-        raise SystemExit(f"bad --aim {spec!r}: use 'AIM|FAST|SLOW|MIN'") from None
+    label, fast, slow, least_x = _spec(spec, "--aim", "AIM|FAST|SLOW|MIN")
     ms = {rt: result[rt]["models"] for rt in ("torch", "onnxruntime")}
     ratio = {rt: ms[rt][slow][1]["median_ms"] / ms[rt][fast][1]["median_ms"] for rt in ms if ms[rt][fast] and ms[rt][slow]}
     value = ratio.get("onnxruntime", ratio.get("torch"))
@@ -108,11 +113,7 @@ def _aim(spec: str, result: dict, args: argparse.Namespace) -> dict:
 
 def _macs_aim(spec: str, result: dict, args: argparse.Namespace) -> dict:
     """A BENCHMARKS.md aim: SMALL's multiply-accumulates as a fraction of BIG's (fvcore count)."""
-    try:
-        label, small, big, most = spec.split("|")
-        most_f = float(most)
-    except ValueError:
-        raise SystemExit(f"bad --macs-aim {spec!r}: use 'AIM|SMALL|BIG|MAX'") from None
+    label, small, big, most_f = _spec(spec, "--macs-aim", "AIM|SMALL|BIG|MAX")
     frac = result["models"][small]["macs"] / result["models"][big]["macs"]
     return {"area": "students", "aim": label, "target": f"<= {100 * most_f:g}%", "value": round(100 * frac, 1),
             "unit": "%", "met": bool(frac <= most_f), "data": args.data, "command": result["command"],

@@ -121,19 +121,10 @@ def test_cli_exports_a_qat_student(tmp_path: Path, tiny_root: Path) -> None:
     """`lymphosort export rtl` on a Brevitas QAT student (tiny-32c-q4 at an 8x8 view)."""
     _need_rtl()
     pytest.importorskip("brevitas")
-    import torch
-
     from lymphosort.cli import main
-    from lymphosort.models import create_model
-    from lymphosort.models.checkpoint import ModelCard, save_checkpoint
+    from tests.export.helpers import small_qat_run
 
-    torch.manual_seed(0)
-    m = create_model("tiny-32c-q4", input_size=8, fov=8).eval()
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(getattr(mod, "bias", None), torch.nn.Parameter):
-                mod.bias.normal_(0, 0.2)
-    run = save_checkpoint(tmp_path / "run", m, ModelCard.from_model(m, task="t4-vs-b", classes=["B", "T4"]))
+    run = small_qat_run(tmp_path / "run")
     out = tmp_path / "rtl"
     assert main(["export", "rtl", str(run), "--out", str(out), "--data-root", str(tiny_root), "--n-check", "16"]) == 0
     rec = json.loads((out / "rtl.json").read_text())

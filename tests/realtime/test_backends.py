@@ -120,19 +120,10 @@ def test_rtl_backend_decides_as_the_integer_backend_on_the_flow(tmp_path: Path) 
     pytest.importorskip("brevitas")
     import json
 
-    import torch
-
     from lymphosort.cli import main
-    from lymphosort.models import create_model
-    from lymphosort.models.checkpoint import ModelCard, save_checkpoint
+    from tests.export.helpers import small_qat_run
 
-    torch.manual_seed(0)
-    m = create_model("tiny-32c-q4", input_size=8, fov=8).eval()  # a small design: fast to build and simulate
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(getattr(mod, "bias", None), torch.nn.Parameter):
-                mod.bias.normal_(0, 0.5)
-    run = save_checkpoint(tmp_path / "run", m, ModelCard.from_model(m, task="t4-vs-b", classes=["B", "T4"]))
+    run = small_qat_run(tmp_path / "run", bias_sd=0.5)  # a small design: fast to build and simulate
     rtl = tmp_path / "rtl"
     assert main(["export", "rtl", str(run), "--out", str(rtl), "--n-check", "8", "--n-gap-check", "0"]) == 0
     events = {}

@@ -138,7 +138,7 @@ def _workers_aims(rep: dict[str, Any], cmd: str) -> list[dict[str, Any]]:
         {**base, "aim": f"2 workers: cells/s decided with p99 <= 500 us, drops <= 0.5%, detection P/R >= 0.99 (p99 "
          f"{two['p99_latency_us']:.0f} us, drops {100 * two['dropped_frame_share']:.2f}%, P/R "
          f"{two['detection_precision']:.3f}/{two['detection_recall']:.3f})", "target": ">= 15,000 cells/s",
-         "value": round(two["cells_per_s"]), "unit": " cells/s", "met": bool(ok and two["cells_per_s"] >= 15000)},
+         "value": round(two["cells_per_s"]), "unit": "cells/s", "met": bool(ok and two["cells_per_s"] >= 15000)},
         {**base, "aim": "2 workers against 1 in the same run, the same rate a lane, the 2-worker run with drops <= 0.5%, "
          "p99 <= 1 ms and P/R >= 0.99 (15,000 cells/s cannot hold by construction on 2 cores: docs/realtime.md, "
          "Scaling out)", "target": ">= 1.8x (proposed)", "value": round(two["scaling_vs_one_worker"], 2), "unit": "x",
@@ -223,7 +223,7 @@ def _accuracy_aim(rep: dict[str, Any], cmd: str) -> dict[str, Any]:
             f"{rep['accuracy_test_crops']:.2%} on {rep['n_test_crops']:,} test crops)",
             "target": "within 1 point", "value": round(diff, 2), "interval": [round(diff - 1.96 * se, 2),
                                                                               round(diff + 1.96 * se, 2)],
-            "unit": " points", "met": bool(rep["within_1_point"]),
+            "unit": "points", "met": bool(rep["within_1_point"]),
             "data": f"LymphoSim {get_preset(rep['preset']).version} {rep['preset']} flow frames and crops of "
                     f"{rep['sessions_from']} (simulated), {rep['model']}",
             "command": cmd, "machine": "2-core build VM, CPU"}

@@ -65,7 +65,7 @@ def aim(spec: str, rows: dict[str, dict[str, Any]], machine: str) -> dict[str, A
     vs = re.fullmatch(r"(loss<=|below )([\d.]+)(?:\.\.([\d.]+))? vs (.+)", target)
     if vs:
         ref = rows[vs.group(4)]
-        value, interval, unit = round(ref["accuracy %"] - acc, 2), None, " points"
+        value, interval, unit = round(ref["accuracy %"] - acc, 2), None, "points"
         a, b = float(vs.group(2)), float(vs.group(3) or vs.group(2))
         met = value <= a if vs.group(1) == "loss<=" else a <= value <= b
         shown = f"<= {a:g} points below {vs.group(4)}" if vs.group(1) == "loss<=" else f"{a:g}-{b:g} points below {vs.group(4)}"

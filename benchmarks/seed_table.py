@@ -110,7 +110,7 @@ def aim(spec: str, groups: dict[str, list[Path]], task: str, n_boot: int, comman
         else str(data.get("source"))
     return {"aim": f"{text} ({len(ra)} vs {len(rb)} run(s): {100 * d['mean_a']:.2f}% vs {100 * d['mean_b']:.2f}%)",
             "target": f">= {least:+g} points", "value": round(100 * d["difference"], 2),
-            "interval": [round(100 * x, 2) for x in d["interval"]], "unit": " points",
+            "interval": [round(100 * x, 2) for x in d["interval"]], "unit": "points",
             "met": bool(100 * d["difference"] >= least), "data": f"{sim}, {task} test", "command": command,
             "machine": "2-core build VM, CPU", "area": "students"}
 

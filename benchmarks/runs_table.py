@@ -62,7 +62,8 @@ def aim(spec: str, rows: dict[str, dict[str, Any]], machine: str) -> dict[str, A
     except (ValueError, KeyError):
         raise SystemExit(f"bad --aim {spec!r}: use 'AIM|ROW|TARGET' with ROW one of {sorted(rows)}") from None
     acc, lo, hi = r["accuracy %"], *r["_interval"]
-    vs = re.fullmatch(r"(loss<=|below )([\d.]+)(?:\.\.([\d.]+))? vs (.+)", target)
+    num = r"(\d+(?:\.\d+)?)"
+    vs = re.fullmatch(rf"(loss<=|below ){num}(?:\.\.{num})? vs (.+)", target)
     if vs:
         ref = rows[vs.group(4)]
         value, interval, unit = round(ref["accuracy %"] - acc, 2), None, "points"

@@ -35,7 +35,7 @@ def audit_preset(preset: str, root: Path, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="tiny-32w")
+    ap.add_argument("--model", default="tiny-32-whole")
     ap.add_argument("--n-train", type=int, default=12000)
     ap.add_argument("--n-test", type=int, default=4000)
     ap.add_argument("--epochs", type=int, default=6)

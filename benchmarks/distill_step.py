@@ -6,7 +6,7 @@ graph the training loop uses (`train.module.freeze_for_inference`), the training
 autocast path (`--teacher-precision bf16`, with its largest logit error on the batch), and the
 student's forward + backward + AdamW step. Speed does not depend on the data, only on shapes.
 
-    python benchmarks/distill_step.py --teacher runs/exp/teacher --student tiny-32c \\
+    python benchmarks/distill_step.py --teacher runs/exp/teacher --student tiny-32-centre \\
         --out benchmarks/results/distill_step.json
 """
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", required=True, help="teacher run folder, or a registered name (speed only)")
-    ap.add_argument("--student", default="tiny-32c", help="registered student name")
+    ap.add_argument("--student", default="tiny-32-centre", help="registered student name")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=15, help="interleaved rounds")
     ap.add_argument("--out", type=Path, default=None)

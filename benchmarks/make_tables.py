@@ -234,7 +234,8 @@ LymphoMNIST microscope (version in the data column), not from real cells; *real*
 name the real data set. Each row gives the command that produced it and the machine it
 ran on. This file is generated from `benchmarks/results/**/*.json` (their `aims` and
 `rows`): edit those and run `python benchmarks/make_tables.py`; CI fails when the two
-disagree."""
+disagree. tiny-32w, tiny-32c and tiny-48w in earlier rows are the former names of
+tiny-32-whole, tiny-32-centre and tiny-48-whole (the commands still run with either)."""
 
 HISTORY = """\
 ## History

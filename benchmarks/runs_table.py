@@ -2,7 +2,7 @@
 BENCHMARKS.md), each row with the command that made the run (read from its config.yaml).
 
     .venv/bin/python benchmarks/runs_table.py --caption "..." --area students \\
-        --row "compact teacher=runs/v3/teacher" --row "tiny-32w kd 8 ep=runs/v3/kd/tiny-32w-e8" \\
+        --row "compact teacher=runs/v3/teacher" --row "tiny-32-whole kd 8 ep=runs/v3/kd/tiny-32w-e8" \\
         --row "zero-shot T8 vs B=runs/v3/teacher/zero-shot/t8-vs-b" --out benchmarks/results/students_v3.json
 
 A row's folder holds `metrics.json` (a run, or a `transfer`/`evaluate` output folder). The

@@ -1,4 +1,4 @@
-"""Probe: what limits the tiny student? Distil variants of tiny-32c that change one thing.
+"""Probe: what limits the tiny student? Distil variants of tiny-32-centre that change one thing.
 
 Not registry entries (they are questions, not products): each variant is registered in this
 process only, then distilled with the same `lymphosort distill` command as the benchmark rows.
@@ -36,7 +36,7 @@ from lymphosort.models.students import TINY_VARIANTS, ConvStudent, init_weights_
 
 from kd_table import _as_run  # the same 'settings a finished run really used' as the kd table
 
-BASE = {k: v for k, v in TINY_VARIANTS["tiny-32c"].items() if k not in ("input_size", "fov")}
+BASE = {k: v for k, v in TINY_VARIANTS["tiny-32-centre"].items() if k not in ("input_size", "fov")}
 
 
 def _with_bn(m: ConvStudent) -> ConvStudent:

@@ -132,7 +132,7 @@ def test_each_command_resolves_the_python_config(tmp_path: Path) -> None:
     # the distillation's task and data root come from the teacher, as on the command line
     bare = _cli_config(["distill", "--out", "R", "--teacher", str(teacher)])
     assert bare == DistillConfig.for_teacher(teacher) and (bare.task, bare.data_root) == ("t8-vs-b", "data/elsewhere")
-    assert (bare.model, bare.method, bare.method_kwargs, bare.epochs) == ("tiny-32w", "kd", {"temperature": 2.0,
+    assert (bare.model, bare.method, bare.method_kwargs, bare.epochs) == ("tiny-32-whole", "kd", {"temperature": 2.0,
                                                                                             "alpha": 0.5}, 60)
     # the old spellings still work
     old = _cli_config(["realtime", "--model", "M", "--as-fast-as-possible", "--preset", "hard", "--flow-px", "64"])

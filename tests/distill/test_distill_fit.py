@@ -45,9 +45,9 @@ def test_a_field_of_view_student_distils_from_logits_but_not_from_feature_maps(t
     from lymphosort.errors import ConfigError
 
     train, val = toy_split(96, 2), toy_split(32, 3, "val")
-    kd = DistillConfig(model="tiny-32c", teacher=str(teacher_run), method="kd", epochs=1, batch_size=32, patience=0)
+    kd = DistillConfig(model="tiny-32-centre", teacher=str(teacher_run), method="kd", epochs=1, batch_size=32, patience=0)
     assert fit(kd, tmp_path / "kd", quiet=True, train=train, val=val, evaluate=False).history
-    at = DistillConfig(model="tiny-32c", teacher=str(teacher_run), method="at", epochs=1, batch_size=32, patience=0)
+    at = DistillConfig(model="tiny-32-centre", teacher=str(teacher_run), method="at", epochs=1, batch_size=32, patience=0)
     with pytest.raises(ConfigError, match="field of view"):
         fit(at, tmp_path / "at", quiet=True, train=train, val=val, evaluate=False)
 

@@ -16,11 +16,11 @@ def test_compare_runs_ratios_against_the_reference_in_torch_and_onnxruntime(tmp_
     pytest.importorskip("onnxruntime")
     train, val, test = toy_split(64, 0), toy_split(32, 1, "val"), toy_split(32, 2, "test")
     runs = {}
-    for name in ("paper-student2", "tiny-32c"):
+    for name in ("paper-student2", "tiny-32-centre"):
         cfg = TrainConfig(model=name, epochs=1, batch_size=32, patience=0)
         runs[name] = fit(cfg, tmp_path / name, quiet=True, train=train, val=val, test=test).run_dir
     rows = [RunRow("ref", "paper-student2 (ref)", runs["paper-student2"], "cmd a"),
-            RunRow("tiny", "tiny-32c", runs["tiny-32c"], "cmd b")]
+            RunRow("tiny", "tiny-32-centre", runs["tiny-32-centre"], "cmd b")]
     table = compare_runs(rows, latency_repeats=3, onnxruntime=True)
     ref, tiny = table["rows"]
     assert ref["speedup_b1"] == pytest.approx(1.0) and ref["speedup_b1_ort"] == pytest.approx(1.0)

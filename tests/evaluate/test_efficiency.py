@@ -66,7 +66,7 @@ def test_interleaved_visits_time_warm_calls_only(burst: int) -> None:
 
 def test_measure_latency_in_onnxruntime_side_by_side() -> None:
     pytest.importorskip("onnxruntime")
-    models = {"a": create_model("tiny-32c"), "b": create_model("paper-student2")}
+    models = {"a": create_model("tiny-32-centre"), "b": create_model("paper-student2")}
     out = measure_latency(models, batch_sizes=(1, 2), warmup=1, repeats=3, runtime="onnxruntime")
     assert out["runtime"] == "onnxruntime" and out["threads"] == 1 and "onnxruntime" in out
     for name in models:

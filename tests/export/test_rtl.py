@@ -118,7 +118,7 @@ def test_stream_rtl_valid_padding_odd_maps(tmp_path: Path) -> None:
 @pytest.mark.rtl
 @pytest.mark.slow
 def test_cli_exports_a_qat_student(tmp_path: Path, tiny_root: Path) -> None:
-    """`lymphosort export rtl` on a Brevitas QAT student (tiny-32c-q4 at an 8x8 view)."""
+    """`lymphosort export rtl` on a Brevitas QAT student (tiny-32-centre-q4 at an 8x8 view)."""
     _need_rtl()
     pytest.importorskip("brevitas")
     from lymphosort.cli import main

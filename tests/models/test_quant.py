@@ -66,7 +66,7 @@ def test_activation_ranges_start_from_the_float_activations() -> None:
     from lymphosort.models.quant import init_activation_ranges, quantize_from_float
 
     torch.manual_seed(0)
-    f = create_model("tiny-32c").eval()
+    f = create_model("tiny-32-centre").eval()
     with torch.no_grad():
         f.features.conv3.weight.mul_(8.0)  # deep activations far beyond the default range of 4
     x = torch.randn(64, 1, 32, 32)

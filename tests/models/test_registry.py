@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -97,10 +99,10 @@ def test_compact_student_is_cheaper_than_compact_teacher() -> None:
 
 
 def test_field_of_view_travels_with_the_spec_and_prepares_the_centre() -> None:
-    m = create_model("tiny-32c")
+    m = create_model("tiny-32-centre")
     assert m.spec.fov == 32 and m.spec.input_size == 32 and create_model("tiny-32").spec.fov is None
-    assert create_model("tiny-32c-q8").spec.fov == 32  # the QAT twin sees the same pixels
-    assert m.spec.to_dict()["fov"] == 32 and get_spec("tiny-32c", 2, fov=40).fov == 40
+    assert create_model("tiny-32-centre-q8").spec.fov == 32  # the QAT twin sees the same pixels
+    assert m.spec.to_dict()["fov"] == 32 and get_spec("tiny-32-centre", 2, fov=40).fov == 40
     images = torch.zeros(2, 64, 64, dtype=torch.uint8)
     images[:, 16:48, 16:48] = 255  # a bright 32x32 centre on black
     x = m.spec.prepare(images)
@@ -116,11 +118,35 @@ def test_he_init_keeps_the_signal_through_the_tiny_stack() -> None:
 
     def feature_std(init: str) -> float:
         torch.manual_seed(1)
-        m = create_model("tiny-32c", init=init)
+        m = create_model("tiny-32-centre", init=init)
         with torch.no_grad():
             return float(m.forward_features(x).std())
 
     # PyTorch's default conv init shrinks the activations layer by layer without batch norm.
     assert feature_std("he") > 2 * feature_std("torch")
     with pytest.raises(ConfigError, match="init"):
-        create_model("tiny-32c", init="xavier")
+        create_model("tiny-32-centre", init="xavier")
+
+
+def test_former_student_names_still_build_and_load(tmp_path) -> None:
+    """tiny-32c / tiny-32w / tiny-48w were renamed by what they read; old runs still load."""
+    import torch
+
+    from lymphosort.models import create_model, list_models
+    from lymphosort.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
+    from lymphosort.models.registry import canonical_name
+
+    for former, current in (("tiny-32c", "tiny-32-centre"), ("tiny-32w", "tiny-32-whole"),
+                            ("tiny-48w", "tiny-48-whole"), ("tiny-32w-q8", "tiny-32-whole-q8")):
+        assert canonical_name(former) == current and former not in list_models()
+        assert create_model(former).spec == create_model(current).spec
+    torch.manual_seed(0)
+    old = create_model("tiny-32w")
+    run = save_checkpoint(tmp_path / "run", old, ModelCard.from_model(old, task="t4-vs-b", classes=["B", "T4"]))
+    card = json.loads((run / "model.json").read_text())
+    card["model"] = card["spec"]["name"] = "tiny-32w"  # as a run folder written before the rename records it
+    (run / "model.json").write_text(json.dumps(card))
+    model, _ = load_checkpoint(run)
+    assert model.spec.name == "tiny-32-whole" and model.spec.fov is None
+    x = torch.rand(2, 1, 32, 32)
+    assert torch.equal(model.eval()(x), old.eval()(x))

@@ -39,7 +39,7 @@ def test_backends_prepare_a_field_of_view_model_as_the_dataset_path_does(tmp_pat
     from lymphosort.models.checkpoint import ModelCard, save_checkpoint
 
     torch.manual_seed(0)
-    model = create_model("tiny-32c").eval()  # sees only the centred 32x32 of each 64x64 crop
+    model = create_model("tiny-32-centre").eval()  # sees only the centred 32x32 of each 64x64 crop
     run = save_checkpoint(tmp_path / "run", model, ModelCard.from_model(model, task="t4-vs-b", classes=["B", "T4"]))
     export_onnx(model, tmp_path / "onnx" / "model.onnx")
     shutil.copyfile(run / "model.json", tmp_path / "onnx" / "model.json")

@@ -41,7 +41,7 @@ def test_train_resume_and_distill_through_the_cli(tiny_root: Path, tmp_path: Pat
 
     bare = build_parser().parse_args(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "d")])
     cfg = distill_config(bare)
-    assert (cfg.model, cfg.method, cfg.epochs, cfg.patience) == ("tiny-32w", "kd", 60, 0)
+    assert (cfg.model, cfg.method, cfg.epochs, cfg.patience) == ("tiny-32-whole", "kd", 60, 0)
     assert cfg.method_kwargs == {"temperature": 2.0, "alpha": 0.5}
     # the Python call resolves the same config as the command
     assert cfg == DistillConfig.for_teacher(teacher)

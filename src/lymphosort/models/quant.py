@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from lymphosort.errors import ConfigError
-from lymphosort.models.registry import ClassifierMixin, register_model
-from lymphosort.models.students import TINY_VARIANTS, init_weights_
+from lymphosort.models.registry import ClassifierMixin, canonical_name, register_alias, register_model
+from lymphosort.models.students import RENAMED, TINY_VARIANTS, init_weights_
 
 __all__ = ["QUANT_BITS", "QuantConvStudent", "float_name", "qat_twin", "quant_name", "quantize_from_float"]
 
@@ -163,7 +163,7 @@ def qat_twin(student: str, bits: int) -> tuple[str, dict[str, Any]]:
     model kwargs it needs: widths outside QUANT_BITS are the first registered twin re-sized."""
     if not 2 <= int(bits) <= 8:
         raise ConfigError(f"QAT takes 2..8 bits, got {bits}")
-    base = float_name(student) or student
+    base = canonical_name(float_name(canonical_name(student)) or student)
     if int(bits) in QUANT_BITS:
         return quant_name(base, int(bits)), {}
     return quant_name(base, QUANT_BITS[0]), {"bits": int(bits)}
@@ -251,3 +251,6 @@ def init_activation_ranges(q: nn.Module, float_model: nn.Module, batches: Any, q
 for _student in ("paper-student2", *TINY_VARIANTS):
     for _bits in QUANT_BITS:
         _register(_student, _bits)
+for _former, _current in RENAMED.items():
+    for _bits in QUANT_BITS:
+        register_alias(quant_name(_former, _bits), quant_name(_current, _bits))

@@ -25,9 +25,11 @@ __all__ = [
     "ClassifierMixin",
     "ModelSpec",
     "RegisteredModel",
+    "canonical_name",
     "create_model",
     "get_spec",
     "list_models",
+    "register_alias",
     "register_model",
 ]
 
@@ -82,6 +84,8 @@ class RegisteredModel:
 
 
 _REGISTRY: dict[str, RegisteredModel] = {}
+#: former names -> current names, so old run folders and commands still resolve
+_ALIASES: dict[str, str] = {}
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
@@ -121,6 +125,18 @@ def register_model(
     return decorator
 
 
+def register_alias(former: str, current: str) -> None:
+    """`former` (a renamed model's old name) now builds `current`."""
+    if former in _REGISTRY:
+        raise ConfigError(f"{former!r} is a registered model, not a former name")
+    _ALIASES[former] = current
+
+
+def canonical_name(name: str) -> str:
+    """The current registered name of `name` (a former name resolves to it)."""
+    return _ALIASES.get(name, name)
+
+
 def list_models(kind: Kind | None = None) -> list[str]:
     """Registered names (sorted), optionally only teachers or only students (quantised twins
     `<student>-q<bits>` are students)."""
@@ -129,13 +145,14 @@ def list_models(kind: Kind | None = None) -> list[str]:
 
 def _entry(name: str) -> RegisteredModel:
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[canonical_name(name)]
     except KeyError:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(sorted(_REGISTRY))}") from None
 
 
 def get_spec(name: str, num_classes: int = 2, **kwargs: Any) -> ModelSpec:
     """The spec `create_model(name, num_classes, **kwargs)` would attach, without building."""
+    name = canonical_name(name)
     e = _entry(name)
     return ModelSpec(
         name=name,
@@ -157,6 +174,7 @@ def create_model(name: str, num_classes: int = 2, **kwargs: Any) -> nn.Module:
     """
     if num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+    name = canonical_name(name)
     spec = get_spec(name, num_classes, **kwargs)
     factory_kwargs = {k: v for k, v in kwargs.items() if k not in ("input_size", "mean", "std", "fov")}
     try:

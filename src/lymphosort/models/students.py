@@ -12,9 +12,10 @@ flattened into a linear `head`. Feature-distillation module paths: "features.con
   ReLU, max pool 2, conv 16->16 3x3 (valid), ReLU, max pool 2, flatten (1,600), linear.
 - `tiny-*`: our candidates (<= 6,000 parameters each): 3-4 blocks of "same"-padded conv +
   ReLU + max pool 2, then an average pool down to `pool_out` x `pool_out`, then linear.
-  `tiny-32c` reads the centred 32x32 window of the crop (`ModelSpec.fov`) instead of the
-  shrunk crop; `tiny-32w` / `tiny-48w` read the whole crop shrunk ("w": whole cell). Which
-  one is best is decided by measurement (BENCHMARKS.md), not here.
+  The name says what a student reads: `tiny-32-centre` the centred 32x32 window of the crop
+  at native resolution (`ModelSpec.fov`), `tiny-32-whole` / `tiny-48-whole` the whole crop
+  shrunk to 32x32 / 48x48 (formerly tiny-32c, tiny-32w, tiny-48w: those names still load).
+  Which one is best is decided by measurement (BENCHMARKS.md), not here.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import torch
 from torch import nn
 
 from lymphosort.errors import ConfigError
-from lymphosort.models.registry import ClassifierMixin, register_model
+from lymphosort.models.registry import ClassifierMixin, register_alias, register_model
 from lymphosort.models.teachers import COMPACT_STEM, ResNetClassifier, build_resnet, build_resnet18
 
-__all__ = ["ConvStudent", "TINY_VARIANTS", "init_weights_"]
+__all__ = ["ConvStudent", "RENAMED", "TINY_VARIANTS", "init_weights_"]
 
 
 class ConvStudent(ClassifierMixin, nn.Module):
@@ -100,7 +101,7 @@ def paper_student2(num_classes: int = 2, input_size: int = 48) -> ConvStudent:
 
 #: name -> registration (input size, field of view) and `ConvStudent` arguments.
 #: Parameters at 2 classes: tiny-32 4,778; tiny-48 5,394; tiny-48-s2 3,698; tiny-64 5,922;
-#: tiny-32c 5,498; tiny-32w 5,498; tiny-48w 5,162.
+#: tiny-32-centre 5,498; tiny-32-whole 5,498; tiny-48-whole 5,162.
 TINY_VARIANTS: dict[str, dict[str, Any]] = {
     # 32 -> 16 -> 8 -> 4, global average: cheapest in MACs (whole 64x64 crop shrunk to 32).
     "tiny-32": {"input_size": 32, "channels": (8, 16, 24), "kernel": 3, "pool_out": 1},
@@ -114,13 +115,13 @@ TINY_VARIANTS: dict[str, dict[str, Any]] = {
     # fits; shrinking the whole crop to 32 blurs the texture that separates the classes),
     # the 4x4 map kept spatially for the head (global average left tiny nets on a long
     # chance-level plateau), He initialisation. Measured best: see BENCHMARKS.md.
-    "tiny-32c": {"input_size": 32, "fov": 32, "channels": (8, 16, 24), "kernel": 3, "pool_out": 4, "init": "he"},
-    # tiny-32c's network on the whole crop shrunk to 32x32 ("w": whole cell). On LymphoMNIST's
+    "tiny-32-centre": {"input_size": 32, "fov": 32, "channels": (8, 16, 24), "kernel": 3, "pool_out": 4, "init": "he"},
+    # tiny-32-centre's network on the whole crop shrunk to 32x32. On LymphoMNIST's
     # microscope (LymphoSim 3.x) the cell fills the crop, so a centred 32x32 window sees only
     # its inside; the shrunk crop keeps the outline and the relief of the rim.
-    "tiny-32w": {"input_size": 32, "channels": (8, 16, 24), "kernel": 3, "pool_out": 4, "init": "he"},
+    "tiny-32-whole": {"input_size": 32, "channels": (8, 16, 24), "kernel": 3, "pool_out": 4, "init": "he"},
     # the whole crop at the reference student's 48x48: 48 -> 24 -> 12 -> 6, pooled to 3x3.
-    "tiny-48w": {"input_size": 48, "channels": (8, 16, 24), "kernel": 3, "pool_out": 3, "init": "he"},
+    "tiny-48-whole": {"input_size": 48, "channels": (8, 16, 24), "kernel": 3, "pool_out": 3, "init": "he"},
 }
 
 
@@ -139,8 +140,13 @@ def _register_tiny(name: str, args: dict[str, Any]) -> None:
     register_model(name, input_size=size, kind="student", fov=args.get("fov"))(factory)
 
 
+#: former names of the students above (their run folders and commands still resolve)
+RENAMED: dict[str, str] = {"tiny-32c": "tiny-32-centre", "tiny-32w": "tiny-32-whole", "tiny-48w": "tiny-48-whole"}
+
 for _name, _args in TINY_VARIANTS.items():
     _register_tiny(_name, _args)
+for _former, _current in RENAMED.items():
+    register_alias(_former, _current)
 
 
 @register_model("paper-student1", input_size=64, kind="student")

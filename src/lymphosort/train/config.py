@@ -143,15 +143,15 @@ SHIPPED_METHOD_KWARGS: Mapping[str, Mapping[str, Any]] = {"kd": {"temperature": 
 @dataclass
 class DistillConfig(TrainConfig):
     """`lymphosort distill`: a student trained against a frozen teacher. The defaults ARE the
-    documented best setting. Student tiny-32w, the whole crop shrunk to 32x32 (LymphoSim 3.0,
+    documented best setting. Student tiny-32-whole, the whole crop shrunk to 32x32 (LymphoSim 3.0,
     simulated, t4-vs-b, same 8-epoch kd from the compact teacher, seed 0: 88.09% against
-    84.27% for tiny-32c's centred 32x32 window, which on this microscope sees only the inside
+    84.27% for tiny-32-centre's centred 32x32 window, which on this microscope sees only the inside
     of the cell). kd at temperature 2 with half the weight on the labels and 60 epochs with
     the best validation checkpoint kept were chosen on LymphoSim 2.1 (three seeds against dkd,
     labels only and the reference recipe)."""
 
     #: registered student model
-    model: str = "tiny-32w"
+    model: str = "tiny-32-whole"
     epochs: int = 60
     #: epochs without improvement before early stopping (0: all epochs, the best kept)
     patience: int = 0

@@ -289,6 +289,7 @@ def _init_from(cfg: TrainConfig, num_classes: int, train: "SplitData") -> nn.Mod
     quantisation-aware training fine-tunes rather than starts from scratch.
     """
     from lymphosort.models.checkpoint import load_checkpoint
+    from lymphosort.models.registry import canonical_name
     from lymphosort.models.quant import (
         float_name,
         init_activation_ranges,
@@ -299,9 +300,10 @@ def _init_from(cfg: TrainConfig, num_classes: int, train: "SplitData") -> nn.Mod
     spec = src.spec
     if spec.num_classes != num_classes:
         raise ConfigError(f"--init-from {cfg.init_from} has {spec.num_classes} classes; task {cfg.task} needs {num_classes}")
-    if spec.name == cfg.model:
+    model_name = canonical_name(cfg.model)  # a former name (e.g. tiny-32-whole) is the same model
+    if spec.name == model_name:
         return src.train()
-    if float_name(cfg.model) != spec.name:
+    if float_name(model_name) != spec.name:
         raise ConfigError(
             f"--init-from {cfg.init_from} holds {spec.name!r}; it can start {spec.name!r} or its QAT twin, not {cfg.model!r}"
         )

@@ -146,3 +146,17 @@ def test_zero_shot_flags_and_bad_task() -> None:
     assert resolve_config(ZeroShotConfig, args) == ZeroShotConfig(task="t-vs-b", latency=False, n_boot=9)
     with pytest.raises(ConfigError, match="t8-vs-b"):
         resolve_config(ZeroShotConfig, build_parser().parse_args(["transfer", "zero-shot", "RUN", "--task", "t9"]))
+
+
+def test_plain_flag_commands_take_a_config_file_too(tmp_path: Path) -> None:
+    """`data synth` (and evaluate, audit, data compare, ...) read --config FILE as their defaults."""
+    from lymphosort.cli import main
+    from lymphosort.data.lymphomnist import read_provenance
+
+    cfg = tmp_path / "synth.yaml"
+    cfg.write_text(f"root: {tmp_path / 'sim'}\nn-train: 30\nn_test: 20\nseed: 3\n")
+    assert main(["data", "synth", "--config", str(cfg), "--seed", "4"]) == 0  # the flag wins over the file
+    prov = read_provenance(tmp_path / "sim")
+    assert (prov["n_train"], prov["n_test"], prov["seed"]) == (30, 20, 4)
+    (tmp_path / "bad.yaml").write_text("n_trian: 3\n")
+    assert main(["data", "synth", "--config", str(tmp_path / "bad.yaml")]) == 2

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from lymphosort.config import apply_config_file
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -52,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        if apply_config_file(args):  # a plain-flag command's --config FILE: its defaults, then parse again
+            args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except LymphosortError as exc:
         # Our own errors are one readable sentence, not a traceback.

@@ -302,3 +302,27 @@ def command_flags(cfg: Any, base: Any | None = None, prefix: str = "") -> list[s
         else:
             out += [name, str(value)]
     return out
+
+
+def add_config_file(parser: argparse.ArgumentParser) -> None:
+    """`--config FILE` for a command whose options are plain flags: the file's keys (the
+    options' names, dashes or underscores) become the defaults, flags given still win.
+    `apply_config_file` applies it after a first parse."""
+    parser.add_argument("--config", dest="config_file", default=None, metavar="FILE",
+                        help="YAML/JSON file of this command's options (data only); flags override it")
+    parser.set_defaults(_config_parser=parser)
+
+
+def apply_config_file(args: argparse.Namespace) -> bool:
+    """Set the defaults of the parser that `add_config_file` marked from its `--config FILE`;
+    True when the caller must parse again (unknown keys are refused)."""
+    parser, path = getattr(args, "_config_parser", None), getattr(args, "config_file", None)
+    if parser is None or not path:
+        return False
+    data = {str(k).replace("-", "_"): v for k, v in load_mapping(path).items()}
+    known = {a.dest for a in parser._actions if a.dest not in ("help", "config_file")}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"config {path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    parser.set_defaults(**data)
+    return True

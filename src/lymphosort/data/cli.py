@@ -13,6 +13,8 @@ from lymphosort.data.info import CLASSES, DEFAULT_REAL_ROOT, DEFAULT_ROOT, INFO,
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from lymphosort.config import add_config_file
+
     p = subparsers.add_parser("data", help="LymphoMNIST: metadata, download, LymphoSim synthesis, sample grids")
     sub = p.add_subparsers(dest="data_command", required=True)
 
@@ -22,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     q = sub.add_parser("info", help="the metadata table and what is on disk")
     root_arg(q)
+    add_config_file(q)
     q.set_defaults(func=_info)
 
     q = sub.add_parser("download", help="fetch LymphoMNIST from a mirror (resumable, validated)")
@@ -29,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--mirror", action="append", default=None, metavar="URL_OR_PATH",
                    help=f"a zip, base URL or local folder/zip, tried first (repeatable; also ${MIRROR_ENV})")
     q.add_argument("--force", action="store_true", help="download even when the files are present")
+    add_config_file(q)
     q.set_defaults(func=_download)
 
     q = sub.add_parser("synth", help="write a LymphoSim data set in LymphoMNIST's layout")
@@ -37,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--n-test", type=int, default=int(INFO["n_test"]))  # type: ignore[call-overload]
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--preset", default="default", help="LymphoSim preset (default: %(default)s)")
+    add_config_file(q)
     q.set_defaults(func=_synth)
 
     q = sub.add_parser("show", help="PNG grid of sample images, one row per class")
@@ -46,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--task", default="3-class", choices=tuple(TASKS))
     q.add_argument("--n", type=int, default=16, help="images per class (default: %(default)s)")
     q.add_argument("--seed", type=int, default=0, help="which images are drawn")
+    add_config_file(q)
     q.set_defaults(func=_show)
 
     q = sub.add_parser(
@@ -63,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="folder for compare.json, compare.md, montage.png (default: %(default)s)")
     q.add_argument("--no-resample", dest="resample", action="store_false",
                    help="measure each set at its own crop size (default: resample B smoothly to A's side)")
+    add_config_file(q)
     q.set_defaults(func=_compare)
 
 

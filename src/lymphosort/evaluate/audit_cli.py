@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/audit/TASK-SPLIT)")
     p.add_argument("--n", type=int, default=DEFAULT_N, help="audit at most N crops, stratified (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="subsample, cross-validation and bootstrap seed")
+    from lymphosort.config import add_config_file
+
+    add_config_file(p)
     p.set_defaults(func=_main)
 
 

@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the latency measurement")
     p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
+    from lymphosort.config import add_config_file
+
+    add_config_file(p)
     p.set_defaults(func=_main)
 
 

@@ -16,6 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "RUN/stages/*/stage.json and the files they name. Stages that have not run show as 'not run'.",
     )
     p.add_argument("run", type=Path, help="pipeline run folder (RUNS/NAME)")
+    from lymphosort.config import add_config_file
+
+    add_config_file(p)
     p.set_defaults(func=_main)
 
 

@@ -30,6 +30,9 @@ def _row(name: str, folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SystemExit(f"{name}: no metrics.json in {folder}")
     m = json.loads(path.read_text())
+    if "task" not in m and (folder / "transfer.json").is_file():  # a fine-tuning folder: task and data beside
+        m["task"] = json.loads((folder / "transfer.json").read_text())["task"]
+        m["data"] = json.loads((folder / "model.json").read_text()).get("data") or {}
     lo, hi = m["intervals"]["accuracy"]
     data = m.get("data") or {}
     sim = f"LymphoSim {data.get('version', '?')} {data.get('preset', '?')} (simulated)" \
@@ -42,8 +45,8 @@ def _row(name: str, folder: Path) -> dict[str, Any]:
 
 def run_command(folder: Path) -> str | None:
     """The `lymphosort train|distill` command of a run folder, from its resolved config.yaml."""
-    if not (folder / "config.yaml").is_file():
-        return None
+    if not (folder / "config.yaml").is_file() or (folder / "transfer.json").is_file():
+        return None  # a transfer folder's training config is not the command that made it
     from lymphosort.config import command_flags
     from lymphosort.train.config import DistillConfig, load_config
 
@@ -52,7 +55,7 @@ def run_command(folder: Path) -> str | None:
     return " ".join(["lymphosort", verb, "--out", str(folder), *command_flags(cfg)])
 
 
-def aim(spec: str, rows: dict[str, dict[str, Any]], machine: str) -> dict[str, Any]:
+def aim(spec: str, rows: dict[str, dict[str, Any]], machine: str, commands: list[str]) -> dict[str, Any]:
     """One BENCHMARKS.md aim from `--aim "AIM|ROW|TARGET"` (see the module docstring)."""
     import re
 
@@ -80,7 +83,7 @@ def aim(spec: str, rows: dict[str, dict[str, Any]], machine: str) -> dict[str, A
     else:
         raise SystemExit(f"bad --aim target {target!r}")
     out = {"area": None, "aim": text, "target": shown, "value": value, "unit": unit, "met": bool(met),
-           "data": f"{r['data']}, {r['task']} test", "command": r["command"] or "(see the table's commands)",
+           "data": f"{r['data']}, {r['task']} test", "command": r["command"] or "; ".join(commands),
            "machine": machine}
     if interval:
         out["interval"] = interval
@@ -107,7 +110,7 @@ def main() -> None:
         base = first.setdefault(r["task"], r["accuracy %"])
         r["gap to first row (points)"] = round(r["accuracy %"] - base, 2)
         rows.append(r)
-    aims = [aim(spec, {r["row"]: r for r in rows}, a.machine) for spec in a.aim]
+    aims = [aim(spec, {r["row"]: r for r in rows}, a.machine, a.command) for spec in a.aim]
     for x in aims:
         x["area"] = a.area
     for r in rows:

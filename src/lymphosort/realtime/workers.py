@@ -168,22 +168,10 @@ class _Messages:
         return self._pending.pop(0) if self._pending else None
 
 
-def run_workers(pool: LanePool, model: str, backend: str, *, workers: int, target: int, threshold: float,
-                run: Any, threads: int = 1, pin: bool = True,
-                on_start: Callable[[list[int]], None] | None = None) -> dict[str, Any]:
-    """Decide the lanes of `pool` with one worker process per lane; return the merged report
-    with each worker's own and the decisions in (frame, lane) order."""
-    if workers < 1 or workers != pool.lanes:
-        raise ValueError(f"one worker per lane: workers must equal the pool's {pool.lanes} lanes, got {workers}")
-    ctx = mp.get_context("spawn")  # no fork after torch/ONNX Runtime started their threads
-    import os
-
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    plans = [WorkerPlan(w, w, model, backend, threads, target, threshold, run,
-                        pool.shm.name, pool.shape, pool.lane_height, pool.fps,
-                        cpus[w % len(cpus)] if pin and cpus else None) for w in range(workers)]
-    # no lock shared between workers: a worker killed while holding one must not stall the others,
-    # so each has its own pipe back and the start time is one lock-free value written once
+def _start(pool: LanePool, plans: list[WorkerPlan], ctx: Any) -> tuple[list[Any], _Messages, Any]:
+    """Spawn one process per plan. No lock is shared between workers (a worker killed while
+    holding one must not stall the others): each has its own pipe back, and the camera's
+    start time is one lock-free value the parent writes once."""
     t_shared = ctx.RawValue("d", 0.0)
     procs, pipes = [], []
     for p in plans:
@@ -194,13 +182,14 @@ def run_workers(pool: LanePool, model: str, backend: str, *, workers: int, targe
         send.close()  # the worker holds the only write end: its death ends the pipe
         procs.append(proc)
         pipes.append(recv)
-    messages = _Messages(pipes)
-    reports: dict[int, list[dict[str, Any]]] = {w: [] for w in range(workers)}
-    events: list[tuple[Any, ...]] = []
-    errors: dict[int, str] = {}
+    return procs, _Messages(pipes), t_shared
+
+
+def _wait_ready(messages: _Messages, procs: list[Any], errors: dict[int, str]) -> None:
+    """Until every worker has loaded its model (or died, or timed out)."""
     ready: set[int] = set()
     load_by = time.monotonic() + READY_TIMEOUT_S
-    while len(ready) + len(errors) < workers and time.monotonic() < load_by:  # models load, then one clock
+    while len(ready) + len(errors) < len(procs) and time.monotonic() < load_by:
         got = messages.get(0.2)
         if got is None:
             errors.update({w: f"worker {w} died (exit code {proc.exitcode}) while loading"
@@ -211,27 +200,26 @@ def run_workers(pool: LanePool, model: str, backend: str, *, workers: int, targe
             ready.add(w)
         elif kind == "error":
             errors[w] = payload
-    errors.update({w: f"worker {w} was not ready within {READY_TIMEOUT_S:g} s" for w in range(workers)
+    errors.update({w: f"worker {w} was not ready within {READY_TIMEOUT_S:g} s" for w in range(len(procs))
                    if w not in ready and w not in errors})
-    t_start = time.perf_counter() + START_SLACK_S
-    t_shared.value = t_start
-    if on_start is not None:
-        on_start([p.pid for p in procs])
+
+
+def _collect(messages: _Messages, procs: list[Any], end_by: float, errors: dict[int, str]
+             ) -> tuple[dict[int, list[dict[str, Any]]], list[tuple[Any, ...]]]:
+    """Reports and decisions until every worker reported, died, or stayed silent past `end_by`
+    (perf_counter s): a stalled worker is reported, not awaited."""
+    reports: dict[int, list[dict[str, Any]]] = {w: [] for w in range(len(procs))}
+    events: list[tuple[Any, ...]] = []
     deadline = None
-    # a worker alive but silent this long after the run's end is stalled: reported, not awaited
-    span = run.duration_s if run.duration_s is not None else (run.max_frames or 0) / pool.fps
-    end_by = t_start + span + REPORT_TIMEOUT_S
     while any(not reports[w] for w in reports if w not in errors):
         if time.perf_counter() > end_by:
-            for w in reports:
-                if not reports[w] and w not in errors:
-                    errors[w] = f"worker {w} sent no report within {REPORT_TIMEOUT_S:g} s of the run's end (stalled)"
+            errors.update({w: f"worker {w} sent no report within {REPORT_TIMEOUT_S:g} s of the run's end (stalled)"
+                           for w in reports if not reports[w] and w not in errors})
             break
         got = messages.get(0.2)
         if got is None:
-            for w, proc in enumerate(procs):
-                if not proc.is_alive() and not reports[w] and w not in errors:
-                    errors[w] = f"worker {w} died (exit code {proc.exitcode}) before its report"
+            errors.update({w: f"worker {w} died (exit code {proc.exitcode}) before its report"
+                           for w, proc in enumerate(procs) if not proc.is_alive() and not reports[w] and w not in errors})
             if deadline is None and all(not p.is_alive() for p in procs):
                 deadline = time.monotonic() + 1.0  # drain what they sent before dying
             if deadline is not None and time.monotonic() > deadline:
@@ -244,6 +232,32 @@ def run_workers(pool: LanePool, model: str, backend: str, *, workers: int, targe
             reports[w].append(payload)
         elif kind == "error":
             errors[w] = payload
+    return reports, events
+
+
+def run_workers(pool: LanePool, model: str, backend: str, *, workers: int, target: int, threshold: float,
+                run: Any, threads: int = 1, pin: bool = True,
+                on_start: Callable[[list[int]], None] | None = None) -> dict[str, Any]:
+    """Decide the lanes of `pool` with one worker process per lane; return the merged report
+    with each worker's own and the decisions in (frame, lane) order."""
+    import os
+
+    if workers < 1 or workers != pool.lanes:
+        raise ValueError(f"one worker per lane: workers must equal the pool's {pool.lanes} lanes, got {workers}")
+    ctx = mp.get_context("spawn")  # no fork after torch/ONNX Runtime started their threads
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    plans = [WorkerPlan(w, w, model, backend, threads, target, threshold, run,
+                        pool.shm.name, pool.shape, pool.lane_height, pool.fps,
+                        cpus[w % len(cpus)] if pin and cpus else None) for w in range(workers)]
+    procs, messages, t_shared = _start(pool, plans, ctx)
+    errors: dict[int, str] = {}
+    _wait_ready(messages, procs, errors)  # models load, then one camera clock for all
+    t_start = time.perf_counter() + START_SLACK_S
+    t_shared.value = t_start
+    if on_start is not None:
+        on_start([p.pid for p in procs])
+    span = run.duration_s if run.duration_s is not None else (run.max_frames or 0) / pool.fps
+    reports, events = _collect(messages, procs, t_start + span + REPORT_TIMEOUT_S, errors)
     for proc in procs:
         proc.join(timeout=REPORT_TIMEOUT_S)
         if proc.is_alive():

@@ -397,8 +397,7 @@ def stage_realtime(ctx: StageContext) -> dict[str, Any]:
     base = RealtimeConfig()
     cfg = RealtimeConfig(model=str(_abs(ctx, ctx.upstream["export"]["onnx"]["dir"])), backend=c["backend"],
                          duration=c["duration"], report=str(report), sim=replace(base.sim, pool_frames=c["pool_frames"]))
-    rep = run_realtime(cfg)
-    write_json_atomic(report, rep, default=str)
+    rep = run_realtime(cfg)  # writes realtime.json (cfg.report)
     hist = ctx.out_dir / "latency.png"
     plot_latency_histogram(rep, hist)
     return {"report": {k: v for k, v in rep.items() if not isinstance(v, (list, dict)) or k in ("latency_histogram",)},

@@ -4,7 +4,6 @@ source and writes a JSON report."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -38,11 +37,6 @@ def run_from_args(args: argparse.Namespace) -> int:
     cfg = resolve_config(RealtimeConfig, args)
     rep = run_realtime(cfg, say=lambda msg: print(msg, file=sys.stderr),
                        live=not args.quiet and sys.stdout.isatty())
-    text = json.dumps(rep, indent=2, default=str)
-    if cfg.report:
-        from lymphosort.atomic import write_text_atomic
-
-        write_text_atomic(cfg.report, text + "\n")
     keys = ("frames", "dropped_frames", "decisions", "cells_per_s", "p50_latency_us", "p99_latency_us",
             "max_latency_us", "detection_precision", "detection_recall", "accuracy", "purity", "yield")
     if cfg.still:

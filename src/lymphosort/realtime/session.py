@@ -61,6 +61,11 @@ class RealtimeConfig:
     #: the LymphoSim flow stream (source 'sim')
     sim: SimConfig = field(default_factory=SimConfig)
 
+    @property
+    def sim_stream(self) -> SimConfig:
+        """The LymphoSim stream run: `sim`, at `fps` when that is given."""
+        return self.sim if self.fps is None else replace(self.sim, fps=self.fps)
+
     def validate(self) -> "RealtimeConfig":
         from lymphosort.errors import ConfigError
 
@@ -125,10 +130,9 @@ def _run_workers(cfg: RealtimeConfig, model: Path, target: int, threshold: float
     """`cfg.workers` processes, one lane of the simulated camera each (`realtime.workers`)."""
     import json
 
-    from lymphosort.config import to_mapping
-    from lymphosort.realtime.workers import LanePool, run_workers
+    from lymphosort.realtime.workers import EVENT_FIELDS, LanePool, run_workers
 
-    sim = cfg.sim if cfg.fps is None else replace(cfg.sim, fps=cfg.fps)
+    sim = cfg.sim_stream
     say(f"rendering {sim.pool_frames} LymphoSim frames for each of {cfg.workers} channels ...")
     pool = LanePool(sim, cfg.workers)
     try:
@@ -140,10 +144,8 @@ def _run_workers(cfg: RealtimeConfig, model: Path, target: int, threshold: float
     if cfg.events:
         from lymphosort.atomic import write_text_atomic
 
-        keys = ("frame", "lane", "cell_id", "cls", "prob", "sort", "reason", "x", "y", "t_arrival", "t_decision")
-        write_text_atomic(cfg.events, "".join(json.dumps(dict(zip(keys, e))) + "\n" for e in events))
-    rep.update({"model": cfg.model, "model_folder": str(model), "source": "sim", "threshold": threshold,
-                "config": to_mapping(cfg), "sim": {**vars(sim), "render_s": rep.pop("render_s")}})
+        write_text_atomic(cfg.events, "".join(json.dumps(dict(zip(EVENT_FIELDS, e))) + "\n" for e in events))
+    rep.update(threshold=threshold, sim={**vars(sim), "render_s": rep.pop("render_s")})
     return rep
 
 
@@ -153,10 +155,8 @@ def run_realtime(cfg: RealtimeConfig, say: Callable[[str], None] = lambda msg: N
     from lymphosort.config import to_mapping
     from lymphosort.errors import ConfigError
     from lymphosort.realtime.backends import load_backend
-    from lymphosort.realtime.gate import Gate, JsonlSink, calibrate_threshold
-    from lymphosort.realtime.report import LiveView
-    from lymphosort.realtime.runner import RealtimeRunner, RunConfig, task_label_map
-    from lymphosort.realtime.sources import SimSource, open_source
+    from lymphosort.realtime.gate import calibrate_threshold
+    from lymphosort.realtime.runner import RunConfig, task_label_map
     from lymphosort.realtime.track import TrackerConfig
 
     cfg.validate()
@@ -164,7 +164,8 @@ def run_realtime(cfg: RealtimeConfig, say: Callable[[str], None] = lambda msg: N
     if cfg.backend == "onnx":
         model = onnx_model_folder(model, say)
     if cfg.still:
-        return {**_still(cfg, model), "config": to_mapping(cfg)}
+        rep = {**_still(cfg, model), "config": to_mapping(cfg)}
+        return _write_report(cfg, rep)
     backend = load_backend(cfg.backend, model, threads=cfg.threads)
     classes = list(backend.classes)
     if cfg.sort_class is None:
@@ -183,9 +184,38 @@ def run_realtime(cfg: RealtimeConfig, say: Callable[[str], None] = lambda msg: N
                         queue_size=cfg.queue_size, drop=cfg.drop, deadline_us=cfg.deadline_us,
                         tracker=TrackerConfig(trigger_x=cfg.trigger_x))
     if cfg.workers > 1:
-        return _run_workers(cfg, model, target, threshold, run_cfg, say)
+        rep = _run_workers(cfg, model, target, threshold, run_cfg, say)
+    else:
+        rep = _run_one(cfg, backend, target, threshold, run_cfg, label_map, say, live)
+    rep.update({"model": cfg.model, "model_folder": str(model), "source": cfg.source, "threshold_from":
+                f"target purity {cfg.target_purity} on calibration crops" if calib else "given",
+                "config": to_mapping(cfg)})
+    if calib is not None:
+        rep["calibration_curve"] = calib[::5]
+    return _write_report(cfg, rep)
+
+
+def _write_report(cfg: RealtimeConfig, rep: dict[str, Any]) -> dict[str, Any]:
+    """`rep` written to `cfg.report` (JSON, atomically) when one is named; returns it."""
+    if cfg.report:
+        import json
+
+        from lymphosort.atomic import write_text_atomic
+
+        write_text_atomic(cfg.report, json.dumps(rep, indent=2, default=str) + "\n")
+    return rep
+
+
+def _run_one(cfg: RealtimeConfig, backend: Any, target: int, threshold: float, run_cfg: Any,
+             label_map: Any, say: Callable[[str], None], live: bool) -> dict[str, Any]:
+    """One stream in this process (`RealtimeRunner`), from the simulated camera or a file source."""
+    from lymphosort.realtime.gate import Gate, JsonlSink
+    from lymphosort.realtime.report import LiveView
+    from lymphosort.realtime.runner import RealtimeRunner
+    from lymphosort.realtime.sources import SimSource, open_source
+
     if cfg.source == "sim":
-        sim = cfg.sim if cfg.fps is None else replace(cfg.sim, fps=cfg.fps)
+        sim = cfg.sim_stream
         say(f"rendering {sim.pool_frames} LymphoSim frames ...")
         source: Any = SimSource(sim)
     else:
@@ -197,11 +227,6 @@ def run_realtime(cfg: RealtimeConfig, say: Callable[[str], None] = lambda msg: N
             rep = runner.run()
     else:
         rep = runner.run()
-    rep.update({"model": cfg.model, "model_folder": str(model), "source": cfg.source, "threshold_from":
-                f"target purity {cfg.target_purity} on calibration crops" if calib else "given",
-                "config": to_mapping(cfg)})
-    if calib is not None:
-        rep["calibration_curve"] = calib[::5]
     if isinstance(source, SimSource):
         rep["sim"] = {**vars(source.config), "render_s": source.render_s,
                       "render_frames_per_s": source.config.pool_frames / source.render_s if source.render_s else None}

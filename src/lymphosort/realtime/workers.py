@@ -28,7 +28,10 @@ import numpy as np
 
 from lymphosort.realtime.sources import Frame, SimConfig, SimSource
 
-__all__ = ["LanePool", "WorkerPlan", "merge_reports", "run_workers"]
+__all__ = ["EVENT_FIELDS", "LanePool", "WorkerPlan", "merge_reports", "run_workers"]
+
+#: a decision as the workers send it back: a tuple in this order (no dict per event)
+EVENT_FIELDS = ("frame", "lane", "cell_id", "cls", "prob", "sort", "reason", "x", "y", "t_arrival", "t_decision")
 
 #: seconds after every worker is ready (model loaded) that the camera clock starts
 START_SLACK_S = 0.2
@@ -121,8 +124,7 @@ def _worker(plan: WorkerPlan, truth: Sequence[Any], flow_px: float, t_start: Any
 
         class _Collect:  # the decisions, sent back in one message at the end
             def emit(self, e: TriggerEvent) -> None:
-                events.append((e.frame, lane, e.cell_id, e.cls, e.prob, e.sort, e.reason, e.x, e.y,
-                               e.t_arrival, e.t_decision))
+                events.append(tuple(lane if k == "lane" else getattr(e, k) for k in EVENT_FIELDS))
 
             def close(self) -> None:
                 pass
@@ -262,7 +264,8 @@ def run_workers(pool: LanePool, model: str, backend: str, *, workers: int, targe
         proc.join(timeout=REPORT_TIMEOUT_S)
         if proc.is_alive():
             proc.kill()
-    events.sort(key=lambda e: (e[0], e[1], e[10]))
+    at = {k: EVENT_FIELDS.index(k) for k in ("frame", "lane", "t_decision")}
+    events.sort(key=lambda e: (e[at["frame"]], e[at["lane"]], e[at["t_decision"]]))
     merged = merge_reports([r for w in sorted(reports) for r in reports[w]])
     merged.update(workers=workers, lanes=pool.lanes, render_s=pool.render_s, worker_errors=errors,
                   per_worker=[{k: v for k, v in r.items() if k not in ("latency_sparse", "latency_histogram",

@@ -4,6 +4,7 @@ DistillConfig (`lymphosort.config`); the run folder holds everything a run made.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def distill_config(args: argparse.Namespace) -> DistillConfig:
         from lymphosort.models.quant import qat_twin
 
         name, kwargs = qat_twin(cfg.model, args.qat)
-        cfg = DistillConfig.from_dict({**cfg.to_dict(), "model": name, "model_kwargs": {**cfg.model_kwargs, **kwargs}})
+        cfg = dataclasses.replace(cfg, model=name, model_kwargs={**cfg.model_kwargs, **kwargs})
     return cfg.validate()
 
 

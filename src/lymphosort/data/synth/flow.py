@@ -130,7 +130,7 @@ class _Relief(_Optics):
         self.psf = st["psf_sigma"] * RELIEF_SCALE
 
     def cell(self, p: dict[str, np.ndarray], ctr: np.ndarray, crng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        ph, a = cell_path(p, ctr, self.window, crng, self.st["absorption"], 1)
+        ph, a = cell_path(p, ctr, self.window, crng, self.st["absorption"], self.pre.sessions, 1)
         return a, ph
 
     def image(self, a: np.ndarray, ph: np.ndarray, frng: np.random.Generator) -> np.ndarray:

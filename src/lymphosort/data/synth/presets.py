@@ -116,6 +116,20 @@ class ReliefRanges:
     crop_side: tuple[int, int] = (51, 73)  # native crop sides the dataset cut (px)
     p_neighbour: float = 0.10  # a piece of another cell in a corner
     debris_rate: tuple[float, float] = (0.0, 0.6)  # small specks per crop
+    #: cell to cell (each sits at its own height): sd of the defocus term around the session's,
+    #: either sign, so some centres show bright and some dark (0: none, the 3.0 model)
+    defocus_crop_sd: float = 0.0
+    # The cell's optical path and absorption per unit of the drawn traits (px of
+    # cell-equivalent thickness). Body profile sqrt(1 - rho^(2 flatness)): flatter on top
+    # than a sphere, so the relief shades the inside less than it lights the rim.
+    flatness: float = 2.0
+    body_path: float = 1.0  # x radius x the body's profile
+    nucleus_path: float = 0.4  # x nucleus radius x its cap: the nucleus edge, a faint inner rim
+    grain_band: tuple[float, float] = (0.6, 2.4)  # granule scales, x the cell's grain (px)
+    grain_path: float = 2.0  # x granularity x unit band-pass texture
+    speckle_path: float = 0.5  # granules near the optical resolution, every class alike
+    body_absorb: float = 0.6  # absorption weights of body and nucleus (x the session's absorption)
+    nucleus_absorb: float = 0.4
 
 
 @dataclass(frozen=True)

@@ -19,17 +19,6 @@ from lymphosort.data.synth.presets import ReliefRanges, SimPreset
 
 #: native canvas side: the largest crop (73 px) plus room for the blur's wrap-around
 CANVAS = 104
-#: body profile sqrt(1 - rho^(2k)): flatter on top than a sphere, so the relief shades the
-#: inside of the cell less than it lights the rim (as in the real crops)
-_FLATNESS = 2.0
-#: optical path (px of cell-equivalent thickness) per unit of the drawn traits
-_BODY_PATH = 1.0  # x radius x spherical cap
-_NUCLEUS_PATH = 0.4  # x nucleus radius x its cap: the nucleus edge shows as a faint inner rim
-#: granules from fine (0.6 x grain) to coarse (2.4 x grain): real crops show both
-_GRAIN_BAND = (0.6, 2.4)
-#: and a fine speckle (granules near the optical resolution), the same in every class
-_SPECKLE_PATH = 0.5
-_GRAIN_PATH = 2.0  # x granularity x unit band-pass texture
 
 
 def form_relief(phase: np.ndarray, absorb: np.ndarray, *, psf_sigma: np.ndarray, gain: np.ndarray,
@@ -61,17 +50,19 @@ def form_relief(phase: np.ndarray, absorb: np.ndarray, *, psf_sigma: np.ndarray,
 
 
 def cell_path(p: dict[str, np.ndarray], center_xy: np.ndarray, w: int, rng: np.random.Generator,
-              absorption: np.ndarray, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+              absorption: np.ndarray, optics: ReliefRanges, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Optical path and absorption maps [n, w, w] of cells centred at center_xy: a sphere-like
     body, a denser nucleus, and granules of the cell's size and amount."""
     n = center_xy.shape[0]
     col = lambda v: np.asarray(v, dtype=np.float32).reshape(n, 1, 1)  # noqa: E731
-    body, nuc, rn = cell_shape(p, center_xy, w, flatness=_FLATNESS)
-    grains = texture(n, w, rng, workers, p["grain"], band=_GRAIN_BAND)
+    o = optics
+    body, nuc, rn = cell_shape(p, center_xy, w, flatness=o.flatness)
+    grains = texture(n, w, rng, workers, p["grain"], band=o.grain_band)
     speckle = texture(n, w, rng, workers, np.full(n, 1.0, np.float32), band=(0.5, 1.2))
-    phase = (_BODY_PATH * col(p["radius"]) * body + _NUCLEUS_PATH * rn * nuc
-             + (_GRAIN_PATH * col(p["granularity"]) * grains + _SPECKLE_PATH * speckle) * np.sqrt(body))
-    return phase.astype(np.float32), (col(absorption) * (0.6 * body + 0.4 * nuc)).astype(np.float32)
+    phase = (o.body_path * col(p["radius"]) * body + o.nucleus_path * rn * nuc
+             + (o.grain_path * col(p["granularity"]) * grains + o.speckle_path * speckle) * np.sqrt(body))
+    absorb = col(absorption) * (o.body_absorb * body + o.nucleus_absorb * nuc)
+    return phase.astype(np.float32), absorb.astype(np.float32)
 
 
 def relief_sessions(preset: SimPreset, ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -128,13 +119,13 @@ def render_batch(pre: SimPreset, lab: np.ndarray, sess: np.ndarray, size: int,
     side = np.clip(np.rint(2.0 * cells["radius"] / frac), *r.crop_side).astype(np.int64)
     jit = np.clip(rng.normal(0, r.center_jitter, (b, 2)), -3, 3)
     centre = (CANVAS - 1) / 2 + jit
-    phase, absorb = cell_path(cells, centre, CANVAS, rng, st["absorption"], workers)
+    phase, absorb = cell_path(cells, centre, CANVAS, rng, st["absorption"], r, workers)
 
     has_nb, nb, nb_xy = _neighbours(pre, lab, cells["radius"], side, rng)
     idx = np.nonzero(has_nb)[0]
     if idx.size:
         nb_phase, nb_absorb = cell_path({k: v[idx] for k, v in nb.items()}, nb_xy[idx], CANVAS, rng,
-                                        st["absorption"][idx], workers)
+                                        st["absorption"][idx], r, workers)
         phase[idx] += nb_phase
         absorb[idx] += nb_absorb
 
@@ -154,8 +145,9 @@ def render_batch(pre: SimPreset, lab: np.ndarray, sess: np.ndarray, size: int,
     shift = np.zeros(b) if pre.class_background_shift is None else np.asarray(pre.class_background_shift)[lab]
     background = st["background"] + rng.normal(0, r.background_crop_sd, b) + shift
 
+    defocus = st["defocus"] + (rng.normal(0, r.defocus_crop_sd, b) if r.defocus_crop_sd else 0.0)
     t = form_relief(phase, absorb, psf_sigma=st["psf_sigma"], gain=gain, shear_rad=shear,
-                    bias=st["bias"], defocus=st["defocus"], halo_sigma=st["halo_sigma"], workers=workers)
+                    bias=st["bias"], defocus=defocus, halo_sigma=st["halo_sigma"], workers=workers)
     g = np.arange(CANVAS, dtype=np.float32) - (CANVAS - 1) / 2
     illum = 1.0 + col(st["illum_gx"]) * g[None, None, :] + col(st["illum_gy"]) * g[None, :, None]
     inten = col(background) * illum * (1.0 + t)
@@ -181,6 +173,6 @@ def render_batch(pre: SimPreset, lab: np.ndarray, sess: np.ndarray, size: int,
         "neighbour": has_nb, "n_debris": n_deb.astype(np.int64),
         "background": background.astype(np.float32), "noise_std": st["read_noise"],
         "shear_deg": np.rad2deg(shear).astype(np.float32), "relief": gain.astype(np.float32),
-        "psf_sigma": st["psf_sigma"], "defocus": st["defocus"],
+        "psf_sigma": st["psf_sigma"], "defocus": (defocus + np.zeros(b)).astype(np.float32),
     }
     return out, meta

@@ -17,7 +17,7 @@ from typing import Mapping
 from lymphosort.errors import ConfigError
 
 #: Bumped whenever the image model changes what a (preset, seed) renders.
-SIM_VERSION = "3.0"
+SIM_VERSION = "3.1"
 #: the last version of the brightfield (2.x) image model, recorded by its history presets
 BRIGHTFIELD_VERSION = "2.1"
 #: LymphoMNIST's class shares (B, T4, T8) of about 80,000 images (../shared/reference/lymphomnist)
@@ -92,44 +92,59 @@ class ReliefRanges:
 
     Calibrated on the 64 real crops (../shared/reference/lymphomnist, README there):
     background 115 +- 19 grey levels crop to crop, brightest rim towards the lower right
-    (52 +- 8 degrees), rim relief (upper-left minus lower-right) about -47 grey levels.
+    (52 +- 8 degrees), rim relief (upper-left minus lower-right) about -47 grey levels. 3.1
+    re-fitted the optical-path and intensity terms (the fields from `defocus_crop_sd` on, and
+    relief, bias, psf, defocus, absorption, diam_frac) by searching them against the
+    `data compare` discriminator (benchmarks/realism.py; docs/lymphosim.md).
     """
 
     background: tuple[float, float] = (90.0, 140.0)  # a session's lamp level (grey levels)
     background_crop_sd: float = 11.0  # crop-to-crop level change within a session
     shear_deg: tuple[float, float] = (44.0, 60.0)  # direction the bright rim faces (0 = +x, +y down)
     shear_crop_sd: float = 4.0  # degrees, crop to crop (slide tilt, cell position in the field)
-    relief: tuple[float, float] = (0.18, 0.25)  # intensity change per unit optical-path slope
-    relief_crop_sd: float = 0.15  # log-sd of the relief gain crop to crop
-    bias: tuple[float, float] = (0.0, 0.05)  # second-order term: both edges a little brighter
-    psf_sigma: tuple[float, float] = (0.8, 1.2)  # native px
-    defocus: tuple[float, float] = (0.08, 0.2)  # a touch of Laplacian (halo) term
+    relief: tuple[float, float] = (0.185, 0.26)  # intensity change per unit optical-path slope
+    relief_crop_sd: float = 0.33  # log-sd of the relief gain crop to crop
+    bias: tuple[float, float] = (0.0, 0.04)  # second-order term: both edges a little brighter
+    psf_sigma: tuple[float, float] = (0.875, 1.3)  # native px
+    defocus: tuple[float, float] = (0.05, 0.17)  # a touch of Laplacian (halo) term
     halo_sigma: tuple[float, float] = (1.5, 2.5)  # its extra blur: how far the halo reaches (px)
-    absorption: tuple[float, float] = (0.0, 0.03)  # a lymphocyte barely absorbs
+    absorption: tuple[float, float] = (0.045, 0.1)  # scale of the intensity terms below
     read_noise: tuple[float, float] = (0.3, 0.9)  # grey levels, before the resize
     haze: tuple[float, float] = (0.0, 0.15)  # out-of-focus specks over the field (path px)
     illumination: float = 0.04  # max fractional illumination change across the crop
     center_jitter: float = 1.0  # px: how far the dataset's cropper missed the cell centre
     #: geometric cell diameter / crop side (mean, sd); the reference's 0.76 is measured at the
-    #: outer edge of the blurred rim, ~3-4 px wider (`data compare` measures both alike)
-    diam_frac: tuple[float, float] = (0.70, 0.025)
+    #: outer edge of the blurred rim, ~4-5 px wider (`data compare` measures both alike)
+    diam_frac: tuple[float, float] = (0.655, 0.03)
     crop_side: tuple[int, int] = (51, 73)  # native crop sides the dataset cut (px)
     p_neighbour: float = 0.10  # a piece of another cell in a corner
     debris_rate: tuple[float, float] = (0.0, 0.6)  # small specks per crop
     #: cell to cell (each sits at its own height): sd of the defocus term around the session's,
     #: either sign, so some centres show bright and some dark (0: none, the 3.0 model)
-    defocus_crop_sd: float = 0.0
-    # The cell's optical path and absorption per unit of the drawn traits (px of
-    # cell-equivalent thickness). Body profile sqrt(1 - rho^(2 flatness)): flatter on top
-    # than a sphere, so the relief shades the inside less than it lights the rim.
-    flatness: float = 2.0
+    defocus_crop_sd: float = 0.4
+    # The cell's optical path per unit of the drawn traits (px of cell-equivalent
+    # thickness). Body profile sqrt(1 - rho^(2 flatness)): flatter on top than a sphere,
+    # so the relief shades the inside less than it lights the rim.
+    flatness: float = 2.2
     body_path: float = 1.0  # x radius x the body's profile
-    nucleus_path: float = 0.4  # x nucleus radius x its cap: the nucleus edge, a faint inner rim
-    grain_band: tuple[float, float] = (0.6, 2.4)  # granule scales, x the cell's grain (px)
-    grain_path: float = 2.0  # x granularity x unit band-pass texture
-    speckle_path: float = 0.5  # granules near the optical resolution, every class alike
-    body_absorb: float = 0.6  # absorption weights of body and nucleus (x the session's absorption)
-    nucleus_absorb: float = 0.4
+    nucleus_path: float = 0.53  # x nucleus radius x its cap: the nucleus edge, a faint inner rim
+    grain_band: tuple[float, float] = (0.57, 2.75)  # granule scales, x the cell's grain (px)
+    grain_path: float = 2.25  # x granularity x unit band-pass texture
+    grain_density: float = 1.0  # fraction of pixels seeding a granule (1: a continuous mottle)
+    speckle_path: float = 0.7  # granules near the optical resolution, every class alike
+    #: intensity loss of body and nucleus, x the session's `absorption`. A negative nucleus
+    #: weight is an effective term, not absorption: the real crops' centres are brighter than
+    #: their cytoplasm ring (the cell gathers light like a lens), which 3.0 missed.
+    body_absorb: float = 1.0
+    nucleus_absorb: float = -1.55
+
+
+#: the relief model as LymphoSim 3.0 rendered it (the `relief-3.0` history preset)
+RELIEF_3_0 = ReliefRanges(
+    relief=(0.18, 0.25), relief_crop_sd=0.15, bias=(0.0, 0.05), psf_sigma=(0.8, 1.2), defocus=(0.08, 0.2),
+    absorption=(0.0, 0.03), diam_frac=(0.70, 0.025), defocus_crop_sd=0.0, flatness=2.0, nucleus_path=0.4,
+    grain_band=(0.6, 2.4), grain_path=2.0, speckle_path=0.5, body_absorb=0.6, nucleus_absorb=0.4,
+)
 
 
 @dataclass(frozen=True)
@@ -170,7 +185,7 @@ def _t(mean: float, sd: float, lo: float, hi: float) -> Trait:
 # a large central nucleus. T4: a rougher outline, coarser granules, a smaller eccentric
 # nucleus. T8: T4-like texture and nucleus (so a T4-vs-B model reads it as T, zero-shot) but
 # a B-like smooth outline and a little larger (what fine-tuning has to learn).
-_RELIEF_CLASSES = (
+_RELIEF_CLASSES_3_0 = (
     ClassMorphology(
         "B",
         radius=_t(22.0, 1.6, 17.0, 28.0),
@@ -201,6 +216,10 @@ _RELIEF_CLASSES = (
         nucleus_offset=_t(0.48, 0.15, 0.0, 1.0),
         grain=_t(4.4, 0.42, 1.6, 6.0),
     ),
+)
+#: 3.1: finer granules (grain means x 0.86, spreads kept), fitted with the optics above
+_RELIEF_CLASSES = tuple(
+    replace(c, grain=replace(c.grain, mean=m)) for c, m in zip(_RELIEF_CLASSES_3_0, (2.6, 3.6, 3.8))
 )
 
 
@@ -280,6 +299,12 @@ PRESETS: Mapping[str, SimPreset] = MappingProxyType(
             "read the session instead of the cell (what `lymphosort audit` must flag)",
             _RELIEF_CLASSES,
             class_background_shift=(18.0, 0.0, -18.0),
+        ),
+        # history: the 3.0 relief model (before the 3.1 re-fit against the discriminator)
+        "relief-3.0": SimPreset(
+            "relief-3.0",
+            "LymphoSim 3.0 default (history): the relief model before its 3.1 re-fit",
+            _RELIEF_CLASSES_3_0, RELIEF_3_0, version="3.0", session_salt="default",
         ),
         # history: the 2.x brightfield model (low-magnification channel video)
         "brightfield": _brightfield(

@@ -57,7 +57,7 @@ def cell_path(p: dict[str, np.ndarray], center_xy: np.ndarray, w: int, rng: np.r
     col = lambda v: np.asarray(v, dtype=np.float32).reshape(n, 1, 1)  # noqa: E731
     o = optics
     body, nuc, rn = cell_shape(p, center_xy, w, flatness=o.flatness)
-    grains = texture(n, w, rng, workers, p["grain"], band=o.grain_band)
+    grains = texture(n, w, rng, workers, p["grain"], band=o.grain_band, density=o.grain_density)
     speckle = texture(n, w, rng, workers, np.full(n, 1.0, np.float32), band=(0.5, 1.2))
     phase = (o.body_path * col(p["radius"]) * body + o.nucleus_path * rn * nuc
              + (o.grain_path * col(p["granularity"]) * grains + o.speckle_path * speckle) * np.sqrt(body))

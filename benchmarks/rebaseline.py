@@ -1,0 +1,217 @@
+"""Re-measure every LymphoSim-dependent row of BENCHMARKS.md on the current default simulator.
+
+A new image model re-opens every number (issue 21): this runs the chain of commands that
+produced them, in order, with the runs under runs/v<VERSION>/ and the data under
+data/lymphosim-v<VERSION>/. A step whose output exists is skipped, so the chain resumes
+where it stopped (it is long: about 4-5 CPU-hours on the 2-core build VM; training steps
+run one thread each, so two chains of independent steps can share the machine with
+`--only` and `taskset`). Each step's output goes to runs/v<VERSION>/logs/<step>.log.
+
+    python benchmarks/rebaseline.py --list
+    python benchmarks/rebaseline.py [--only STEP[,STEP...]] [--from STEP] [--dry-run]
+
+The result tables are written as benchmarks/results/<name>_v<VERSION>.json; then run
+`python benchmarks/make_tables.py`. Timing rows (real time) want an idle machine: run those
+steps alone. Architecture-only rows (speed ratios, busy machine) do not depend on the data
+and are not part of the chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lymphosort.data.synth.presets import SIM_VERSION
+
+ROOT = Path(__file__).resolve().parents[1]
+V = SIM_VERSION
+RUNS = f"runs/v{V}"
+DATA = f"data/lymphosim-v{V}"
+RES = "benchmarks/results"
+SIM = f"LymphoSim {V} default (simulated)"
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    argv: tuple[str, ...]
+    output: str  # a file the step must have written (checked after it ran)
+    needs: tuple[str, ...] = ()
+
+
+def _lymphosort(*args: str) -> tuple[str, ...]:
+    return ("lymphosort", *args)
+
+
+def _py(script: str, *args: str) -> tuple[str, ...]:
+    return ("python", f"benchmarks/{script}", *args)
+
+
+def _train(out: str, model: str, epochs: int, *extra: str) -> tuple[str, ...]:
+    return _lymphosort("train", "--model", model, "--task", "t4-vs-b", "--data-root", DATA, "--out", out,
+                       "--epochs", str(epochs), "--seed", "0", "--threads", "1", *extra)
+
+
+def _distill(out: str, model: str, teacher: str, epochs: int, seed: int, *extra: str) -> tuple[str, ...]:
+    return _lymphosort("distill", "--teacher", teacher, "--student", model, "--out", out, "--data-root", DATA,
+                       "--epochs", str(epochs), "--seed", str(seed), "--threads", "1", *extra)
+
+
+PAPER = ("--method", "paper", "--method-kwargs", "mixup_alpha=1.0")
+KD = [f"{RUNS}/kd/tiny-32-whole-e8" + ("" if s == 0 else f"-s{s}") for s in range(3)]
+KD_PAPER = [f"{RUNS}/kd/tiny-32-whole-paper-e8-s{s}" for s in range(3)]
+
+
+def steps() -> list[Step]:
+    t, r18 = f"{RUNS}/teacher", f"{RUNS}/r18"
+    out = [
+        Step("data", _lymphosort("data", "synth", "--root", DATA), f"{DATA}/LymphoMNIST/provenance.json"),
+        Step("realism", _py("realism.py"), f"{RES}/realism/reference-vs-default.json"),
+        Step("classical", _py("synth_difficulty.py", "--classical", "2000,10000"), f"{RES}/classical_baselines.json"),
+        Step("audit", _py("audit_presets.py", "--n-train", "8000", "--n-test", "3000", "--epochs", "5"),
+             f"{RES}/audit_presets.json"),
+        Step("teacher", _train(t, "compact-teacher", 5), f"{t}/metrics.json", ("data",)),
+    ]
+    for s, run in enumerate(KD):
+        out.append(Step(f"kd-s{s}", _distill(run, "tiny-32-whole", t, 8, s), f"{run}/metrics.json", ("teacher",)))
+    for s, run in enumerate(KD_PAPER):
+        out.append(Step(f"paper-s{s}", _distill(run, "tiny-32-whole", t, 8, s, *PAPER), f"{run}/metrics.json",
+                        ("teacher",)))
+    seed_out = f"{RES}/seed_table_v{V}.json"
+    out += [
+        Step("seed-table", _py(
+            "seed_table.py", "--task", "t4-vs-b", "--group", "kd=" + ",".join(KD), "--group", "paper=" + ",".join(KD_PAPER),
+            "--group", f"teacher={t}", "--baseline", "paper",
+            "--aim", "default tiny student (tiny-32-whole, kd 8 epochs) vs the same net with the reference recipe "
+                     "(paper, 8 epochs), 3 seeds paired|kd|paper|>=1",
+            "--aim", "default tiny student (tiny-32-whole, kd 8 epochs, 3 seeds) vs its teacher (compact teacher, "
+                     "5 epochs)|kd|teacher|>=-1.5",
+            "--out", seed_out), seed_out, tuple(f"kd-s{s}" for s in range(3)) + tuple(f"paper-s{s}" for s in range(3))),
+        Step("compact-student", _distill(f"{RUNS}/kd/compact-student-e5", "compact-student", t, 5, 0),
+             f"{RUNS}/kd/compact-student-e5/metrics.json", ("teacher",)),
+        Step("compact-table", _py(
+            "runs_table.py", "--area", "students",
+            "--caption", f"Compact student (kd, 5 epochs) against its teacher, {SIM}, T4 vs B test",
+            "--row", f"compact teacher (5 epochs)={t}", "--row", f"compact student (kd, 5 epochs)={RUNS}/kd/compact-student-e5",
+            "--aim", "compact student vs compact teacher: accuracy|compact student (kd, 5 epochs)|loss<=1 vs compact teacher (5 epochs)",
+            "--out", f"{RES}/compact_student_v{V}.json"), f"{RES}/compact_student_v{V}.json", ("compact-student",)),
+        Step("r18", _train(r18, "resnet18", 6), f"{r18}/metrics.json", ("data",)),
+        Step("zero-shot", _lymphosort("transfer", "zero-shot", r18, "--task", "t8-vs-b", "--no-latency"),
+             f"{r18}/zero-shot/t8-vs-b/metrics.json", ("r18",)),
+        Step("paper-student2", _distill(f"{RUNS}/kd/paper-student2-paper-e8", "paper-student2", r18, 8, 0, *PAPER),
+             f"{RUNS}/kd/paper-student2-paper-e8/metrics.json", ("r18",)),
+        Step("teacher-table", _py(
+            "runs_table.py", "--area", "teacher",
+            "--caption", f"The ResNet-18 teacher, its zero-shot T8 vs B, and the reference project's student 2 with "
+                         f"its recipe, {SIM}",
+            "--row", f"ResNet-18 teacher (6 epochs)={r18}",
+            "--row", f"ResNet-18 teacher zero-shot T8 vs B={r18}/zero-shot/t8-vs-b",
+            "--row", f"paper-student2, reference recipe (8 epochs)={RUNS}/kd/paper-student2-paper-e8",
+            "--aim", "ResNet-18 teacher (6 epochs), T4 vs B|ResNet-18 teacher (6 epochs)|96..99",
+            "--aim", "ResNet-18 teacher zero-shot T8 vs B|ResNet-18 teacher zero-shot T8 vs B|85..95",
+            "--aim", "paper-student2 with the reference recipe, below the ResNet-18 teacher|paper-student2, reference "
+                     "recipe (8 epochs)|below 4..10 vs ResNet-18 teacher (6 epochs)",
+            "--out", f"{RES}/teacher_r18_v{V}.json"), f"{RES}/teacher_r18_v{V}.json", ("zero-shot", "paper-student2")),
+        Step("finetune", _lymphosort("transfer", "finetune", r18, "--task", "t8-vs-b", "--mode", "full", "--shots", "all",
+                                     "--threads", "1", "--quiet", "--out", f"{RUNS}/transfer/r18-full-t8"),
+             f"{RUNS}/transfer/r18-full-t8/metrics.json", ("r18",)),
+        Step("transfer-table", _py(
+            "runs_table.py", "--area", "transfer",
+            "--caption", f"Transfer to T8 vs B from the ResNet-18 T4-vs-B teacher, {SIM}, T8 vs B test",
+            "--row", f"zero-shot (no T8 image)={r18}/zero-shot/t8-vs-b",
+            "--row", f"full fine-tune, all shots (4 epochs)={RUNS}/transfer/r18-full-t8",
+            "--aim", "full fine-tune T8 vs B (ResNet-18 teacher, all shots, 4 epochs)|full fine-tune, all shots (4 epochs)|>=96",
+            "--out", f"{RES}/transfer_v{V}.json"), f"{RES}/transfer_v{V}.json", ("finetune", "zero-shot")),
+        Step("qat8", _distill(f"{KD[0]}-q8", "tiny-32-whole", t, 3, 0, "--qat", "8", "--init-from", KD[0], "--lr", "0.0003"),
+             f"{KD[0]}-q8/metrics.json", ("kd-s0",)),
+        Step("export-check", _py("export_check.py", "--float-run", KD[0], "--qat-run", f"{KD[0]}-q8", "--data-root", DATA,
+                                 "--n-check", "2000", "--out", f"{RUNS}/export_check"),
+             f"{RUNS}/export_check/export_check.json", ("qat8",)),
+        Step("onnx", _lymphosort("export", "onnx", KD[0], "--out", f"{RUNS}/export/tiny-32-whole-e8-onnx"),
+             f"{RUNS}/export/tiny-32-whole-e8-onnx/model.onnx", ("kd-s0",)),
+        # timing: run these alone on an idle machine
+        Step("realtime-accuracy", _py("realtime_bench.py", "accuracy", "--model", f"{RUNS}/export/tiny-32-whole-e8-onnx",
+                                      "--backend", "onnx", "--frames", "3000", "--n-crops", "8000",
+                                      "--out", f"{RES}/realtime_accuracy_v{V}.json"),
+             f"{RES}/realtime_accuracy_v{V}.json", ("onnx",)),
+        Step("realtime-throughput", _py("realtime_bench.py", "throughput", "--model", f"{RUNS}/export/tiny-32-whole-e8-onnx",
+                                        "--backend", "onnx", "--duration", "30", "--cpu", "0",
+                                        "--out", f"{RES}/realtime_throughput_v{V}.json"),
+             f"{RES}/realtime_throughput_v{V}.json", ("onnx",)),
+        Step("realtime-workers", _py("realtime_bench.py", "workers", "--model", f"{RUNS}/export/tiny-32-whole-e8-onnx",
+                                     "--workers", "1,2", "--duration", "30", "--out", f"{RES}/realtime_workers_v{V}.json"),
+             f"{RES}/realtime_workers_v{V}.json", ("onnx",)),
+    ]
+    # the most informative first: the default student and both teachers, then the seeds
+    first = ["data", "realism", "classical", "teacher", "kd-s0", "onnx", "r18", "zero-shot", "paper-student2",
+             "teacher-table"]
+    by_name = {s.name: s for s in out}
+    return [by_name[n] for n in first] + [s for s in out if s.name not in first]
+
+
+def _run(step: Step, env: dict[str, str]) -> None:
+    log = ROOT / RUNS / "logs" / f"{step.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    argv = list(step.argv)
+    exe = Path(sys.executable).parent
+    argv[0] = str(exe / argv[0]) if (exe / argv[0]).exists() else sys.executable if argv[0] == "python" else argv[0]
+    t0 = time.monotonic()
+    print(f"[{time.strftime('%H:%M:%S')}] {step.name}: {' '.join(step.argv)}", flush=True)
+    with open(log, "w") as fh:
+        rc = subprocess.call(argv, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    if rc != 0 or not (ROOT / step.output).exists():
+        raise SystemExit(f"step {step.name} failed (exit {rc}; {step.output} missing?): see {log}")
+    _marker(step).write_text(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {time.monotonic() - t0:.0f} s\n")
+    print(f"    done in {time.monotonic() - t0:.0f} s", flush=True)
+
+
+def _marker(step: Step) -> Path:
+    """Done markers live with the version's runs: a fixed-name result (realism.json) written
+    by an older simulator does not count as done for this one."""
+    path = ROOT / RUNS / "done" / step.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--list", action="store_true", help="print the steps and whether each is done")
+    ap.add_argument("--only", default="", help="comma-separated step names (with what they need already done)")
+    ap.add_argument("--from", dest="start", default="", help="skip the steps before this one")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands that would run")
+    ap.add_argument("--timing", action="store_true",
+                    help="also run the timing steps (realtime-*): only on an idle machine")
+    a = ap.parse_args()
+    chain = steps()
+    names = [s.name for s in chain]
+    only = [n for n in a.only.split(",") if n]
+    for n in only + ([a.start] if a.start else []):
+        if n not in names:
+            raise SystemExit(f"unknown step {n!r}; steps: {', '.join(names)}")
+    if a.start:
+        chain = chain[names.index(a.start):]
+    if only:
+        chain = [s for s in chain if s.name in only]
+    done = {s.name for s in steps() if _marker(s).exists()}
+    if a.list or a.dry_run:
+        for s in chain:
+            print(f"{'done' if s.name in done else 'todo':4s}  {s.name:20s} {' '.join(s.argv)}")
+        return
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    for s in chain:
+        if s.name in done or (s.name.startswith("realtime-") and not (a.timing or s.name in only)):
+            continue
+        missing = [n for n in s.needs if n not in done]
+        if missing:
+            raise SystemExit(f"step {s.name} needs {', '.join(missing)} first")
+        _run(s, env)
+        done.add(s.name)
+
+
+if __name__ == "__main__":
+    main()

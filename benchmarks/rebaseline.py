@@ -130,8 +130,9 @@ def steps() -> list[Step]:
         Step("qat8", _distill(f"{KD[0]}-q8", "tiny-32-whole", t, 3, 0, "--qat", "8", "--init-from", KD[0], "--lr", "0.0003"),
              f"{KD[0]}-q8/metrics.json", ("kd-s0",)),
         Step("export-check", _py("export_check.py", "--float-run", KD[0], "--qat-run", f"{KD[0]}-q8", "--data-root", DATA,
-                                 "--n-check", "2000", "--out", f"{RUNS}/export_check"),
-             f"{RUNS}/export_check/export_check.json", ("qat8",)),
+                                 "--n-check", "2000", "--out", f"{RUNS}/export_check",
+                                 "--results", f"{RES}/deployment_v{V}.json"),
+             f"{RES}/deployment_v{V}.json", ("qat8",)),
         Step("onnx", _lymphosort("export", "onnx", KD[0], "--out", f"{RUNS}/export/tiny-32-whole-e8-onnx"),
              f"{RUNS}/export/tiny-32-whole-e8-onnx/model.onnx", ("kd-s0",)),
         # timing: run these alone on an idle machine

@@ -186,9 +186,15 @@ def test_blob_rows_equal_the_per_component_reference_on_random_frames(compiled: 
         diff = np.abs(image[::step, ::step] - bg)
         flat = diff.ravel()
         if compiled:
-            idx = mask.ravel().nonzero()[0]
+            # the compiled pass makes the mask itself, from the detector's uint8 bounds: give it
+            # bounds whose "outside" is exactly `mask` (lo = hi = a value where the pixel is
+            # masked in, the pixel itself where it is not)
+            sub = image[::step, ::step]
+            lo = np.where(mask, sub.astype(np.int64) + 1, sub).astype(np.uint8)
+            lo[mask & (sub == 255)] = 0  # v = 255: outside [0, 0]
+            span = np.zeros_like(lo)
             c = max(1, int(round(cfg.merge_gap / step)))
-            rows = D._rows_compiled()(idx, *mask.shape, image, bg, step, c, D._min_px(cfg, step)).tolist()
+            rows = D._rows_compiled()(image, lo, span, bg, step, c, D._min_px(cfg, step)).tolist()
             assert rows == D._rows(mask, lambda i: flat[i], step, cfg)  # same sums in the same order
         else:
             rows = D._rows(mask, lambda i: flat[i], step, cfg)

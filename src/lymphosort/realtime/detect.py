@@ -9,9 +9,9 @@ background is kept on that grid only (the running mean is pointwise, so this is 
 full-resolution mean subsampled, at a quarter of the cost).
 
 Speed: at ~4,000 frames/s a frame has a budget of ~250 us on one core, and numpy costs
-~1 us per call whatever the array size. Per frame the stream detector makes two numpy calls
-for the foreground mask and hands the few hundred foreground pixels to one compiled loop
-(numba, the `realtime` extra): labelling and statistics in ~10 us instead of ~40 us of
+~1 us per call whatever the array size. Per frame the stream detector makes one compiled
+call (numba, the `realtime` extra): the foreground test over the subsampled grid, then
+labelling and statistics of the few hundred foreground pixels, instead of ~40 us of
 vectorised calls. The vectorised version (`_rows`) is the reference, the fallback without
 numba and the still-image path; both give the same numbers (same summation order).
 
@@ -135,13 +135,25 @@ def _rows(mask: np.ndarray, weight: Callable[[np.ndarray], np.ndarray], step: in
     return np.vstack((box, counts, wsum, wx, wy))[:, keep].T.tolist()  # float64: exact for these ints
 
 
-def _rows_loops(idx: np.ndarray, gh: int, gw: int, image: np.ndarray, bg: np.ndarray, step: int, c: int,
+def _rows_loops(image: np.ndarray, lo: np.ndarray, span: np.ndarray, bg: np.ndarray, step: int, c: int,
                 min_px: int) -> np.ndarray:
-    """`_rows` of the stream detector in plain loops, compiled by numba: `idx` are the flat
-    mask indices on the (gh, gw) grid, w = |image[step*gy, step*gx] - bg[gy, gx]| (float32, as
-    numpy computes it, summed in float64 in raster order: the same numbers as `_rows`).
+    """The stream detector's whole per-frame search in plain loops, compiled by numba: the
+    foreground mask on the (gh, gw) grid of `lo`, `span` (see `Detector`), then `_rows` of it
+    with w = |image[step*gy, step*gx] - bg[gy, gx]| (float32, as numpy computes it, summed in
+    float64 in raster order: the same numbers as `_rows`). One compiled call a frame: the
+    mask test in numpy cost three calls and a nonzero (~8 us a frame), more than the loop.
     Labels: two-pass union-find on the coarse map; provisional labels are made in raster
     order and a set's root is its smallest one, so numbering roots in order is scipy's."""
+    gh, gw = lo.shape
+    idx = np.empty(gh * gw, np.int64)
+    m = 0
+    for gy in range(gh):
+        for gx in range(gw):
+            # lo <= v <= hi as one wrapping uint8 subtraction: (v - lo) mod 256 <= hi - lo
+            if ((np.int64(image[gy * step, gx * step]) - lo[gy, gx]) & 255) > span[gy, gx]:
+                idx[m] = gy * gw + gx
+                m += 1
+    idx = idx[:m]
     hc, wc = (gh + c - 1) // c, (gw + c - 1) // c
     occ = np.zeros(hc * wc, np.int32)  # -1: occupied; then its provisional label
     cell = np.empty(idx.size, np.int32)
@@ -219,7 +231,8 @@ def _rows_compiled() -> Callable[..., np.ndarray] | None:
     except ImportError:
         return None
     fn: Any = njit(cache=True)(_rows_loops)
-    fn(np.array([0], np.intp), 2, 2, np.zeros((4, 4), np.uint8), np.zeros((2, 2), np.float32), 2, 2, 1)
+    z = np.zeros((2, 2), np.uint8)
+    fn(np.zeros((4, 4), np.uint8), z, z, np.zeros((2, 2), np.float32), 2, 2, 1)
     return fn
 
 
@@ -270,6 +283,8 @@ class Detector:
         self._thr = float(config.min_threshold)
         self._n = 0
         self._rows = _rows_compiled()  # compiled once per process (a few s; ~0.1 s from numba's cache)
+        self._coarse = max(1, int(round(config.merge_gap / config.step)))  # coarse-map block, grid px
+        self._min_px = _min_px(config, config.step)
         self.noise_sigma = float("nan")
 
     def reset(self) -> None:
@@ -302,21 +317,16 @@ class Detector:
             self._init_background(image)
         s, cfg = self.config.step, self.config
         h, w = image.shape
-        sub = image[::s, ::s]
-        np.subtract(sub, self._lo, out=self._buf)
-        mask = np.greater(self._buf, self._span, out=self._mask)
         if self._rows is not None:
-            idx = mask.ravel().nonzero()[0]
-            gh, gw = mask.shape
-            c = max(1, int(round(cfg.merge_gap / s)))
-            rows = self._rows(idx, gh, gw, image, self._bg, s, c, _min_px(cfg, s)).tolist() if idx.size else []
+            rows = self._rows(image, self._lo, self._span, self._bg, s, self._coarse, self._min_px).tolist()
         else:
+            mask = np.greater(np.subtract(image[::s, ::s], self._lo, out=self._buf), self._span, out=self._mask)
             flat, bg, at = image.ravel(), self._bg.ravel(), self._at
             rows = _rows(mask, lambda idx: np.abs(flat[at[idx]] - bg[idx]), s, cfg)
         dets = _detections(rows, s, w, h, cfg)
         self._n += 1
         if self._n % cfg.bg_every == 0:
-            self._update(sub, dets)
+            self._update(image[::s, ::s], dets)
         return dets
 
     def _update(self, sub: np.ndarray, dets: list[Detection]) -> None:

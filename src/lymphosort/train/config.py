@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from lymphosort import config as _config
 from lymphosort.data.info import DEFAULT_ROOT
@@ -31,6 +31,8 @@ class TrainConfig:
     """Everything a training run depends on (besides the data files). A run with a teacher
     is a distillation: `DistillConfig`, whose defaults are the shipped recipe."""
 
+    #: whether a teacher is allowed (a class constant, not a field: DistillConfig sets it)
+    takes_teacher: ClassVar[bool] = False
     #: registered model name
     model: str = DEFAULT_TEACHER
     #: extra keyword arguments for `create_model` (must be plain data).
@@ -98,7 +100,7 @@ class TrainConfig:
         from lymphosort.data.info import SPLITS, task_view
 
         task_view(self.task)
-        if self.teacher is not None and not isinstance(self, DistillConfig):
+        if self.teacher is not None and not self.takes_teacher:
             raise ConfigError("a teacher makes this run a distillation: use DistillConfig (its defaults are the "
                               "shipped recipe, as `lymphosort distill`), not TrainConfig")
         if self.split_version not in SPLITS:
@@ -150,6 +152,7 @@ class DistillConfig(TrainConfig):
     the best validation checkpoint kept were chosen on LymphoSim 2.1 (three seeds against dkd,
     labels only and the reference recipe)."""
 
+    takes_teacher: ClassVar[bool] = True
     #: registered student model
     model: str = "tiny-32-whole"
     epochs: int = 60

@@ -135,16 +135,24 @@ def _run_workers(cfg: RealtimeConfig, model: Path, target: int, threshold: float
     sim = cfg.sim_stream
     say(f"rendering {sim.pool_frames} LymphoSim frames for each of {cfg.workers} channels ...")
     pool = LanePool(sim, cfg.workers)
+    log = None
+    if cfg.events:  # the merged log is written as it becomes final: a stopped run keeps its prefix
+        Path(cfg.events).parent.mkdir(parents=True, exist_ok=True)
+        log = open(cfg.events, "w", encoding="utf-8")
+
+    def write(events: list[tuple[Any, ...]]) -> None:
+        assert log is not None
+        log.write("".join(json.dumps(dict(zip(EVENT_FIELDS, e))) + "\n" for e in events))
+        log.flush()
+
     try:
         rep = run_workers(pool, str(model), cfg.backend, workers=cfg.workers, target=target, threshold=threshold,
-                          run=run_cfg, threads=cfg.threads)
+                          run=run_cfg, threads=cfg.threads, on_events=write if log is not None else None)
     finally:
         pool.close()
-    events = rep.pop("events")
-    if cfg.events:
-        from lymphosort.atomic import write_text_atomic
-
-        write_text_atomic(cfg.events, "".join(json.dumps(dict(zip(EVENT_FIELDS, e))) + "\n" for e in events))
+        if log is not None:
+            log.close()
+    rep.pop("events")
     rep.update(threshold=threshold, sim={**vars(sim), "render_s": rep.pop("render_s")})
     return rep
 

@@ -10,13 +10,18 @@ a worker never waits for another. Back-pressure is each worker's own frame buffe
 cannot take in time are dropped and counted in its report.
 
 In a sorter each lane's triggers drive that lane's own actuator, so no worker waits on the
-others' decisions; the decisions also come back (one message per worker at the end of the
-run, not one per frame) and leave `run_workers` as one log in (frame, lane) order. A worker
-that dies is reported with its exit code; the others finish, and nothing waits for the dead one.
+others' decisions. The decisions also come back as they are made, in batches (one message
+every `FLUSH_S` of a worker's time, not one per decision), each with the worker's watermark
+(every decision of an earlier frame has been sent); `OrderedMerge` releases a decision once
+every live worker's watermark has passed its frame, so the merged log leaves in (frame, lane)
+order while the run goes on (`on_events`), not only at its end. A worker that dies is
+reported with its exit code and drops out of the watermark; the others finish, and nothing
+waits for the dead one.
 """
 
 from __future__ import annotations
 
+import heapq
 import multiprocessing as mp
 import time
 from dataclasses import dataclass, replace
@@ -28,7 +33,7 @@ import numpy as np
 
 from lymphosort.realtime.sources import Frame, SimConfig, SimSource
 
-__all__ = ["EVENT_FIELDS", "LanePool", "WorkerPlan", "merge_reports", "run_workers"]
+__all__ = ["EVENT_FIELDS", "LanePool", "OrderedMerge", "WorkerPlan", "merge_reports", "run_workers"]
 
 #: a decision as the workers send it back: a tuple in this order (no dict per event)
 EVENT_FIELDS = ("frame", "lane", "cell_id", "cls", "prob", "sort", "reason", "x", "y", "t_arrival", "t_decision")
@@ -39,6 +44,11 @@ START_SLACK_S = 0.2
 READY_TIMEOUT_S = 120.0
 #: seconds a finished run waits for a live worker's report before calling it stalled
 REPORT_TIMEOUT_S = 30.0
+#: a worker sends its decisions at most this often (s of its clock): ~100 a second per worker
+#: keeps the pickling off the per-decision cost and the merged log ~10 ms behind the lanes
+FLUSH_S = 0.01
+#: a watermark past every frame: the worker has sent its last decision
+END = float("inf")
 
 
 @dataclass(frozen=True)
@@ -119,24 +129,36 @@ def _worker(plan: WorkerPlan, truth: Sequence[Any], flow_px: float, t_start: Any
     try:
         frames = np.ndarray(plan.pool_shape, np.uint8, buffer=shm.buf)
         backend = load_backend(plan.backend, Path(plan.model), threads=plan.threads)
-        events: list[tuple[Any, ...]] = []
         lane = plan.lane
 
-        class _Collect:  # the decisions, sent back in one message at the end
+        class _Send:  # the decisions go back in batches, each with the worker's watermark
+            def __init__(self) -> None:
+                self.batch: list[tuple[Any, ...]] = []
+                self.sent_at = 0.0
+
             def emit(self, e: TriggerEvent) -> None:
-                events.append(tuple(lane if k == "lane" else getattr(e, k) for k in EVENT_FIELDS))
+                self.batch.append(tuple(lane if k == "lane" else getattr(e, k) for k in EVENT_FIELDS))
+                if e.t_decision - self.sent_at >= FLUSH_S:
+                    # frames run in order, but this frame may still decide another cell
+                    self.flush(e.frame - 1)
+                    self.sent_at = e.t_decision
+
+            def flush(self, watermark: float) -> None:
+                out.send(("events", plan.worker, (watermark, self.batch)))
+                self.batch = []
 
             def close(self) -> None:
                 pass
 
         src = _LaneSource(frames, lane, plan.lane_height, truth, plan.fps, flow_px)
-        runner = RealtimeRunner(src, backend, Gate(plan.target, plan.threshold), _Collect(), plan.run)
+        sink = _Send()
+        runner = RealtimeRunner(src, backend, Gate(plan.target, plan.threshold), sink, plan.run)
         out.send(("ready", plan.worker, None))
         while t_start.value == 0.0:  # the parent writes the camera's start time once all are ready
             time.sleep(0.001)
         rep = runner.run(t_start=t_start.value)
         rep.update(worker=plan.worker, lane=lane, pid=os.getpid())
-        out.send(("events", plan.worker, events))
+        sink.flush(END)
         out.send(("report", plan.worker, rep))
     except BaseException as exc:  # noqa: BLE001 - the parent reports any failure of a worker
         out.send(("error", plan.worker, f"{type(exc).__name__}: {exc}"))
@@ -206,12 +228,51 @@ def _wait_ready(messages: _Messages, procs: list[Any], errors: dict[int, str]) -
                    if w not in ready and w not in errors})
 
 
-def _collect(messages: _Messages, procs: list[Any], end_by: float, errors: dict[int, str]
-             ) -> tuple[dict[int, list[dict[str, Any]]], list[tuple[Any, ...]]]:
-    """Reports and decisions until every worker reported, died, or stayed silent past `end_by`
-    (perf_counter s): a stalled worker is reported, not awaited."""
+class OrderedMerge:
+    """The workers' decision batches as one log in (frame, lane, decision time) order, released
+    as soon as it is final: a decision of frame f leaves once every worker still counted has a
+    watermark >= f (all its decisions of frames <= watermark have arrived). A worker that ends,
+    dies or stalls is `retire`d: it holds nothing back any more."""
+
+    _AT = tuple(EVENT_FIELDS.index(k) for k in ("frame", "lane", "t_decision"))
+
+    def __init__(self, workers: int, on_events: Callable[[list[tuple[Any, ...]]], None] | None = None) -> None:
+        self._mark = {w: -1.0 for w in range(workers)}
+        self._heap: list[tuple[tuple[Any, ...], int, tuple[Any, ...]]] = []
+        self._n = 0  # tie-breaker: heap entries never compare their events
+        self._on = on_events
+        self.released: list[tuple[Any, ...]] = []
+
+    def _key(self, e: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(e[i] for i in self._AT)
+
+    def add(self, worker: int, watermark: float, batch: list[tuple[Any, ...]]) -> None:
+        for e in batch:
+            heapq.heappush(self._heap, (self._key(e), self._n, e))
+            self._n += 1
+        self._mark[worker] = max(self._mark.get(worker, -1.0), watermark)
+        self._release()
+
+    def retire(self, worker: int) -> None:
+        self._mark[worker] = END
+        self._release()
+
+    def _release(self) -> None:
+        upto = min(self._mark.values(), default=END)
+        out = []
+        while self._heap and self._heap[0][0][0] <= upto:
+            out.append(heapq.heappop(self._heap)[2])
+        if out:
+            self.released.extend(out)
+            if self._on is not None:
+                self._on(out)
+
+
+def _collect(messages: _Messages, procs: list[Any], end_by: float, errors: dict[int, str], merge: OrderedMerge
+             ) -> dict[int, list[dict[str, Any]]]:
+    """Reports until every worker reported, died, or stayed silent past `end_by` (perf_counter
+    s): a stalled worker is reported, not awaited. Decision batches go to `merge` on arrival."""
     reports: dict[int, list[dict[str, Any]]] = {w: [] for w in range(len(procs))}
-    events: list[tuple[Any, ...]] = []
     deadline = None
     while any(not reports[w] for w in reports if w not in errors):
         if time.perf_counter() > end_by:
@@ -220,8 +281,10 @@ def _collect(messages: _Messages, procs: list[Any], end_by: float, errors: dict[
             break
         got = messages.get(0.2)
         if got is None:
-            errors.update({w: f"worker {w} died (exit code {proc.exitcode}) before its report"
-                           for w, proc in enumerate(procs) if not proc.is_alive() and not reports[w] and w not in errors})
+            for w, proc in enumerate(procs):
+                if not proc.is_alive() and not reports[w] and w not in errors:
+                    errors[w] = f"worker {w} died (exit code {proc.exitcode}) before its report"
+                    merge.retire(w)  # the others' decisions no longer wait for its frames
             if deadline is None and all(not p.is_alive() for p in procs):
                 deadline = time.monotonic() + 1.0  # drain what they sent before dying
             if deadline is not None and time.monotonic() > deadline:
@@ -229,19 +292,24 @@ def _collect(messages: _Messages, procs: list[Any], end_by: float, errors: dict[
             continue
         kind, w, payload = got
         if kind == "events":
-            events.extend(payload)
+            merge.add(w, *payload)
         elif kind == "report":
             reports[w].append(payload)
         elif kind == "error":
             errors[w] = payload
-    return reports, events
+            merge.retire(w)
+    for w in reports:  # whatever arrived is final now
+        merge.retire(w)
+    return reports
 
 
 def run_workers(pool: LanePool, model: str, backend: str, *, workers: int, target: int, threshold: float,
                 run: Any, threads: int = 1, pin: bool = True,
-                on_start: Callable[[list[int]], None] | None = None) -> dict[str, Any]:
+                on_start: Callable[[list[int]], None] | None = None,
+                on_events: Callable[[list[tuple[Any, ...]]], None] | None = None) -> dict[str, Any]:
     """Decide the lanes of `pool` with one worker process per lane; return the merged report
-    with each worker's own and the decisions in (frame, lane) order."""
+    with each worker's own and the decisions in (frame, lane) order. `on_events` gets the
+    ordered decisions (tuples in `EVENT_FIELDS` order) during the run, as they become final."""
     import os
 
     if workers < 1 or workers != pool.lanes:
@@ -259,13 +327,13 @@ def run_workers(pool: LanePool, model: str, backend: str, *, workers: int, targe
     if on_start is not None:
         on_start([p.pid for p in procs])
     span = run.duration_s if run.duration_s is not None else (run.max_frames or 0) / pool.fps
-    reports, events = _collect(messages, procs, t_start + span + REPORT_TIMEOUT_S, errors)
+    merge = OrderedMerge(workers, on_events)
+    reports = _collect(messages, procs, t_start + span + REPORT_TIMEOUT_S, errors, merge)
     for proc in procs:
         proc.join(timeout=REPORT_TIMEOUT_S)
         if proc.is_alive():
             proc.kill()
-    at = {k: EVENT_FIELDS.index(k) for k in ("frame", "lane", "t_decision")}
-    events.sort(key=lambda e: (e[at["frame"]], e[at["lane"]], e[at["t_decision"]]))
+    events = merge.released
     merged = merge_reports([r for w in sorted(reports) for r in reports[w]])
     merged.update(workers=workers, lanes=pool.lanes, render_s=pool.render_s, worker_errors=errors,
                   per_worker=[{k: v for k, v in r.items() if k not in ("latency_sparse", "latency_histogram",

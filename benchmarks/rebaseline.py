@@ -5,7 +5,8 @@ produced them, in order, with the runs under runs/v<VERSION>/ and the data under
 data/lymphosim-v<VERSION>/. A step whose output exists is skipped, so the chain resumes
 where it stopped (it is long: about 4-5 CPU-hours on the 2-core build VM; training steps
 run one thread each, so two chains of independent steps can share the machine with
-`--only` and `taskset`). Each step's output goes to runs/v<VERSION>/logs/<step>.log.
+`--only` and `taskset`: a step another chain is running is skipped, and a step waits for
+what it needs from the other chain). Each step's output goes to runs/v<VERSION>/logs/<step>.log.
 
     python benchmarks/rebaseline.py --list
     python benchmarks/rebaseline.py [--only STEP[,STEP...]] [--from STEP] [--dry-run]
@@ -171,6 +172,11 @@ def _run(step: Step, env: dict[str, str]) -> None:
     print(f"    done in {time.monotonic() - t0:.0f} s", flush=True)
 
 
+def _lock(step: Step) -> Path:
+    """Held while a chain runs the step (a stale one, after a kill, is removed by hand)."""
+    return ROOT / RUNS / "running" / step.name
+
+
 def _marker(step: Step) -> Path:
     """Done markers live with the version's runs: a fixed-name result (realism.json) written
     by an older simulator does not count as done for this one."""
@@ -204,14 +210,25 @@ def main() -> None:
             print(f"{'done' if s.name in done else 'todo':4s}  {s.name:20s} {' '.join(s.argv)}")
         return
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    by_name = {s.name: s for s in steps()}
     for s in chain:
-        if s.name in done or (s.name.startswith("realtime-") and not (a.timing or s.name in only)):
+        if _marker(s).exists() or (s.name.startswith("realtime-") and not (a.timing or s.name in only)):
             continue
-        missing = [n for n in s.needs if n not in done]
+        for n in s.needs:  # another chain (on the other core) may be running it: wait for it
+            while not _marker(by_name[n]).exists() and _lock(by_name[n]).exists():
+                time.sleep(10)
+        missing = [n for n in s.needs if not _marker(by_name[n]).exists()]
         if missing:
             raise SystemExit(f"step {s.name} needs {', '.join(missing)} first")
-        _run(s, env)
-        done.add(s.name)
+        try:
+            _lock(s).mkdir(parents=True)  # atomic: two chains never run one step
+        except FileExistsError:
+            print(f"    {s.name}: running in another chain ({_lock(s)}), skipped", flush=True)
+            continue
+        try:
+            _run(s, env)
+        finally:
+            _lock(s).rmdir()
 
 
 if __name__ == "__main__":

@@ -67,3 +67,17 @@ def test_unknown_step_names_the_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["rebaseline.py", "--only", "nope"])
     with pytest.raises(SystemExit, match="unknown step 'nope'; steps: data, realism"):
         rebaseline.main()
+
+
+def test_a_step_another_chain_runs_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(rebaseline, "ROOT", tmp_path)
+    busy = rebaseline.Step("busy", ("python", "-c", "open('busy.txt', 'w')"), "busy.txt")
+    free = rebaseline.Step("free", ("python", "-c", "open('free.txt', 'w')"), "free.txt")
+    monkeypatch.setattr(rebaseline, "steps", lambda: [busy, free])
+    monkeypatch.setattr(sys, "argv", ["rebaseline.py"])
+    rebaseline._lock(busy).mkdir(parents=True)  # the other chain holds it
+    rebaseline.main()
+    assert "busy: running in another chain" in capsys.readouterr().out
+    assert not (tmp_path / "busy.txt").exists() and (tmp_path / "free.txt").is_file()
+    assert not rebaseline._lock(free).exists()  # released after the run

@@ -16,6 +16,14 @@ with the scaling ratio against one worker:
     python benchmarks/realtime_bench.py workers --model EXPORT_ONNX_DIR --workers 1,2 --duration 30 \
         --out benchmarks/results/realtime_workers_v3.json
 
+points: throughput at several operating points of the stream (arrivals per frame @ frames/s),
+each paced for --duration on the pinned core, one after another in one benchmark run; the
+aim is the most cells/s decided at a point that keeps p99 <= 1 ms, detection P/R >= 0.99 and
+drops <= 0.5%:
+
+    python benchmarks/realtime_bench.py points --model EXPORT_ONNX_DIR --points 0.8@5500,1.4@5500,1.4@6800 \
+        --out benchmarks/results/realtime_operating_points_v3.1.json
+
 accuracy: the classifier's accuracy on crops the pipeline detected in LymphoSim streams
 versus on LymphoSim test crops of the same sessions (the dataset's held-out test sessions
 when the model card names a simulated data set), and whether they agree within 1 point.
@@ -148,6 +156,71 @@ def _workers_aims(rep: dict[str, Any], cmd: str) -> list[dict[str, Any]]:
     ]
 
 
+def _stream_data(rep: dict[str, Any]) -> str:
+    from lymphosort.data.synth import get_preset
+
+    sim = rep["sim"]
+    return (f"LymphoSim {get_preset(sim['preset']).version} {sim['preset']} flow frames (simulated), "
+            f"{sim['cell_rate']:g} arrivals/frame at {sim['fps']:g} frames/s, {rep['model']} ({rep['backend']})")
+
+
+def _ok(rep: dict[str, Any], p99_us: float = 1000.0, drops: float | None = None) -> bool:
+    """The one-core aim's conditions: p99, detection precision and recall (and drops)."""
+    dropped = rep["dropped_frames"] / rep["frames"] if rep["frames"] else 1.0
+    return bool((rep["p99_latency_us"] or 1e9) <= p99_us
+                and min(rep["detection_precision"] or 0, rep["detection_recall"] or 0) >= 0.99
+                and (drops is None or dropped <= drops))
+
+
+def _throughput_aims(rep: dict[str, Any], cmd: str) -> list[dict[str, Any]]:
+    """The BENCHMARKS.md aims of the one-core sorter path at the stream it ran."""
+    base = {"area": "real time", "data": _stream_data(rep), "command": cmd,
+            "machine": "2-core build VM, one pinned core, idle machine"}
+    cells = round(rep["cells_per_s"] or 0)
+    return [
+        {**base, "aim": "sorter path, one core, ONNX: cells/s decided with p99 <= 1 ms and detection P/R >= 0.99",
+         "target": ">= 5,000 cells/s", "value": cells, "unit": "cells/s", "met": _ok(rep) and cells >= 5000},
+        {**base, "aim": "p99 latency, frame arrival to decision, at that rate", "target": "<= 1 ms",
+         "value": rep["p99_latency_us"], "unit": "us", "met": (rep["p99_latency_us"] or 1e9) <= 1000},
+        {**base, "aim": "detection precision / recall", "target": ">= 0.99 / >= 0.99",
+         "value": f"{rep['detection_precision']:.4f} / {rep['detection_recall']:.4f}",
+         "met": min(rep["detection_precision"] or 0, rep["detection_recall"] or 0) >= 0.99},
+    ]
+
+
+def points(args: argparse.Namespace) -> dict[str, Any]:
+    """`throughput` at each RATE@FPS of --points, one after another on the pinned core."""
+    runs = []
+    for spec in args.points.split(","):
+        rate, _, fps = spec.partition("@")
+        one = argparse.Namespace(**{**vars(args), "cell_rate": float(rate), "fps": float(fps or args.fps)})
+        rep = throughput(one)
+        runs.append(rep)
+        print(f"{rate} arrivals/frame @ {one.fps:g} frames/s: {rep['cells_per_s']:.0f} cells/s, p99 "
+              f"{rep['p99_latency_us']} us, dropped {rep['dropped_frames']}/{rep['frames']}, P/R "
+              f"{rep['detection_precision']}/{rep['detection_recall']}", flush=True)
+    return {"model": str(args.model), "backend": args.backend, "runs": runs, "area": "real time",
+            "caption": "Operating points of the one-core sorter path (one pinned core, idle machine, paced, one after "
+                       "another): denser cells raise the decisions per frame until touching cells merge",
+            "rows": [{"arrivals/frame": r["sim"]["cell_rate"], "frames/s": r["sim"]["fps"],
+                      "cells/s decided": round(r["cells_per_s"] or 0), "p99 us": r["p99_latency_us"],
+                      "dropped frames %": round(100 * r["dropped_frames"] / max(1, r["frames"]), 2),
+                      "det. precision": r["detection_precision"], "det. recall": r["detection_recall"],
+                      "accuracy": r["accuracy"], "us CPU a frame": round(r["consumer_cpu_us_per_frame"] or 0, 1)}
+                     for r in runs]}
+
+
+def _points_aims(rep: dict[str, Any], cmd: str) -> list[dict[str, Any]]:
+    ok = [r for r in rep["runs"] if _ok(r, drops=0.005)]
+    best = max(ok or rep["runs"], key=lambda r: r["cells_per_s"] or 0)
+    cells = round(best["cells_per_s"] or 0)
+    return [{"area": "real time", "aim": "sorter path, one core, ONNX, best operating point: cells/s decided with p99 "
+             f"<= 1 ms, detection P/R >= 0.99 and drops <= 0.5% (p99 {best['p99_latency_us']:.0f} us, P/R "
+             f"{best['detection_precision']:.3f}/{best['detection_recall']:.3f})" + ("" if ok else ": no point qualified"),
+             "target": ">= 5,000 cells/s", "value": cells, "unit": "cells/s", "met": bool(ok) and cells >= 5000,
+             "data": _stream_data(best), "command": cmd, "machine": "2-core build VM, one pinned core, idle machine"}]
+
+
 def _row(rep: dict[str, Any], cmd: str) -> str:
     def f(v: Any, fmt: str = "{:.0f}") -> str:
         return "n/a" if v is None else fmt.format(v)
@@ -235,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("throughput")
     a = sub.add_parser("accuracy")
     w = sub.add_parser("workers")
-    for q in (t, a, w):
+    pts = sub.add_parser("points")
+    for q in (t, a, w, pts):
         q.add_argument("--model", type=Path, required=True)
         q.add_argument("--backend", default="onnx", choices=("torch", "onnx", "hls"))
         q.add_argument("--preset", default="default")
@@ -243,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--flow-px", type=float, default=128.0)
         q.add_argument("--cell-rate", type=float, default=0.8)
         q.add_argument("--out", type=Path, default=None)
-    for q in (t, w):
+    for q in (t, w, pts):
         q.add_argument("--fps", type=float, default=5500.0)
         q.add_argument("--p-pair", type=float, default=0.15)
         q.add_argument("--duration", type=float, default=30.0)
@@ -251,26 +325,29 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--queue-size", type=int, default=4)
         q.add_argument("--threshold", type=float, default=0.5)
     w.add_argument("--workers", default="1,2", help="worker counts to run side by side (default: %(default)s)")
-    t.add_argument("--cpu", type=int, default=None,
-                   help="pin to this core (default: the first core this process may use, e.g. the one "
-                        "`taskset -c N` gave it; -1: no pinning)")
-    t.add_argument("--afap", action="store_true", help="as fast as possible, lossless (max throughput)")
+    for q in (t, pts):
+        q.add_argument("--cpu", type=int, default=None,
+                       help="pin to this core (default: the first core this process may use, e.g. the one "
+                            "`taskset -c N` gave it; -1: no pinning)")
+        q.add_argument("--afap", action="store_true", help="as fast as possible, lossless (max throughput)")
+    pts.add_argument("--points", required=True, metavar="RATE@FPS[,...]",
+                     help="arrivals per frame @ frames/s, e.g. 0.8@5500,1.4@6800")
     a.add_argument("--sessions", type=int, default=4)
     a.add_argument("--frames", type=int, default=1000, help="frames per session stream")
     a.add_argument("--n-crops", type=int, default=4000)
     args = p.parse_args(argv)
     if args.mode is None:
-        p.error("choose a mode: throughput or accuracy")
+        p.error("choose a mode: throughput, points, workers or accuracy")
     cmd = "python benchmarks/realtime_bench.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     t0 = time.perf_counter()
     if args.mode == "workers":
         rep = workers(args)
-    elif args.mode == "throughput":
+    elif args.mode in ("throughput", "points"):
         if args.cpu is None and hasattr(os, "sched_getaffinity"):
             args.cpu = min(os.sched_getaffinity(0))  # respect `taskset -c N`: never move to another core
         elif args.cpu is not None and args.cpu < 0:
             args.cpu = None
-        rep = throughput(args)
+        rep = throughput(args) if args.mode == "throughput" else points(args)
     else:
         rep = accuracy(args)
     rep["command"] = cmd
@@ -279,12 +356,23 @@ def main(argv: list[str] | None = None) -> int:
         rep["aims"] = [_accuracy_aim(rep, cmd)]
     if args.mode == "workers":
         rep["aims"] = _workers_aims(rep, cmd)
+    if args.mode == "throughput":
+        rep["aims"] = _throughput_aims(rep, cmd)
+        rep.update(area="real time", caption="The sorter path on one pinned core, paced", rows=[
+            {"frames/s offered": rep["sim"]["fps"], "arrivals/frame": rep["sim"]["cell_rate"],
+             "cells/s decided": round(rep["cells_per_s"] or 0), "p50 us": rep["p50_latency_us"],
+             "p99 us": rep["p99_latency_us"], "dropped/frames": f"{rep['dropped_frames']}/{rep['frames']}",
+             "det. precision": rep["detection_precision"], "det. recall": rep["detection_recall"],
+             "accuracy": rep["accuracy"], "us CPU a frame": round(rep["consumer_cpu_us_per_frame"] or 0, 1),
+             "stage us a frame": {k: round(v, 1) for k, v in rep["stage_us_per_frame"].items()}}])
+    if args.mode == "points":
+        rep["aims"] = _points_aims(rep, cmd)
     text = json.dumps(rep, indent=2, default=str)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         from lymphosort.atomic import write_text_atomic  # a killed run leaves no half file
         write_text_atomic(args.out, text + "\n", encoding="utf-8")
-    if args.mode == "workers":
+    if args.mode in ("workers", "points"):
         pass
     elif args.mode == "throughput":
         keys = ("frames", "frames_processed", "dropped_frames", "decisions", "cells_per_s", "p50_latency_us",

@@ -43,6 +43,7 @@ class Step:
     argv: tuple[str, ...]
     output: str  # a file the step must have written (checked after it ran)
     needs: tuple[str, ...] = ()
+    timing: bool = False  # a speed measurement: run alone on an idle machine (--timing or --only)
 
 
 def _lymphosort(*args: str) -> tuple[str, ...]:
@@ -144,15 +145,16 @@ def steps() -> list[Step]:
         Step("realtime-throughput", _py("realtime_bench.py", "throughput", "--model", f"{RUNS}/export/tiny-32-whole-e8-onnx",
                                         "--backend", "onnx", "--duration", "30", "--cpu", "0",
                                         "--out", f"{RES}/realtime_throughput_v{V}.json"),
-             f"{RES}/realtime_throughput_v{V}.json", ("onnx",)),
+             f"{RES}/realtime_throughput_v{V}.json", ("onnx",), timing=True),
         Step("realtime-points", _py("realtime_bench.py", "points", "--model", f"{RUNS}/export/tiny-32-whole-e8-onnx",
                                     "--backend", "onnx", "--duration", "30", "--cpu", "0",
                                     "--points", "0.8@5500,1.4@5500,1.4@6500,1.4@7200",
                                     "--out", f"{RES}/realtime_operating_points_v{V}.json"),
-             f"{RES}/realtime_operating_points_v{V}.json", ("onnx",)),
+             f"{RES}/realtime_operating_points_v{V}.json", ("onnx",), timing=True),
         Step("realtime-workers", _py("realtime_bench.py", "workers", "--model", f"{RUNS}/export/tiny-32-whole-e8-onnx",
                                      "--workers", "1,2", "--duration", "30", "--out", f"{RES}/realtime_workers_v{V}.json"),
-             f"{RES}/realtime_workers_v{V}.json", ("onnx",)),
+             f"{RES}/realtime_workers_v{V}.json", ("onnx",), timing=True),
+        Step("demo", _py("demo_time.py"), f"{RES}/demo.json", timing=True),
     ]
     # the most informative first: the default student and both teachers, then the seeds
     first = ["data", "realism", "classical", "teacher", "kd-s0", "onnx", "r18", "zero-shot", "paper-student2",
@@ -197,7 +199,7 @@ def main() -> None:
     ap.add_argument("--from", dest="start", default="", help="skip the steps before this one")
     ap.add_argument("--dry-run", action="store_true", help="print the commands that would run")
     ap.add_argument("--timing", action="store_true",
-                    help="also run the timing steps (realtime-*): only on an idle machine")
+                    help="also run the timing steps (real time, make demo): only on an idle machine")
     a = ap.parse_args()
     chain = steps()
     names = [s.name for s in chain]
@@ -217,7 +219,7 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     by_name = {s.name: s for s in steps()}
     for s in chain:
-        if _marker(s).exists() or (s.name.startswith("realtime-") and not (a.timing or s.name in only)):
+        if _marker(s).exists() or (s.timing and not (a.timing or s.name in only)):
             continue
         for n in s.needs:  # another chain (on the other core) may be running it: wait for it
             while not _marker(by_name[n]).exists() and _lock(by_name[n]).exists():

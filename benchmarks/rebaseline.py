@@ -67,6 +67,8 @@ def _distill(out: str, model: str, teacher: str, epochs: int, seed: int, *extra:
 PAPER = ("--method", "paper", "--method-kwargs", "mixup_alpha=1.0")
 KD = [f"{RUNS}/kd/tiny-32-whole-e8" + ("" if s == 0 else f"-s{s}") for s in range(3)]
 KD_PAPER = [f"{RUNS}/kd/tiny-32-whole-paper-e8-s{s}" for s in range(3)]
+#: the shipped recipe itself (60 epochs, the best validation checkpoint): ~1 CPU-hour a seed
+KD60 = [f"{RUNS}/kd/tiny-32-whole-e60-s{s}" for s in range(3)]
 
 
 def steps() -> list[Step]:
@@ -137,6 +139,15 @@ def steps() -> list[Step]:
              f"{RES}/deployment_v{V}.json", ("qat8",)),
         Step("onnx", _lymphosort("export", "onnx", KD[0], "--out", f"{RUNS}/export/tiny-32-whole-e8-onnx"),
              f"{RUNS}/export/tiny-32-whole-e8-onnx/model.onnx", ("kd-s0",)),
+        *[Step(f"kd60-s{s}", _distill(run, "tiny-32-whole", t, 60, s), f"{run}/metrics.json", ("teacher",))
+          for s, run in enumerate(KD60)],
+        Step("kd60-table", _py(
+            "seed_table.py", "--task", "t4-vs-b", "--group", "kd60=" + ",".join(KD60), "--group", f"teacher={t}",
+            "--group", "paper=" + ",".join(KD_PAPER), "--baseline", "teacher",
+            "--aim", "default tiny student, the shipped recipe (kd, 60 epochs, 3 seeds) vs its teacher (compact "
+                     "teacher, 5 epochs)|kd60|teacher|>=-1.5",
+            "--out", f"{RES}/seed_table_e60_v{V}.json"), f"{RES}/seed_table_e60_v{V}.json",
+            ("kd60-s0", "kd60-s1", "kd60-s2", "paper-s0", "paper-s1", "paper-s2")),
         # timing: run these alone on an idle machine
         Step("realtime-accuracy", _py("realtime_bench.py", "accuracy", "--model", f"{RUNS}/export/tiny-32-whole-e8-onnx",
                                       "--backend", "onnx", "--frames", "3000", "--n-crops", "8000",

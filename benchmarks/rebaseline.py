@@ -76,7 +76,8 @@ def steps() -> list[Step]:
     out = [
         Step("data", _lymphosort("data", "synth", "--root", DATA), f"{DATA}/LymphoMNIST/provenance.json"),
         Step("realism", _py("realism.py"), f"{RES}/realism/reference-vs-default.json"),
-        Step("classical", _py("synth_difficulty.py", "--classical", "2000,10000"), f"{RES}/classical_baselines.json"),
+        Step("classical", _py("synth_difficulty.py", "--classical", "2000,10000", "--out", f"{RES}/classical_baselines.json"),
+             f"{RES}/classical_baselines.json"),
         Step("audit", _py("audit_presets.py", "--n-train", "8000", "--n-test", "3000", "--epochs", "5"),
              f"{RES}/audit_presets.json"),
         Step("teacher", _train(t, "compact-teacher", 5), f"{t}/metrics.json", ("data",)),

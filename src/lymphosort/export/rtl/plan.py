@@ -1,9 +1,17 @@
 """Lowering: the integer IR (`FixedPointModel`) -> a streaming hardware plan.
 
-The plan is the backend's own IR: a chain of stages that each consume and produce one
-pixel vector (all channels of one map position) per valid beat, in raster order. It fixes
-every shape, bit width, constant matrix and requantisation shift, so the Verilog emitter
-(`verilog.py`) and the arithmetic generator (`arith.py`) make no numeric decisions.
+The plan is the backend's own IR: a chain of stages that each consume and produce one beat
+per valid cycle: `lanes` horizontally adjacent pixel vectors (all channels of one map
+position each) of one row, in raster order. The input has `pixels_per_cycle` lanes; each
+2x2 pool halves the lanes (down to 1), as it quarters the pixels. It fixes every shape,
+bit width, constant matrix and requantisation shift, so the Verilog emitter (`verilog.py`)
+and the arithmetic generator (`arith.py`) make no numeric decisions.
+
+A model that shrinks its view 2x (`FixedPointModel.shrink`) gets three input stages that
+compute the IR's integer preprocessing: the per-axis weights (1,3,3,1) are (1,2,1) then a
+sum of 2 (``v[2i] + v[2i+1]``), so the stencil sum is a 3x3 conv of (1,2,1) x (1,2,1) with
+zero padding (`ConvStage`, no rounding) and a 2x2 sum pool; `QuantStage` then maps the sum
+to the input integer by a verified multiply-add-shift per border class.
 
 Matrix layouts (rows = the stage's input vector, columns = outputs):
 
@@ -15,12 +23,13 @@ Matrix layouts (rows = the stage's input vector, columns = outputs):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from lymphosort.export.fixedpoint import FixedPointError, FixedPointModel
 
-__all__ = ["ConvStage", "PoolStage", "DenseStage", "StreamPlan", "lower", "input_table"]
+__all__ = ["ConvStage", "PoolStage", "QuantStage", "DenseStage", "StreamPlan", "lower", "input_table", "quant_stage"]
 
 
 @dataclass
@@ -40,6 +49,7 @@ class ConvStage:
     shift: int  # right shift acc -> activation (negative: left shift)
     matrix: np.ndarray  # int [k*k*c_in, c_out]
     bias: np.ndarray  # int [c_out], accumulator units
+    lanes: int = 1  # pixels a beat
 
     @property
     def H_out(self) -> int:
@@ -52,13 +62,23 @@ class ConvStage:
 
 @dataclass
 class PoolStage:
-    """2x2 max pool (floor: an odd last row/column is dropped, as torch does)."""
+    """2x2 max (or sum) pool (floor: an odd last row/column is dropped, as torch does)."""
 
     name: str
     H: int
     W: int
     c: int
     bits: int
+    lanes: int = 1
+    op: Literal["max", "sum"] = "max"
+
+    @property
+    def out_bits(self) -> int:
+        return self.bits + (2 if self.op == "sum" else 0)
+
+    @property
+    def lanes_out(self) -> int:
+        return max(self.lanes // 2, 1)
 
     @property
     def H_out(self) -> int:
@@ -81,16 +101,36 @@ class DenseStage:
     matrix: np.ndarray  # int [H*W*c, O]
     bias: np.ndarray  # int [O]
     acc_exp: int
+    lanes: int = 1
+
+
+@dataclass
+class QuantStage:
+    """Stencil sum s (unsigned) -> signed input integer ``clip((s*A + B) >> shift)``, with (A, B)
+    chosen by the position's denominator (row_den[r] * col_den[c]); verified in `quant_stage`
+    against the IR's exact levels for every possible s."""
+
+    name: str
+    H: int
+    W: int
+    in_bits: int
+    out_bits: int
+    row_den: list[int]
+    col_den: list[int]
+    consts: dict[int, tuple[int, int]]  # denominator -> (A, B)
+    shift: int
+    lanes: int = 1
 
 
 @dataclass
 class StreamPlan:
-    size: int  # input map side (pixels a frame = size**2)
+    size: int  # input frame side (pixels a frame = size**2)
     input_bits: int
-    table: np.ndarray  # int [256]: uint8 pixel -> signed input integer
-    stages: list[ConvStage | PoolStage | DenseStage] = field(default_factory=list)
+    table: np.ndarray | None  # int [256]: uint8 pixel -> signed input integer (None: QuantStage does it)
+    stages: list[ConvStage | PoolStage | QuantStage | DenseStage] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     name: str = ""
+    pixels_per_cycle: int = 1
 
     @property
     def dense(self) -> DenseStage:
@@ -120,10 +160,72 @@ def input_table(fp: FixedPointModel) -> np.ndarray:
     return flat[:, 0].astype(np.int64)
 
 
-def lower(fp: FixedPointModel) -> StreamPlan:
-    """The streaming plan of `fp` (conv/pool/dense chain; shapes, widths and constants)."""
-    plan = StreamPlan(size=fp.input_size, input_bits=fp.input_bits, table=input_table(fp),
-                      classes=list(fp.classes), name=fp.name)
+_STENCIL = np.array([1, 2, 1], dtype=np.int64)  # (1,3,3,1) = (1,2,1) then a sum of 2
+
+
+def _shrink_stages(fp: FixedPointModel, lanes: int) -> list[ConvStage | PoolStage | QuantStage]:
+    """The 2x shrink of the IR (`FixedPointModel.input_ints`) as conv -> sum pool -> quantiser."""
+    sh = fp.shrink
+    assert sh is not None
+    n_out, n_in = sh.weights.shape
+    stencil = np.zeros((n_out, n_in), dtype=np.int64)  # what the conv + sum pool compute, per axis
+    for i in range(n_out):
+        for t in (2 * i, 2 * i + 1):
+            for d, w in zip((-1, 0, 1), _STENCIL):
+                if 0 <= t + d < n_in:
+                    stencil[i, t + d] += w
+    if n_in != 2 * n_out or not np.array_equal(stencil, sh.weights):
+        raise FixedPointError(f"{fp.name or 'the model'}: its {n_in} -> {n_out} resize is not the 2x (1,3,3,1) "
+                              "stencil the RTL generates")
+    k2 = np.outer(_STENCIL, _STENCIL).reshape(9, 1)
+    sum_bits = (255 * int(k2.sum())).bit_length()  # 4080: 12 bits, never saturated
+    conv = ConvStage("shrink_conv", n_in, n_in, 1, 1, 3, 1, 8, False, sum_bits, 0, k2, np.zeros(1, np.int64),
+                     lanes=lanes)
+    pool = PoolStage("shrink_pool", n_in, n_in, 1, sum_bits, lanes=lanes, op="sum")
+    return [conv, pool, quant_stage(fp, n_out, pool.out_bits, pool.lanes_out)]
+
+
+def quant_stage(fp: FixedPointModel, size: int, in_bits: int, lanes: int) -> QuantStage:
+    """(A, B, shift) with ``clip((s*A + B) >> shift) == fp.input_levels(D)[s]`` for every sum s of
+    every denominator D: the smallest shift that is exact, checked over the whole range."""
+    sh = fp.shrink
+    assert sh is not None
+    dens = sorted({int(a) * int(b) for a in sh.denom for b in sh.denom})
+    lo, hi = -(2 ** (fp.input_bits - 1)), 2 ** (fp.input_bits - 1) - 1
+    scale = 2.0 ** (-fp.input_exp) / fp.std
+    for shift in range(8, 48):
+        consts: dict[int, tuple[int, int]] = {}
+        for d in dens:
+            want = fp.input_levels(d)
+            s = np.arange(len(want), dtype=np.int64)
+            a = int(round(scale / (255 * d) * 2**shift))
+            b0 = int(np.floor((0.5 - fp.mean * scale) * 2**shift))
+            for b in (b0, b0 + 1, b0 - 1, b0 + 2, b0 - 2):
+                if np.array_equal(np.clip((s * a + b) >> shift, lo, hi), want):  # >>: floor, as Verilog >>>
+                    consts[d] = (a, b)
+                    break
+            else:
+                break
+        if len(consts) == len(dens):
+            return QuantStage("shrink_quant", size, size, in_bits, fp.input_bits, [int(v) for v in sh.denom],
+                              [int(v) for v in sh.denom], consts, shift, lanes)
+    raise FixedPointError("no multiply-add-shift up to 47 bits reproduces the input levels")
+
+
+def lower(fp: FixedPointModel, pixels_per_cycle: int = 1) -> StreamPlan:
+    """The streaming plan of `fp` (conv/pool/dense chain; shapes, widths and constants) for an
+    input of `pixels_per_cycle` pixels a beat (a power of two dividing the frame side)."""
+    P = int(pixels_per_cycle)
+    if P < 1 or P & (P - 1):
+        raise FixedPointError(f"pixels per cycle must be a power of two, got {P}")
+    shrink = fp.shrink is not None
+    side = (fp.fov if fp.fov is not None else 64) if shrink else fp.input_size
+    plan = StreamPlan(size=side, input_bits=fp.input_bits, table=None if shrink else input_table(fp),
+                      classes=list(fp.classes), name=fp.name, pixels_per_cycle=P)
+    lanes = P
+    if shrink:
+        plan.stages += _shrink_stages(fp, lanes)
+        lanes = plan.stages[1].lanes_out  # type: ignore[union-attr]
     H = W = fp.input_size
     c = 1
     for i, lay in enumerate(fp.layers):
@@ -136,13 +238,13 @@ def lower(fp: FixedPointModel) -> StreamPlan:
             m = np.transpose(lay.weight, (2, 3, 1, 0)).reshape(k * k * ci, co)  # (i, j, ch) x co
             conv = ConvStage(f"conv{i + 1}", H, W, ci, co, k, int(lay.padding), lay.in_bits, lay.in_signed,
                              int(lay.out_bits), int(lay.out_exp) - lay.acc_exp, m.astype(np.int64),
-                             lay.bias.astype(np.int64))
+                             lay.bias.astype(np.int64), lanes=lanes)
             plan.stages.append(conv)
             H, W, c = conv.H_out, conv.W_out, co
             if lay.pool == 2:
-                pool = PoolStage(f"pool{i + 1}", H, W, c, int(lay.out_bits))
+                pool = PoolStage(f"pool{i + 1}", H, W, c, int(lay.out_bits), lanes=lanes)
                 plan.stages.append(pool)
-                H, W = pool.H_out, pool.W_out
+                H, W, lanes = pool.H_out, pool.W_out, pool.lanes_out
             elif lay.pool != 1:
                 raise FixedPointError(f"layer {i}: max pool {lay.pool} (only 2x2 is generated)")
         else:
@@ -152,6 +254,18 @@ def lower(fp: FixedPointModel) -> StreamPlan:
             # IR order (ch, r, col) -> arrival order ((r*W + col)*C + ch)
             m = lay.weight.reshape(o, c, H * W).transpose(2, 1, 0).reshape(H * W * c, o)
             plan.stages.append(DenseStage("dense", H, W, c, lay.in_bits, m.astype(np.int64),
-                                          lay.bias.astype(np.int64), lay.acc_exp))
+                                          lay.bias.astype(np.int64), lay.acc_exp, lanes=lanes))
+            _check_lanes(plan)
             return plan
     raise FixedPointError("the network has no dense output layer")
+
+
+def _check_lanes(plan: StreamPlan) -> None:
+    """Several lanes need whole beats in every row and the same-padding window scheme."""
+    for st in plan.stages:
+        if st.lanes == 1:
+            continue
+        if st.W % st.lanes or (isinstance(st, DenseStage) and (st.H * st.W) % st.lanes):
+            raise FixedPointError(f"{st.name}: a {st.W}-pixel row does not split into beats of {st.lanes}")
+        if isinstance(st, ConvStage) and st.pad != st.k // 2:
+            raise FixedPointError(f"{st.name}: several pixels a cycle need same padding")

@@ -51,8 +51,9 @@ class RtlExportConfig:
 
     #: stream: a fixed-weight da4ml circuit a layer (one copy per pixel lane)
     arch: Literal["stream"] = "stream"
-    #: input pixels a cycle (AXI-Stream beat of this many bytes); each 2x2 pool halves the lanes
-    pixels_per_cycle: Literal[1, 2, 4, 8, 16, 32] = 1
+    #: input pixels a cycle (a power of two: an AXI-Stream beat of this many bytes); each 2x2
+    #: pool halves the lanes
+    pixels_per_cycle: int = 1
     #: target clock for place-and-route (ns)
     clock_ns: float = 10.0
     #: test crops simulated and compared bit for bit

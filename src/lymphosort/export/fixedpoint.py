@@ -9,7 +9,7 @@ Arithmetic (what the hls4ml types implement, see `hls.py`):
 
 - input: ``q = clip(round_half_even(x / 2**e_in), -2**(b-1), 2**(b-1) - 1)`` on the float
   normalised input (`to_model_input`, same float32 values the emulation receives). When the
-  model shrinks its view with rational weights (torch's antialiased bilinear at exactly 2x:
+  model shrinks its view exactly 2x (torch's antialiased bilinear then has rational weights:
   (1,3,3,1)/8 per axis, (3,3,1)/7 at the borders), ``x`` is taken exactly: the integer
   stencil sum ``s`` of the uint8 pixels, then ``q`` rounded from the exact rational
   ``(s / (255 D) - mean) / std`` (`input_ints`). Every backend takes this one definition
@@ -171,9 +171,10 @@ class FixedPointModel:
 
     @property
     def shrink(self) -> IntegerShrink | None:
-        """The integer form of the model's resize (None: no resize, or weights not rational)."""
+        """The integer form of the model's resize when it shrinks its view exactly 2x (the
+        default student's 64 -> 32); None otherwise (no resize, or float weights are used)."""
         side = self.fov if self.fov is not None else 64
-        return None if side == self.input_size else integer_shrink(side, self.input_size)
+        return integer_shrink(side, self.input_size) if side == 2 * self.input_size else None
 
     def input_levels(self, denom: int) -> np.ndarray:
         """int [255 * denom + 1]: the input integer for each stencil sum of weight `denom`."""
@@ -188,7 +189,7 @@ class FixedPointModel:
 
         sh = self.shrink
         if sh is None:
-            return self.quantize_input(self._float_input(images_uint8))
+            return self.quantize_input(self.float_input(images_uint8))
         u = np.asarray(images_uint8, dtype=np.uint8)
         u = torch.from_numpy(np.ascontiguousarray(center_window(u, self.fov) if self.fov is not None else u))
         w = torch.from_numpy(sh.weights.astype(np.float64))
@@ -200,7 +201,8 @@ class FixedPointModel:
             q[sel] = torch.from_numpy(self.input_levels(d).astype(np.float64))[s[sel]]
         return q.unsqueeze(1)
 
-    def _float_input(self, images_uint8: Any) -> Any:
+    def float_input(self, images_uint8: Any) -> Any:
+        """uint8 [N,64,64] -> torch's float32 model input (`to_model_input`)."""
         import torch
 
         from lymphosort.data.transforms import to_model_input
@@ -215,7 +217,7 @@ class FixedPointModel:
         import torch
 
         if self.shrink is None:
-            return self._float_input(images_uint8)
+            return self.float_input(images_uint8)
         return (self.input_ints(images_uint8) * 2.0**self.input_exp).to(torch.float32)
 
     def predict_logits(self, images_uint8: Any, *, batch_size: int = 1024) -> np.ndarray:

@@ -149,8 +149,8 @@ def input_table(fp: FixedPointModel) -> np.ndarray:
     if side != fp.input_size:
         raise FixedPointError(
             f"{fp.name or 'the model'} resizes its {side}x{side} view to {fp.input_size}x{fp.input_size}; the RTL "
-            "takes native pixels through a 256-entry table (use a student whose field of view equals its input "
-            "size, e.g. tiny-32-centre)"
+            "takes native pixels through a 256-entry table, or shrinks a view exactly 2x (e.g. tiny-32-whole, "
+            "tiny-32-centre)"
         )
     values = np.repeat(np.arange(256, dtype=np.uint8), 64 * 64).reshape(256, 64, 64)
     q = fp.quantize_input(fp.preprocess(values)).numpy()  # [256, 1, S, S], constant per image

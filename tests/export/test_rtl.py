@@ -123,17 +123,22 @@ def test_lowering_of_the_shrink_and_of_lanes() -> None:
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("lanes,shrink", [(1, True), (2, True), (4, True), (2, False)])
-def test_shrink_and_lanes_are_bit_exact(tmp_path: Path, lanes: int, shrink: bool) -> None:
-    """The 2x shrink in hardware and several pixels a cycle, against the integer evaluator,
-    back to back and with random stalls; a frame takes its beats plus the first conv's flush."""
+@pytest.mark.parametrize("lanes,shrink,arch", [(1, True, "stream"), (2, True, "stream"), (4, True, "stream"),
+                                               (2, False, "stream"), (1, True, "mixed"), (2, True, "mixed")])
+def test_shrink_lanes_and_mixed_are_bit_exact(tmp_path: Path, lanes: int, shrink: bool, arch: str) -> None:
+    """The 2x shrink in hardware, several pixels a cycle and the time-shared (multiplier)
+    layers, against the integer evaluator, back to back and with random stalls; a frame takes
+    its beats plus the first conv's flush (the time-shared layers keep up)."""
     _need_rtl()
     from lymphosort.export.rtl.flow import check, generate
 
     fp = _toy(8, 1, seed=lanes)
     if shrink:
         fp.fov = 16
-    design = generate(fp, tmp_path, pixels_per_cycle=lanes)
+    design = generate(fp, tmp_path, pixels_per_cycle=lanes, arch=arch)
+    shared = [s.name for s in design.plan.stages if getattr(s, "share", None) is not None]
+    assert shared == ([] if arch == "stream" else ["conv2", "dense"])
+    assert (tmp_path / "src" / "dense_engine.v").exists() == (arch == "mixed")
     crops = _crops(12, seed=lanes)
     r = check(design, fp, crops, tmp_path / "sim")
     assert r["mismatches"] == 0 and not r["design_err"] and r["n_checked"] == len(crops)

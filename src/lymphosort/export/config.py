@@ -49,8 +49,9 @@ class HlsExportConfig:
 class RtlExportConfig:
     """`lymphosort export rtl`."""
 
-    #: stream: a fixed-weight da4ml circuit a layer (one copy per pixel lane)
-    arch: Literal["stream"] = "stream"
+    #: stream: a fixed-weight da4ml circuit a layer (one copy per pixel lane); mixed: the last
+    #: conv and the dense layer time-shared on 18x18 multipliers (DSPs), the rest as stream
+    arch: Literal["stream", "mixed"] = "stream"
     #: input pixels a cycle (a power of two: an AXI-Stream beat of this many bytes); each 2x2
     #: pool halves the lanes
     pixels_per_cycle: int = 1

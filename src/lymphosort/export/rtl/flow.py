@@ -14,14 +14,13 @@ import numpy as np
 from lymphosort.export.config import RtlExportConfig
 from lymphosort.export.fixedpoint import FixedPointModel
 from lymphosort.export.rtl.arith import DA4ML_VERSION, CmvmCircuit, build_cmvm, write_static_sources
-from lymphosort.export.rtl.plan import ConvStage, DenseStage, StreamPlan, lower
+from lymphosort.export.rtl.plan import ARCHS, ConvStage, DenseStage, StreamPlan, lower
 from lymphosort.export.rtl.sim import build, simulate, verilator_version, write_testbench
 from lymphosort.export.rtl.verilog import LOGIT_BITS, write_design
 
 __all__ = ["ARCHS", "RtlDesign", "RtlExportConfig", "RtlMismatchError", "generate", "check", "frames_of", "export_rtl_run",
            "RTL_JSON"]
 
-ARCHS = ("stream",)
 RTL_JSON = "rtl.json"
 TOP = "lymphosort_top"
 
@@ -44,14 +43,12 @@ class RtlDesign:
 def generate(fp: FixedPointModel, out: Path, *, arch: str = "stream", latency_cutoff: float = 5.0,
              pixels_per_cycle: int = 1) -> RtlDesign:
     """Write the Verilog of `fp` under OUT/src (da4ml circuits, static primitives, glue)."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r} (have {', '.join(ARCHS)})")
-    plan = lower(fp, pixels_per_cycle)
+    plan = lower(fp, pixels_per_cycle, arch)
     src = out / "src"
     circuits: dict[str, CmvmCircuit] = {}
     sources = write_static_sources(src / "static")
     for st in plan.stages:
-        if isinstance(st, (ConvStage, DenseStage)):
+        if isinstance(st, (ConvStage, DenseStage)) and st.share is None:
             in_bits = st.in_bits
             signed = st.in_signed if isinstance(st, ConvStage) else False
             t0 = time.perf_counter()

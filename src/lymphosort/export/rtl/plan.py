@@ -29,7 +29,8 @@ import numpy as np
 
 from lymphosort.export.fixedpoint import FixedPointError, FixedPointModel
 
-__all__ = ["ConvStage", "PoolStage", "QuantStage", "DenseStage", "StreamPlan", "lower", "input_table", "quant_stage"]
+__all__ = ["ARCHS", "ConvStage", "PoolStage", "QuantStage", "DenseStage", "StreamPlan", "TimeShare", "lower", "input_table",
+           "quant_stage"]
 
 
 @dataclass
@@ -50,6 +51,7 @@ class ConvStage:
     matrix: np.ndarray  # int [k*k*c_in, c_out]
     bias: np.ndarray  # int [c_out], accumulator units
     lanes: int = 1  # pixels a beat
+    share: TimeShare | None = None  # None: a fixed-weight da4ml circuit a lane
 
     @property
     def H_out(self) -> int:
@@ -102,6 +104,20 @@ class DenseStage:
     bias: np.ndarray  # int [O]
     acc_exp: int
     lanes: int = 1
+    share: TimeShare | None = None
+
+
+@dataclass(frozen=True)
+class TimeShare:
+    """A layer on multipliers: `mults` a output, each walking `steps` elements of the input
+    vector (weights from small ROMs); vectors wait in a FIFO of `depth`."""
+
+    mults: int
+    steps: int
+    depth: int
+
+    def dsps(self, n_out: int) -> int:
+        return self.mults * n_out
 
 
 @dataclass
@@ -160,6 +176,9 @@ def input_table(fp: FixedPointModel) -> np.ndarray:
     return flat[:, 0].astype(np.int64)
 
 
+#: stream: every layer a fixed-weight da4ml circuit (a copy a lane); mixed: the last conv and
+#: the dense layer, idle most cycles, time-shared on 18x18 multipliers (`time_share`)
+ARCHS = ("stream", "mixed")
 _STENCIL = np.array([1, 2, 1], dtype=np.int64)  # (1,3,3,1) = (1,2,1) then a sum of 2
 
 
@@ -212,9 +231,11 @@ def quant_stage(fp: FixedPointModel, size: int, in_bits: int, lanes: int) -> Qua
     raise FixedPointError("no multiply-add-shift up to 47 bits reproduces the input levels")
 
 
-def lower(fp: FixedPointModel, pixels_per_cycle: int = 1) -> StreamPlan:
+def lower(fp: FixedPointModel, pixels_per_cycle: int = 1, arch: str = "stream") -> StreamPlan:
     """The streaming plan of `fp` (conv/pool/dense chain; shapes, widths and constants) for an
     input of `pixels_per_cycle` pixels a beat (a power of two dividing the frame side)."""
+    if arch not in ARCHS:
+        raise FixedPointError(f"unknown architecture {arch!r} (have {', '.join(ARCHS)})")
     P = int(pixels_per_cycle)
     if P < 1 or P & (P - 1):
         raise FixedPointError(f"pixels per cycle must be a power of two, got {P}")
@@ -256,6 +277,8 @@ def lower(fp: FixedPointModel, pixels_per_cycle: int = 1) -> StreamPlan:
             plan.stages.append(DenseStage("dense", H, W, c, lay.in_bits, m.astype(np.int64),
                                           lay.bias.astype(np.int64), lay.acc_exp, lanes=lanes))
             _check_lanes(plan)
+            if arch == "mixed":
+                time_share(plan)
             return plan
     raise FixedPointError("the network has no dense output layer")
 
@@ -269,3 +292,32 @@ def _check_lanes(plan: StreamPlan) -> None:
             raise FixedPointError(f"{st.name}: a {st.W}-pixel row does not split into beats of {st.lanes}")
         if isinstance(st, ConvStage) and st.pad != st.k // 2:
             raise FixedPointError(f"{st.name}: several pixels a cycle need same padding")
+
+
+#: MULT18X18D blocks of the largest ECP5 (LFE5U-85F)
+_DSP_BUDGET = 156
+_DENSE_STEPS = 64  # the dense layer runs once a frame, after its last pixel: bounds its latency
+
+
+def time_share(plan: StreamPlan, load: float = 0.75) -> None:
+    """Put the last conv and the dense layer on multipliers: each walks its input vector in as
+    many steps as `load` of a frame's beats allows over its vectors a frame (it must keep up
+    with frames streaming back to back), the dense layer in at most `_DENSE_STEPS`."""
+    beats = plan.size * plan.size // plan.pixels_per_cycle
+    convs = [s for s in plan.stages if isinstance(s, ConvStage)]
+    last, dense = convs[-1], plan.dense
+    total = 0
+    for st, windows in ((last, last.H_out * last.W_out), (dense, 1)):
+        if st.lanes != 1:
+            raise FixedPointError(f"{st.name}: a time-shared layer takes one pixel a beat ({st.lanes} here)")
+        n, o = st.matrix.shape
+        most = max(1, int(load * beats) // windows)  # keeps up with frames back to back
+        if st is dense:
+            most = min(most, _DENSE_STEPS)
+        mults = -(-n // min(most, n))
+        depth = 2 if st is dense else 1 << (2 * st.W).bit_length()  # two rows of windows and more
+        st.share = TimeShare(mults, -(-n // mults), depth)
+        total += st.share.dsps(o)
+    if total > _DSP_BUDGET:
+        raise FixedPointError(f"time sharing needs {total} multipliers at {plan.pixels_per_cycle} pixels a cycle, "
+                              f"more than the {_DSP_BUDGET} of an LFE5U-85F")

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from lymphosort.export.rtl.arith import CmvmCircuit, write_if_changed
-from lymphosort.export.rtl.plan import ConvStage, DenseStage, PoolStage, QuantStage, StreamPlan
+from lymphosort.export.rtl.plan import ConvStage, DenseStage, PoolStage, QuantStage, StreamPlan, TimeShare
 
 __all__ = ["LOGIT_BITS", "emit_conv", "emit_pool", "emit_quant", "emit_dense", "emit_top"]
 
@@ -81,7 +83,7 @@ def _requant(idx: int, acc: str, slot: int, frac: int, shift: int, out_bits: int
 
 
 # long by design: one Verilog module as one template: split, the signal names would scatter
-def emit_conv(st: ConvStage, cm: CmvmCircuit) -> str:
+def emit_conv(st: ConvStage, cm: CmvmCircuit | None) -> str:
     """The line-buffer conv stage `st` around `st.lanes` copies of its da4ml circuit `cm`.
 
     A tick (input beat, or a flush beat of zeros) at row r, beat b shifts the beat into a
@@ -100,7 +102,6 @@ def emit_conv(st: ConvStage, cm: CmvmCircuit) -> str:
     ob = st.out_bits
     ow = P * st.c_out * ob
     rw, cw = _bits(H + g), _bits(nb)
-    L = cm.latency
     R = P * (d + 1) + g  # window register columns
     o = [_TS, f"module {st.name} (", "  input clk, input rst,", f"  input in_valid, input [{bw - 1}:0] in_data,",
          "  output busy, output reg err,", f"  output reg out_valid, output reg [{ow - 1}:0] out_data", ");"]
@@ -118,6 +119,11 @@ def emit_conv(st: ConvStage, cm: CmvmCircuit) -> str:
     for i in range(k):
         o.append(f"  reg [{R * pw - 1}:0] w{i};  // column x at [x*{pw} +: {pw}], newest beat on top")
     o += [f"  reg emit; reg [{rw - 1}:0] orow; reg [{cw - 1}:0] obeat;"]
+    if st.share is not None:
+        aw = engine_acc_bits(st.matrix, st.bias, st.in_bits, st.in_signed)
+        o += [f"  wire eng_valid, eng_err; wire [{st.c_out * aw - 1}:0] eng_acc;"]
+    else:
+        o += ["  wire eng_err = 1'b0;"]
     # emitted position of the tick at (r, c) (see the docstring); valid padding: interior only
     if d > 0:
         o += [f"  wire prev = c < {cw}'d{d};",
@@ -138,7 +144,7 @@ def emit_conv(st: ConvStage, cm: CmvmCircuit) -> str:
           "      r <= 0; c <= 0; flushing <= 0; emit <= 0; err <= 0;",
           "    end else begin",
           "      emit <= tick && t_ok;",
-          "      if (in_valid && flushing) err <= 1;",
+          "      if ((in_valid && flushing) || eng_err) err <= 1;",
           "      if (tick) begin",
           "        orow <= t_row; obeat <= t_beat;"]
     if p > 0:
@@ -174,11 +180,24 @@ def emit_conv(st: ConvStage, cm: CmvmCircuit) -> str:
         if hi < nb - 1:
             cc.append(f"obeat <= {cw}'d{hi}")
         o.append(f"  wire cok{t} = {' && '.join(cc) if cc and p > 0 else '1'};")
-    o += [f"  reg [{L - 1}:0] vpipe;"]
     ys = []
     for j in range(P):
         elems = [f"((rok{i} && cok{j + jj}) ? w{i}[{(j + jj) * pw} +: {pw}] : {pw}'d0)" for i in range(k) for jj in range(k)]
         o.append(f"  wire [{k * k * pw - 1}:0] vec{j} = {{{', '.join(reversed(elems))}}};")
+    if st.share is not None:  # one lane: the engine queues the windows and answers in order
+        o.append(f"  {st.name}_engine u_eng (.clk(clk), .rst(rst), .in_valid(emit), .in_vec(vec0), "
+                 ".out_valid(eng_valid), .out_acc(eng_acc), .err(eng_err));")
+        for co in range(st.c_out):
+            o += ["  " + ln for ln in _requant(co, "eng_acc", aw, 0, st.shift, ob, "_0_")]
+            ys.append(f"y_0_{co}")
+        o += ["  always @(posedge clk) begin",
+              "    out_valid <= rst ? 1'b0 : eng_valid;",
+              f"    out_data <= {{{', '.join(reversed(ys))}}};", "  end", "endmodule", ""]
+        return "\n".join(o)
+    assert cm is not None
+    L = cm.latency
+    o += [f"  reg [{L - 1}:0] vpipe;"]
+    for j in range(P):
         o.append(f"  wire [{cm.n_out * cm.out_slot - 1}:0] acc{j};")
         o.append(f"  {cm.name}_wrapper u_mac{j} (.clk(clk), .model_inp(vec{j}), .model_out(acc{j}));")
         for co in range(st.c_out):
@@ -302,15 +321,99 @@ def emit_quant(st: QuantStage) -> str:
     return "\n".join(o)
 
 
-def emit_dense(st: DenseStage, cm: CmvmCircuit) -> str:
-    """Collect the H*W final pixels (`st.lanes` a beat), then the logits circuit; logits in 32-bit lanes."""
+def engine_acc_bits(matrix: np.ndarray, bias: np.ndarray, in_bits: int, in_signed: bool) -> int:
+    """Signed accumulator width of a time-shared layer: no input vector can overflow it."""
+    x_max = 2 ** (in_bits - 1) if in_signed else 2**in_bits - 1
+    bound = int((np.abs(matrix).sum(0) * x_max + np.abs(bias)).max())
+    return bound.bit_length() + 1
+
+
+# long by design: one Verilog module as one template
+def emit_engine(name: str, matrix: np.ndarray, bias: np.ndarray, in_bits: int, in_signed: bool,
+                share: TimeShare) -> str:
+    """A time-shared ``y = x @ matrix + bias``: input vectors queue in a FIFO; each is walked in
+    `share.steps` steps by `share.mults` multipliers an output (element m*steps + t at step t,
+    shifted out of a register per multiplier), weights from per-multiplier ROMs. Pipeline:
+    select, multiply, accumulate, then the finished accumulators are registered (out_valid)."""
+    N, O = matrix.shape
+    M, S, D = share.mults, share.steps, share.depth
+    IB, NP = in_bits, M * S
+    wb = max(int(np.abs(matrix).max()).bit_length() + 1, 2)
+    AW = engine_acc_bits(matrix, bias, in_bits, in_signed)
+    xb = IB if in_signed else IB + 1  # the multiplier's signed input
+    dw, tw = _bits(D - 1), _bits(S - 1)
+    o = [_TS, f"module {name} (", "  input clk, input rst,", f"  input in_valid, input [{N * IB - 1}:0] in_vec,",
+         f"  output reg out_valid, output reg [{O * AW - 1}:0] out_acc, output reg err", ");",
+         f"  reg [{N * IB - 1}:0] mem [0:{D - 1}];", f"  reg [{dw - 1}:0] wp, rp; reg [{dw}:0] cnt;",
+         f"  reg busy; reg [{tw - 1}:0] t;",
+         f"  wire take = (!busy || t == {tw}'d{S - 1}) && cnt != 0;"]
+    head = f"{{{(NP - N) * IB}'d0, mem[rp]}}" if NP > N else "mem[rp]"
+    o += [f"  wire [{NP * IB - 1}:0] head = {head};"]
+    o += [f"  reg [{S * IB - 1}:0] ch{m};" for m in range(M)]
+    o += ["  always @(posedge clk) begin",
+          "    if (in_valid) mem[wp] <= in_vec;",
+          "    if (rst) begin wp <= 0; rp <= 0; cnt <= 0; busy <= 0; t <= 0; err <= 0; end",
+          "    else begin",
+          "      if (in_valid) wp <= wp + 1'b1;",
+          "      if (take) rp <= rp + 1'b1;",
+          f"      cnt <= cnt + {{{dw}'d0, in_valid}} - {{{dw}'d0, take}};",
+          f"      if (in_valid && !take && cnt == {dw + 1}'d{D}) err <= 1;  // FIFO overflow",
+          "      if (take) begin busy <= 1; t <= 0; end",
+          f"      else if (busy) begin if (t == {tw}'d{S - 1}) busy <= 0; else t <= t + 1'b1; end",
+          "    end",
+          "  end",
+          "  always @(posedge clk) begin"]
+    for m in range(M):
+        o.append(f"    if (take) ch{m} <= head[{m * S * IB} +: {S * IB}];"
+                 + (f" else if (busy) ch{m} <= ch{m} >> {IB};" if S > 1 else ""))
+    o += ["  end",
+          f"  reg f0, l0, f1, l1, l2; reg [{tw - 1}:0] t0;"]
+    o += [f"  reg signed [{xb - 1}:0] x0_{m};" for m in range(M)]
+    o += ["  always @(posedge clk) begin",
+          f"    f0 <= busy && t == {tw}'d0; l0 <= busy && t == {tw}'d{S - 1}; t0 <= t;",
+          "    f1 <= f0; l1 <= l0; l2 <= l1;"]
+    o += [f"    x0_{m} <= " + (f"ch{m}[{IB - 1}:0];" if in_signed else f"{{1'b0, ch{m}[{IB - 1}:0]}};")
+          for m in range(M)]
+    o += ["    if (rst) begin f0 <= 0; l0 <= 0; f1 <= 0; l1 <= 0; l2 <= 0; end", "  end"]
+    pb = xb + wb
+    for c in range(O):
+        for m in range(M):
+            rom = f"w_{c}_{m}"
+            o += [f"  function signed [{wb - 1}:0] {rom}(input [{tw - 1}:0] i);", "    case (i)"]
+            for t in range(S):
+                e = m * S + t
+                v = int(matrix[e, c]) if e < N else 0
+                if v:
+                    o.append(f"      {tw}'d{t}: {rom} = " + (f"-{wb}'sd{-v};" if v < 0 else f"{wb}'sd{v};"))
+            o += [f"      default: {rom} = {wb}'sd0;", "    endcase", "  endfunction",
+                  f"  reg signed [{pb - 1}:0] p_{c}_{m};"]
+        b = int(bias[c])
+        o += [f"  reg signed [{AW - 1}:0] acc_{c};",
+              "  always @(posedge clk) begin"]
+        o += [f"    p_{c}_{m} <= x0_{m} * w_{c}_{m}(t0);" for m in range(M)]
+        terms = " + ".join(f"p_{c}_{m}" for m in range(M))
+        bl = f"-{AW}'sd{-b}" if b < 0 else f"{AW}'sd{b}"
+        o += [f"    if (f1) acc_{c} <= {bl} + {terms}; else acc_{c} <= acc_{c} + {terms};", "  end"]
+    o += ["  always @(posedge clk) begin",
+          "    out_valid <= rst ? 1'b0 : l2;",
+          f"    if (l2) out_acc <= {{{', '.join(f'acc_{c}' for c in reversed(range(O)))}}};",
+          "  end", "endmodule", ""]
+    return "\n".join(o)
+
+
+def emit_dense(st: DenseStage, cm: CmvmCircuit | None) -> str:
+    """Collect the H*W final pixels (`st.lanes` a beat), then the logits circuit (or the
+    time-shared engine); logits in 32-bit lanes."""
     P = st.lanes
     n = st.H * st.W
     pw = st.c * st.in_bits
-    O = cm.n_out
-    L = cm.latency
+    O = st.matrix.shape[1]
     nw = _bits(n // P)
-    ext = cm.out_slot - cm.out_frac  # width once shifted back to integer accumulator units
+    if st.share is not None:
+        ext = engine_acc_bits(st.matrix, st.bias, st.in_bits, False)
+    else:
+        assert cm is not None
+        ext = cm.out_slot - cm.out_frac  # width once shifted back to integer accumulator units
     if ext > LOGIT_BITS:
         raise ValueError(f"logits need {ext} bits, more than the {LOGIT_BITS}-bit output lanes")
     o = [_TS, "module dense (", "  input clk, input rst,", f"  input in_valid, input [{P * pw - 1}:0] in_data,",
@@ -324,8 +427,20 @@ def emit_dense(st: DenseStage, cm: CmvmCircuit) -> str:
           "      if (in_valid) begin",
           f"        sr <= {shift_in};",
           f"        if (cnt == {nw}'d{n // P - 1}) begin cnt <= 0; go <= 1; end else cnt <= cnt + 1'b1;",
-          "      end", "    end", "  end",
-          f"  wire [{O * cm.out_slot - 1}:0] acc;",
+          "      end", "    end", "  end"]
+    if st.share is not None:
+        o += [f"  wire [{O * ext - 1}:0] acc; wire eng_valid, eng_err;",
+              "  dense_engine u_eng (.clk(clk), .rst(rst), .in_valid(go), .in_vec(sr), .out_valid(eng_valid), "
+              ".out_acc(acc), .err(eng_err));",
+              "  always @(posedge clk) out_valid <= rst ? 1'b0 : eng_valid;"]
+        for j in range(O):
+            o.append(f"  assign out_data[{j * LOGIT_BITS} +: {LOGIT_BITS}] = "
+                     f"{{{{{LOGIT_BITS - ext}{{acc[{(j + 1) * ext - 1}]}}}}, acc[{j * ext} +: {ext}]}};")
+        o += ["endmodule", ""]
+        return "\n".join(o)
+    assert cm is not None
+    L = cm.latency
+    o += [f"  wire [{O * cm.out_slot - 1}:0] acc;",
           f"  {cm.name}_wrapper u_mac (.clk(clk), .model_inp(sr), .model_out(acc));",
           f"  reg [{L - 1}:0] vpipe;",
           "  always @(posedge clk) begin",
@@ -424,14 +539,18 @@ def write_design(plan: StreamPlan, circuits: dict[str, CmvmCircuit], out_dir: Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
     for st in plan.stages:
+        if isinstance(st, (ConvStage, DenseStage)) and st.share is not None:
+            signed = st.in_signed if isinstance(st, ConvStage) else False
+            files.append(write_if_changed(out_dir / f"{st.name}_engine.v", emit_engine(
+                f"{st.name}_engine", st.matrix, st.bias, st.in_bits, signed, st.share)))
         if isinstance(st, ConvStage):
-            text = emit_conv(st, circuits[st.name])
+            text = emit_conv(st, circuits.get(st.name))
         elif isinstance(st, PoolStage):
             text = emit_pool(st)
         elif isinstance(st, QuantStage):
             text = emit_quant(st)
         else:
-            text = emit_dense(st, circuits[st.name])
+            text = emit_dense(st, circuits.get(st.name))
         files.append(write_if_changed(out_dir / f"{st.name}.v", text))
     files.append(write_if_changed(out_dir / f"{top}.v", emit_top(plan, top)))
     return files

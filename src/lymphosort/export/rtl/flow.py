@@ -174,6 +174,11 @@ def export_rtl_run(run: str | Path, out: str | Path, cfg: RtlExportConfig = RtlE
         "latency_definition": "clock edges from accepting a frame's first pixel to taking its logits, frames back to back",
         "stages": [{"name": n, "da4ml_cost": c.cost, "mac_latency": c.latency, "n_in": c.n_in, "n_out": c.n_out}
                    for n, c in design.circuits.items()],
+        "lanes": {st.name: st.lanes for st in design.plan.stages},
+        "time_shared": [{"name": st.name, "n_in": int(st.matrix.shape[0]), "n_out": int(st.matrix.shape[1]),
+                         "multipliers": st.share.dsps(int(st.matrix.shape[1])), "steps": st.share.steps,
+                         "fifo_depth": st.share.depth}
+                        for st in design.plan.stages if isinstance(st, (ConvStage, DenseStage)) and st.share],
         "tools": {"da4ml": DA4ML_VERSION, "verilator": verilator_version()},
         "latency_cutoff": cfg.latency_cutoff,
         "config": to_mapping(cfg),

@@ -217,7 +217,7 @@ def quant_stage(fp: FixedPointModel, size: int, in_bits: int, lanes: int) -> Qua
         for d in dens:
             want = fp.input_levels(d)
             s = np.arange(len(want), dtype=np.int64)
-            a = int(round(scale / (255 * d) * 2**shift))
+            a = round(scale / (255 * d) * 2**shift)
             b0 = int(np.floor((0.5 - fp.mean * scale) * 2**shift))
             for b in (b0, b0 + 1, b0 - 1, b0 + 2, b0 - 2):
                 if np.array_equal(np.clip((s * a + b) >> shift, lo, hi), want):  # >>: floor, as Verilog >>>

@@ -30,7 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from lymphosort.export.rtl.arith import CmvmCircuit, write_if_changed
-from lymphosort.export.rtl.plan import ConvStage, DenseStage, PoolStage, QuantStage, StreamPlan, TimeShare
+from lymphosort.export.rtl.plan import (
+    ConvStage,
+    DenseStage,
+    PoolStage,
+    QuantStage,
+    StreamPlan,
+    TimeShare,
+)
 
 __all__ = ["LOGIT_BITS", "emit_conv", "emit_pool", "emit_quant", "emit_dense", "emit_top"]
 
@@ -130,7 +137,7 @@ def emit_conv(st: ConvStage, cm: CmvmCircuit | None) -> str:
               f"  wire [{rw - 1}:0] t_row = prev ? r - {rw}'d{g + 1} : r - {rw}'d{g};",
               f"  wire [{cw - 1}:0] t_beat = prev ? c + {cw}'d{nb - d} : c - {cw}'d{d};"]
     else:
-        o += ["  wire prev = 1'b0;", "  wire [{0}:0] t_row = r;".format(rw - 1), "  wire [{0}:0] t_beat = c;".format(cw - 1)]
+        o += ["  wire prev = 1'b0;", f"  wire [{rw - 1}:0] t_row = r;", f"  wire [{cw - 1}:0] t_beat = c;"]
     lo_r, hi_r = (g, H - 1 - g) if p == 0 else (0, H - 1)
     lo_c, hi_c = (g, nb - 1 - g) if p == 0 else (0, nb - 1)
     conds = [f"(prev ? (r >= {rw}'d{lo_r + g + 1} && r <= {rw}'d{hi_r + g + 1}) : (r >= {rw}'d{lo_r + g} && r <= {rw}'d{hi_r + g}))"]
@@ -314,8 +321,8 @@ def emit_quant(st: QuantStage) -> str:
               "  always @(posedge clk) begin",
               f"    s1_{j} <= in_data[{j * IB} +: {IB}]; cc1_{j} <= ccls({x});",
               f"    p2_{j} <= $signed({{{pw - IB}'d0, s1_{j}}}) * mul_a(rc1, cc1_{j}) + add_b(rc1, cc1_{j});",
-              f"    out_data[{j * OB} +: {OB}] <= ({t} < -{pw}'sd{-lo}) ? {OB}'d{lo & ((1 << OB) - 1)} : "
-              f"({t} > {pw}'sd{hi}) ? {OB}'d{hi} : {t}[{OB - 1}:0];",
+              (f"    out_data[{j * OB} +: {OB}] <= ({t} < -{pw}'sd{-lo}) ? {OB}'d{lo & ((1 << OB) - 1)} : "
+               f"({t} > {pw}'sd{hi}) ? {OB}'d{hi} : {t}[{OB - 1}:0];"),
               "  end"]
     o += ["endmodule", ""]
     return "\n".join(o)
@@ -430,8 +437,8 @@ def emit_dense(st: DenseStage, cm: CmvmCircuit | None) -> str:
           "      end", "    end", "  end"]
     if st.share is not None:
         o += [f"  wire [{O * ext - 1}:0] acc; wire eng_valid, eng_err;",
-              "  dense_engine u_eng (.clk(clk), .rst(rst), .in_valid(go), .in_vec(sr), .out_valid(eng_valid), "
-              ".out_acc(acc), .err(eng_err));",
+              ("  dense_engine u_eng (.clk(clk), .rst(rst), .in_valid(go), .in_vec(sr), .out_valid(eng_valid), "
+               ".out_acc(acc), .err(eng_err));"),
               "  always @(posedge clk) out_valid <= rst ? 1'b0 : eng_valid;"]
         for j in range(O):
             o.append(f"  assign out_data[{j * LOGIT_BITS} +: {LOGIT_BITS}] = "

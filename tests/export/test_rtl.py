@@ -123,22 +123,27 @@ def test_lowering_of_the_shrink_and_of_lanes() -> None:
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("lanes,shrink,arch", [(1, True, "stream"), (2, True, "stream"), (4, True, "stream"),
-                                               (2, False, "stream"), (1, True, "mixed"), (2, True, "mixed")])
-def test_shrink_lanes_and_mixed_are_bit_exact(tmp_path: Path, lanes: int, shrink: bool, arch: str) -> None:
-    """The 2x shrink in hardware, several pixels a cycle and the time-shared (multiplier)
-    layers, against the integer evaluator, back to back and with random stalls; a frame takes
-    its beats plus the first conv's flush (the time-shared layers keep up)."""
+@pytest.mark.parametrize("size,lanes,shrink,arch", [
+    (8, 1, True, "stream"), (8, 2, True, "stream"), (8, 4, True, "stream"), (8, 2, False, "stream"),
+    (16, 8, True, "stream"), (8, 1, True, "mixed"), (8, 2, True, "mixed")])
+def test_shrink_lanes_and_mixed_are_bit_exact(tmp_path: Path, size: int, lanes: int, shrink: bool, arch: str) -> None:
+    """The 2x shrink in hardware, several pixels a cycle (with a narrowing FIFO in front of
+    conv2 at 8), and the time-shared (multiplier) layers, against the integer evaluator, back
+    to back and with random stalls; a frame takes its beats plus the first conv's flush (the
+    narrowed and time-shared layers keep up)."""
     _need_rtl()
     from lymphosort.export.rtl.flow import check, generate
+    from lymphosort.export.rtl.plan import NarrowStage
 
-    fp = _toy(8, 1, seed=lanes)
+    fp = _toy(size, 1, seed=lanes)
     if shrink:
-        fp.fov = 16
+        fp.fov = 2 * size
     design = generate(fp, tmp_path, pixels_per_cycle=lanes, arch=arch)
     shared = [s.name for s in design.plan.stages if getattr(s, "share", None) is not None]
     assert shared == ([] if arch == "stream" else ["conv2", "dense"])
     assert (tmp_path / "src" / "dense_engine.v").exists() == (arch == "mixed")
+    narrow = [(s.lanes, s.lanes_out) for s in design.plan.stages if isinstance(s, NarrowStage)]
+    assert narrow == ([(2, 1)] if lanes == 8 else [])
     crops = _crops(12, seed=lanes)
     r = check(design, fp, crops, tmp_path / "sim")
     assert r["mismatches"] == 0 and not r["design_err"] and r["n_checked"] == len(crops)

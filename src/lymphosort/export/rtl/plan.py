@@ -29,8 +29,8 @@ import numpy as np
 
 from lymphosort.export.fixedpoint import FixedPointError, FixedPointModel
 
-__all__ = ["ARCHS", "ConvStage", "PoolStage", "QuantStage", "DenseStage", "StreamPlan", "TimeShare", "lower", "input_table",
-           "quant_stage"]
+__all__ = ["ARCHS", "ConvStage", "DenseStage", "NarrowStage", "PoolStage", "QuantStage", "StreamPlan", "TimeShare",
+           "input_table", "lower", "quant_stage"]
 
 
 @dataclass
@@ -139,11 +139,26 @@ class QuantStage:
 
 
 @dataclass
+class NarrowStage:
+    """A FIFO that re-beats `lanes` pixels into beats of `lanes_out` (one a cycle), so the next
+    conv runs with fewer circuit copies where its input comes in bursts (a pool emits on odd
+    rows only); it holds while that conv flushes."""
+
+    name: str
+    W: int
+    c: int
+    bits: int
+    lanes: int
+    lanes_out: int
+    depth: int
+
+
+@dataclass
 class StreamPlan:
     size: int  # input frame side (pixels a frame = size**2)
     input_bits: int
     table: np.ndarray | None  # int [256]: uint8 pixel -> signed input integer (None: QuantStage does it)
-    stages: list[ConvStage | PoolStage | QuantStage | DenseStage] = field(default_factory=list)
+    stages: list[ConvStage | PoolStage | QuantStage | NarrowStage | DenseStage] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     name: str = ""
     pixels_per_cycle: int = 1
@@ -276,11 +291,40 @@ def lower(fp: FixedPointModel, pixels_per_cycle: int = 1, arch: str = "stream") 
             m = lay.weight.reshape(o, c, H * W).transpose(2, 1, 0).reshape(H * W * c, o)
             plan.stages.append(DenseStage("dense", H, W, c, lay.in_bits, m.astype(np.int64),
                                           lay.bias.astype(np.int64), lay.acc_exp, lanes=lanes))
+            _narrow(plan)
             _check_lanes(plan)
             if arch == "mixed":
                 time_share(plan)
             return plan
     raise FixedPointError("the network has no dense output layer")
+
+
+def _narrow(plan: StreamPlan, load: float = 0.6) -> None:
+    """Give every conv after the first the fewest lanes that keep it under `load` of a frame's
+    cycles (its beats plus its flush), through a `NarrowStage` where that is fewer than its
+    input beat has; the lanes of the stages after it follow."""
+    first = plan.stages[0]
+    frame = plan.size * plan.size // plan.pixels_per_cycle + plan.size // plan.pixels_per_cycle + 2
+    out: list[ConvStage | PoolStage | QuantStage | NarrowStage | DenseStage] = []
+    lanes = plan.pixels_per_cycle
+    for st in plan.stages:
+        if isinstance(st, ConvStage) and st is not first and lanes > 1:
+            fit = lanes
+            while fit > 1 and st.W % (fit // 2) == 0 and \
+                    st.H * st.W // (fit // 2) + st.W // (fit // 2) + 2 <= load * frame:
+                fit //= 2
+            if fit < lanes:
+                row = max(st.W // lanes, 1)
+                out.append(NarrowStage(f"narrow{st.name[4:]}", st.W, st.c_in, st.in_bits, lanes, fit,
+                                       max(4, 1 << (2 * row - 1).bit_length())))  # two rows of beats
+                lanes = fit
+        if isinstance(st, NarrowStage):
+            continue
+        st.lanes = lanes
+        if isinstance(st, PoolStage):
+            lanes = st.lanes_out
+        out.append(st)
+    plan.stages = out
 
 
 def _check_lanes(plan: StreamPlan) -> None:

@@ -33,13 +33,14 @@ from lymphosort.export.rtl.arith import CmvmCircuit, write_if_changed
 from lymphosort.export.rtl.plan import (
     ConvStage,
     DenseStage,
+    NarrowStage,
     PoolStage,
     QuantStage,
     StreamPlan,
     TimeShare,
 )
 
-__all__ = ["LOGIT_BITS", "emit_conv", "emit_pool", "emit_quant", "emit_dense", "emit_top"]
+__all__ = ["LOGIT_BITS", "emit_conv", "emit_dense", "emit_engine", "emit_narrow", "emit_pool", "emit_quant", "emit_top"]
 
 LOGIT_BITS = 32  # one output lane a logit
 _TS = "`timescale 1 ns / 1 ps\n"
@@ -328,6 +329,34 @@ def emit_quant(st: QuantStage) -> str:
     return "\n".join(o)
 
 
+def emit_narrow(st: NarrowStage) -> str:
+    """Beats of `st.lanes` pixels -> beats of `st.lanes_out`, one a cycle unless `hold` (the next
+    conv flushing); a FIFO of whole input beats absorbs the bursts (overflow: sticky err)."""
+    pw = st.c * st.bits
+    BW, OW = st.lanes * pw, st.lanes_out * pw
+    r = st.lanes // st.lanes_out
+    D = st.depth
+    dw, kw = _bits(D - 1), _bits(r - 1)
+    o = [_TS, f"module {st.name} (", "  input clk, input rst, input hold,", f"  input in_valid, input [{BW - 1}:0] in_data,",
+         f"  output reg out_valid, output reg [{OW - 1}:0] out_data, output reg err", ");",
+         f"  reg [{BW - 1}:0] mem [0:{D - 1}];", f"  reg [{dw - 1}:0] wp, rp; reg [{dw}:0] cnt; reg [{kw - 1}:0] k;",
+         f"  wire [{BW - 1}:0] head = mem[rp];",
+         "  wire pop = !hold && cnt != 0;", f"  wire done = pop && k == {kw}'d{r - 1};  // the head beat is used up",
+         "  always @(posedge clk) begin",
+         "    if (in_valid) mem[wp] <= in_data;",
+         "    if (pop) out_data <= head[k * " + f"{OW} +: {OW}];",
+         "    if (rst) begin wp <= 0; rp <= 0; cnt <= 0; k <= 0; out_valid <= 0; err <= 0; end",
+         "    else begin",
+         "      out_valid <= pop;",
+         "      if (in_valid) wp <= wp + 1'b1;",
+         "      if (pop) k <= done ? 0 : k + 1'b1;",
+         "      if (done) rp <= rp + 1'b1;",
+         f"      cnt <= cnt + {{{dw}'d0, in_valid}} - {{{dw}'d0, done}};",
+         f"      if (in_valid && !done && cnt == {dw + 1}'d{D}) err <= 1;",
+         "    end", "  end", "endmodule", ""]
+    return "\n".join(o)
+
+
 def engine_acc_bits(matrix: np.ndarray, bias: np.ndarray, in_bits: int, in_signed: bool) -> int:
     """Signed accumulator width of a time-shared layer: no input vector can overflow it."""
     x_max = 2 ** (in_bits - 1) if in_signed else 2**in_bits - 1
@@ -508,12 +537,18 @@ def emit_top(plan: StreamPlan, top: str = "lymphosort_top") -> str:
     prev_v = "pix_valid"
     prev_d = "pix" if plan.table is None else "{" + ", ".join(f"qin(pix[{j * 8} +: 8])" for j in reversed(range(P))) + "}"
     errs = ["proto_err"]
-    for st in plan.stages:
+    for i, st in enumerate(plan.stages):
         v, d = f"{st.name}_v", f"{st.name}_d"
         ports = f".clk(clk), .rst(rst), .in_valid({prev_v}), .in_data({prev_d}), .out_valid({v}), .out_data({d})"
-        if isinstance(st, ConvStage):
+        if isinstance(st, NarrowStage):  # holds while the conv after it flushes
+            nxt = plan.stages[i + 1].name
+            o += [f"  wire {v}; wire [{st.lanes_out * st.c * st.bits - 1}:0] {d}; wire {st.name}_err, {nxt}_busy;",
+                  f"  {st.name} u_{st.name} ({ports}, .hold({nxt}_busy), .err({st.name}_err));"]
+            errs.append(f"{st.name}_err")
+        elif isinstance(st, ConvStage):
             o += [f"  wire {v}; wire [{st.lanes * st.c_out * st.out_bits - 1}:0] {d}; wire {st.name}_err;"]
-            busy = "first_busy" if st is first else ""
+            narrowed = i > 0 and isinstance(plan.stages[i - 1], NarrowStage)
+            busy = "first_busy" if st is first else (f"{st.name}_busy" if narrowed else "")
             o.append(f"  {st.name} u_{st.name} ({ports}, .busy({busy}), .err({st.name}_err));")
             errs.append(f"{st.name}_err")
         elif isinstance(st, PoolStage):
@@ -556,6 +591,8 @@ def write_design(plan: StreamPlan, circuits: dict[str, CmvmCircuit], out_dir: Pa
             text = emit_pool(st)
         elif isinstance(st, QuantStage):
             text = emit_quant(st)
+        elif isinstance(st, NarrowStage):
+            text = emit_narrow(st)
         else:
             text = emit_dense(st, circuits.get(st.name))
         files.append(write_if_changed(out_dir / f"{st.name}.v", text))

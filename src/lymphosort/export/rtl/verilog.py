@@ -56,37 +56,37 @@ def _requant(idx: int, acc: str, slot: int, frac: int, shift: int, out_bits: int
     """Verilog lines: ReLU, round half to even by `shift` (acc units), saturate to `out_bits`;
     names carry `tag` (one set a lane), the result is ``y{tag}{idx}``. An unsigned slot gets
     a zero sign bit."""
-    a = f"a{tag}{idx}"
+    n = f"{tag}{idx}"  # the name suffix of every wire
+    a = f"a{n}"
     sl = f"{acc}[{idx * slot} +: {slot}]"
     lines = [f"wire [{slot}:0] {a} = {{1'b0, {sl}}};" if not signed else f"wire [{slot - 1}:0] {a} = {sl};"]
     slot += 0 if signed else 1
-    idx = f"{tag}{idx}"  # type: ignore[assignment]
     s = shift + frac  # slot value = true * 2**frac
     mx = (1 << out_bits) - 1
-    lines.append(f"wire neg{idx} = {a}[{slot - 1}];")
+    lines.append(f"wire neg{n} = {a}[{slot - 1}];")
     if s >= slot:  # every non-negative value rounds to 0
-        lines.append(f"wire [{out_bits - 1}:0] y{idx} = {out_bits}'d0;")
+        lines.append(f"wire [{out_bits - 1}:0] y{n} = {out_bits}'d0;")
         return lines
     if s > 0:
         q = f"{{1'b0, {a}[{slot - 2}:{s}]}}" if s <= slot - 2 else "1'b0"
         qw = max(slot - 1 - s, 0) + 1
         sticky = f"(|{a}[{s - 2}:0])" if s >= 2 else "1'b0"
         lines += [
-            f"wire up{idx} = {a}[{s - 1}] & ({sticky} | {a}[{s}]);",  # > half, or = half and odd
-            f"wire [{qw}:0] r{idx} = {{1'b0, {q}}} + {{{qw}'d0, up{idx}}};",
+            f"wire up{n} = {a}[{s - 1}] & ({sticky} | {a}[{s}]);",  # > half, or = half and odd
+            f"wire [{qw}:0] r{n} = {{1'b0, {q}}} + {{{qw}'d0, up{n}}};",
         ]
         w = qw + 1
     else:  # left shift: exact
         w = slot - 1 - s
-        lines.append(f"wire [{w - 1}:0] r{idx} = {{{a}[{slot - 2}:0], {-s}'d0}};" if s < 0
-                     else f"wire [{w - 1}:0] r{idx} = {a}[{slot - 2}:0];")
+        lines.append(f"wire [{w - 1}:0] r{n} = {{{a}[{slot - 2}:0], {-s}'d0}};" if s < 0
+                     else f"wire [{w - 1}:0] r{n} = {a}[{slot - 2}:0];")
     if w > out_bits:
-        lines.append(f"wire [{out_bits - 1}:0] y{idx} = neg{idx} ? {out_bits}'d0 : "
-                     f"((r{idx} > {w}'d{mx}) ? {out_bits}'d{mx} : r{idx}[{out_bits - 1}:0]);")
+        lines.append(f"wire [{out_bits - 1}:0] y{n} = neg{n} ? {out_bits}'d0 : "
+                     f"((r{n} > {w}'d{mx}) ? {out_bits}'d{mx} : r{n}[{out_bits - 1}:0]);")
     else:
-        lines.append(f"wire [{out_bits - 1}:0] y{idx} = neg{idx} ? {out_bits}'d0 : "
-                     f"{{{{{out_bits - w}{{1'b0}}}}, r{idx}}};" if w < out_bits else
-                     f"wire [{out_bits - 1}:0] y{idx} = neg{idx} ? {out_bits}'d0 : r{idx};")
+        lines.append(f"wire [{out_bits - 1}:0] y{n} = neg{n} ? {out_bits}'d0 : "
+                     f"{{{{{out_bits - w}{{1'b0}}}}, r{n}}};" if w < out_bits else
+                     f"wire [{out_bits - 1}:0] y{n} = neg{n} ? {out_bits}'d0 : r{n};")
     return lines
 
 

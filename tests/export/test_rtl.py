@@ -75,6 +75,88 @@ def test_input_table_is_the_ir_quantiser() -> None:
         lower(fp)
 
 
+def test_integer_shrink_is_torchs_antialiased_bilinear() -> None:
+    """64 -> 32 in torch: (1,3,3,1)/8 per axis, (3,3,1)/7 and (1,3,3)/7 at the borders. With the
+    project's normalisation (mean 0.5, std 0.25) and 8-bit inputs no value lies near a rounding
+    tie, and the IR's integer input equals torch's float32 path; where exact ties exist (a
+    4-bit input, or mean 0.45 / std 0.2) float32 rounding decides them: one step apart at most.
+    hls4ml's float input maps back to the same integers."""
+    from lymphosort.export.fixedpoint import integer_shrink
+
+    sh = integer_shrink(64, 32)
+    assert sh is not None
+    assert sh.denom.tolist() == [7] + [8] * 30 + [7]
+    assert sh.weights[5, 9:13].tolist() == [1, 3, 3, 1] and sh.weights[5].sum() == 8
+    assert sh.weights[0, :3].tolist() == [3, 3, 1] and sh.weights[31, -3:].tolist() == [1, 3, 3]
+    crops = _crops(300)
+    for size, fov, mean, std, bits, exp, most in ((32, None, 0.5, 0.25, 8, -6, 0), (8, 16, 0.5, 0.25, 8, -5, 0),
+                                                  (32, None, 0.5, 0.25, 4, -2, 1), (32, None, 0.45, 0.2, 8, -5, 1)):
+        fp = _toy(size, 1)
+        fp.fov, fp.mean, fp.std, fp.input_bits, fp.input_exp = fov, mean, std, bits, exp
+        q = fp.input_ints(crops).numpy()
+        assert q.shape == (len(crops), 1, size, size)
+        diff = np.abs(q - fp.quantize_input(fp.float_input(crops)).numpy())
+        assert diff.max() == most
+        assert np.array_equal(fp.quantize_input(fp.preprocess(crops)).numpy(), q)  # hls4ml's input
+
+
+def test_lowering_of_the_shrink_and_of_lanes() -> None:
+    """The shrink lowers to conv -> sum pool -> quantiser; pools halve the lanes; valid padding
+    and rows that do not split into beats are refused with several lanes."""
+    from lymphosort.export.rtl.plan import QuantStage, lower
+
+    fp = _toy(8, 1)
+    fp.fov = 16
+    plan = lower(fp, 4)
+    assert plan.table is None and plan.size == 16
+    assert [(s.name, s.lanes) for s in plan.stages] == [
+        ("shrink_conv", 4), ("shrink_pool", 4), ("shrink_quant", 2), ("conv1", 2), ("pool1", 2), ("conv2", 1),
+        ("pool2", 1), ("dense", 1)]
+    quant = plan.stages[2]
+    assert isinstance(quant, QuantStage) and sorted(quant.consts) == [49, 56, 64]
+    with pytest.raises(FixedPointError, match="same padding"):
+        lower(_toy(12, 0), 2)
+    with pytest.raises(FixedPointError, match="power of two"):
+        lower(fp, 3)
+    with pytest.raises(FixedPointError, match="beats"):
+        lower(_toy(8, 1), 16)
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("size,lanes,shrink,arch", [
+    (8, 1, True, "stream"), (8, 2, True, "stream"), (8, 4, True, "stream"), (8, 2, False, "stream"),
+    (16, 8, True, "stream"), (8, 1, True, "mixed"), (8, 2, True, "mixed")])
+def test_shrink_lanes_and_mixed_are_bit_exact(tmp_path: Path, size: int, lanes: int, shrink: bool, arch: str) -> None:
+    """The 2x shrink in hardware, several pixels a cycle (with a narrowing FIFO in front of
+    conv2 at 8), and the time-shared (multiplier) layers, against the integer evaluator, back
+    to back and with random stalls; a frame takes its beats plus the first conv's flush (the
+    narrowed and time-shared layers keep up)."""
+    _need_rtl()
+    from lymphosort.export.rtl.flow import check, generate
+    from lymphosort.export.rtl.plan import NarrowStage
+
+    fp = _toy(size, 1, seed=lanes)
+    if shrink:
+        fp.fov = 2 * size
+    design = generate(fp, tmp_path, pixels_per_cycle=lanes, arch=arch)
+    shared = [s.name for s in design.plan.stages if getattr(s, "share", None) is not None]
+    assert shared == ([] if arch == "stream" else ["conv2", "dense"])
+    assert (tmp_path / "src" / "dense_engine.v").exists() == (arch == "mixed")
+    narrow = [(s.lanes, s.lanes_out) for s in design.plan.stages if isinstance(s, NarrowStage)]
+    assert narrow == ([(2, 1)] if lanes == 8 else [])
+    crops = _crops(12, seed=lanes)
+    r = check(design, fp, crops, tmp_path / "sim")
+    assert r["mismatches"] == 0 and not r["design_err"] and r["n_checked"] == len(crops)
+    side = design.plan.size
+    beats, row = side * side // lanes, side // lanes
+    # the first conv (3x3, same padding) flushes a row of beats and one more; its busy flag
+    # reaches s_tready a cycle after the last beat
+    assert r["interval"]["min"] == r["interval"]["max"] == beats + row + 2
+    assert r["latency"]["min"] == r["latency"]["max"] > beats
+    stalled = check(design, fp, crops, tmp_path / "sim", gap_pct=30)
+    assert stalled["mismatches"] == 0 and not stalled["design_err"]
+
+
 @pytest.mark.rtl
 @pytest.mark.slow
 def test_stream_rtl_is_bit_exact_and_reports_cycles(tmp_path: Path) -> None:

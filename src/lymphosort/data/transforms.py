@@ -15,13 +15,14 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lymphosort.errors import ConfigError
 
-__all__ = ["AugmentConfig", "BatchAugment", "center_window", "to_model_input"]
+__all__ = ["AugmentConfig", "BatchAugment", "center_window", "resize_matrix", "to_model_input"]
 
 
 def _as_batch(images: torch.Tensor) -> torch.Tensor:
@@ -75,6 +76,18 @@ def center_window(x: Any, side: int) -> Any:
         raise ConfigError(f"field of view must be an integer in [1, {min(h, w)}] for {h}x{w} images, got {side!r}")
     top, left = (h - side) // 2, (w - side) // 2
     return x[..., top : top + side, left : left + side]
+
+
+def resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """float32 [n_out, n_in]: the 1-D resize `to_model_input` applies along each axis,
+    measured from `to_model_input` itself (the resize is linear and separable)."""
+    # Column images e_i (n_in x 1): the width axis is untouched, so each output column is
+    # the i-th column of the height-axis resize matrix. mean 0, std 1 keeps values raw.
+    eye = torch.eye(n_in, dtype=torch.float32).reshape(n_in, 1, n_in, 1)
+    # to_model_input resizes to a square; resize the e_i images to (n_out, n_out), take column 0
+    wide = eye.expand(n_in, 1, n_in, n_in).contiguous()  # constant along width: width resize is exact
+    cols = to_model_input(wide, n_out, 0.0, 1.0)[:, 0, :, 0]  # [n_in, n_out]
+    return cols.T.contiguous().numpy().astype(np.float32)
 
 
 def _check_range(name: str, r: tuple[float, float], lo: float | None = None, hi: float | None = None) -> None:

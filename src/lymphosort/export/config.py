@@ -49,8 +49,12 @@ class HlsExportConfig:
 class RtlExportConfig:
     """`lymphosort export rtl`."""
 
-    #: stream: one pixel a cycle, a fixed-weight da4ml circuit a layer
-    arch: Literal["stream"] = "stream"
+    #: stream: a fixed-weight da4ml circuit a layer (one copy per pixel lane); mixed: the last
+    #: conv and the dense layer time-shared on 18x18 multipliers (DSPs), the rest as stream
+    arch: Literal["stream", "mixed"] = "stream"
+    #: input pixels a cycle (a power of two: an AXI-Stream beat of this many bytes); each 2x2
+    #: pool halves the lanes
+    pixels_per_cycle: int = 1
     #: target clock for place-and-route (ns)
     clock_ns: float = 10.0
     #: test crops simulated and compared bit for bit

@@ -8,7 +8,13 @@ QONNX/hls4ml from it; `FixedPointModel.predict_logits` evaluates it here.
 Arithmetic (what the hls4ml types implement, see `hls.py`):
 
 - input: ``q = clip(round_half_even(x / 2**e_in), -2**(b-1), 2**(b-1) - 1)`` on the float
-  normalised input (`to_model_input`, same float32 values the emulation receives);
+  normalised input (`to_model_input`, same float32 values the emulation receives). When the
+  model shrinks its view exactly 2x (torch's antialiased bilinear then has rational weights:
+  (1,3,3,1)/8 per axis, (3,3,1)/7 at the borders), ``x`` is taken exactly: the integer
+  stencil sum ``s`` of the uint8 pixels, then ``q`` rounded from the exact rational
+  ``(s / (255 D) - mean) / std`` (`input_ints`). Every backend takes this one definition
+  (hls4ml gets ``q * 2**e_in``, which its input quantiser maps back to ``q``); it equals
+  torch's float32 path unless float rounding crosses a quantisation step;
 - conv/dense: integer accumulate ``acc = sum(w * q) + bias`` in units ``2**(e_in + e_w)``,
   exact (the hardware accumulator type is sized so it cannot overflow);
 - ReLU + quantiser: ``clip(round_half_even(max(acc, 0) * 2**(e_acc - e_out)), 0, 2**b - 1)``
@@ -27,6 +33,8 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,7 +42,8 @@ import numpy as np
 
 from lymphosort.errors import LymphosortError
 
-__all__ = ["FIXEDPOINT_JSON", "FIXEDPOINT_NPZ", "FixedLayer", "FixedPointModel", "from_quant_model", "load_fixedpoint"]
+__all__ = ["FIXEDPOINT_JSON", "FIXEDPOINT_NPZ", "FixedLayer", "FixedPointModel", "IntegerShrink", "from_quant_model",
+           "integer_shrink", "load_fixedpoint"]
 
 FIXEDPOINT_JSON = "fixedpoint.json"
 FIXEDPOINT_NPZ = "fixedpoint.npz"
@@ -43,6 +52,42 @@ _EXACT = 2.0**53
 
 class FixedPointError(LymphosortError, ValueError):
     """A model cannot be represented exactly as integers, or a bundle is malformed."""
+
+
+@dataclass(frozen=True)
+class IntegerShrink:
+    """A 1-D resize with small rational weights: ``out[i] = (weights[i] @ x) / denom[i]``."""
+
+    weights: np.ndarray  # int [n_out, n_in]
+    denom: np.ndarray  # int [n_out]; each row of `weights` sums to its denominator
+
+
+@lru_cache(maxsize=8)
+def integer_shrink(n_in: int, n_out: int, max_denom: int = 64) -> IntegerShrink | None:
+    """`to_model_input`'s resize along one axis as integers, or None when a weight is not a
+    fraction with a denominator up to `max_denom` (e.g. any shrink by a non-integer factor)."""
+    from lymphosort.data.transforms import resize_matrix
+
+    a = resize_matrix(n_in, n_out).astype(np.float64)
+    weights, denom = np.zeros(a.shape, dtype=np.int64), np.zeros(n_out, dtype=np.int64)
+    for i, row in enumerate(a):
+        for d in range(1, max_denom + 1):
+            w = np.rint(row * d)
+            if np.abs(row * d - w).max() < 1e-5 and w.sum() == d:  # float32 weights: ~1e-7 off
+                weights[i], denom[i] = w, d
+                break
+        else:
+            return None
+    return IntegerShrink(weights, denom)
+
+
+@lru_cache(maxsize=32)
+def _input_levels(denom: int, mean: float, std: float, exp: int, bits: int) -> np.ndarray:
+    """q for every stencil sum s in [0, 255 * denom]: the exact rational, rounded half to even."""
+    m, sd, scale = Fraction(mean), Fraction(std), Fraction(2) ** (-exp)
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    q = [round((Fraction(s, 255 * denom) - m) / sd * scale) for s in range(255 * denom + 1)]  # round: half to even
+    return np.clip(np.array(q, dtype=np.int64), lo, hi)
 
 
 @dataclass
@@ -124,8 +169,40 @@ class FixedPointModel:
                 return q * 2.0**layer.acc_exp
         raise FixedPointError("the network has no dense output layer")
 
-    def preprocess(self, images_uint8: Any) -> Any:
-        """uint8 [N,64,64] -> the float32 model input (the spec's window, resize and normalisation)."""
+    @property
+    def shrink(self) -> IntegerShrink | None:
+        """The integer form of the model's resize when it shrinks its view exactly 2x (the
+        default student's 64 -> 32); None otherwise (no resize, or float weights are used)."""
+        side = self.fov if self.fov is not None else 64
+        return integer_shrink(side, self.input_size) if side == 2 * self.input_size else None
+
+    def input_levels(self, denom: int) -> np.ndarray:
+        """int [255 * denom + 1]: the input integer for each stencil sum of weight `denom`."""
+        return _input_levels(int(denom), float(self.mean), float(self.std), int(self.input_exp), int(self.input_bits))
+
+    def input_ints(self, images_uint8: Any) -> Any:
+        """uint8 [N,64,64] -> the integer model input [N,1,S,S] (float64 tensor): the one
+        definition of the preprocessing that every backend implements."""
+        import torch
+
+        from lymphosort.data.transforms import center_window
+
+        sh = self.shrink
+        if sh is None:
+            return self.quantize_input(self.float_input(images_uint8))
+        u = np.asarray(images_uint8, dtype=np.uint8)
+        u = torch.from_numpy(np.ascontiguousarray(center_window(u, self.fov) if self.fov is not None else u))
+        w = torch.from_numpy(sh.weights.astype(np.float64))
+        s = (w @ u.to(torch.float64) @ w.T).to(torch.int64)  # integers below 2**53: exact
+        den = torch.from_numpy(np.outer(sh.denom, sh.denom))
+        q = torch.empty(s.shape, dtype=torch.float64)
+        for d in torch.unique(den).tolist():
+            sel = (den == d).expand_as(s)
+            q[sel] = torch.from_numpy(self.input_levels(d).astype(np.float64))[s[sel]]
+        return q.unsqueeze(1)
+
+    def float_input(self, images_uint8: Any) -> Any:
+        """uint8 [N,64,64] -> torch's float32 model input (`to_model_input`)."""
         import torch
 
         from lymphosort.data.transforms import to_model_input
@@ -134,6 +211,15 @@ class FixedPointModel:
             torch.as_tensor(np.asarray(images_uint8)), self.input_size, self.mean, self.std, fov=self.fov
         )
 
+    def preprocess(self, images_uint8: Any) -> Any:
+        """uint8 [N,64,64] -> the float32 model input (the spec's window, resize and normalisation);
+        with an integer shrink, the exact input integers times ``2**input_exp`` (see `input_ints`)."""
+        import torch
+
+        if self.shrink is None:
+            return self.float_input(images_uint8)
+        return (self.input_ints(images_uint8) * 2.0**self.input_exp).to(torch.float32)
+
     def predict_logits(self, images_uint8: Any, *, batch_size: int = 1024) -> np.ndarray:
         """Bit-exact logits float64 [N, C] of the FPGA design for uint8 crops [N, 64, 64]."""
         import torch
@@ -141,8 +227,7 @@ class FixedPointModel:
         out = []
         with torch.inference_mode():
             for s in range(0, len(images_uint8), batch_size):
-                x = self.preprocess(images_uint8[s : s + batch_size])
-                out.append(self.forward_int(self.quantize_input(x)).numpy())
+                out.append(self.forward_int(self.input_ints(images_uint8[s : s + batch_size])).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes) or 2))
 
     def predict_from_input(self, x_float: Any) -> np.ndarray:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lymphosort.data.transforms import center_window
+from lymphosort.data.transforms import center_window, resize_matrix
 
 __all__ = ["CROP_SIZE", "Preprocessor", "crop_cells"]
 
@@ -69,7 +69,7 @@ class Preprocessor:
         self._offset = np.float32(self.mean / self.std)
         self._left = self._right = None  # no resize at the native size
         if self.size != side:
-            a = _resize_matrix(side, self.size)
+            a = resize_matrix(side, self.size)
             self._left, self._right = (a * self._scale).astype(np.float32), np.ascontiguousarray(a.T)
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
@@ -84,18 +84,3 @@ class Preprocessor:
             x = self._left @ x @ self._right  # batched: [s, S0] @ [N, S0, S0] @ [S0, s]
         x -= self._offset
         return x.reshape(len(crops), 1, self.size, self.size)
-
-
-def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """Rows of the 1-D resize that `to_model_input` applies along each axis."""
-    import torch
-
-    from lymphosort.data.transforms import to_model_input
-
-    # Column images e_i (n_in x 1): the width axis is untouched, so each output column is
-    # the i-th column of the height-axis resize matrix. mean 0, std 1 keeps values raw.
-    eye = torch.eye(n_in, dtype=torch.float32).reshape(n_in, 1, n_in, 1)
-    # to_model_input resizes to a square; resize the e_i images to (n_out, n_out), take column 0
-    wide = eye.expand(n_in, 1, n_in, n_in).contiguous()  # constant along width: width resize is exact
-    cols = to_model_input(wide, n_out, 0.0, 1.0)[:, 0, :, 0]  # [n_in, n_out]
-    return cols.T.contiguous().numpy().astype(np.float32)

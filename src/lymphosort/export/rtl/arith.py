@@ -42,14 +42,15 @@ class CmvmCircuit:
     out_frac: int  # output slot value = true value * 2**out_frac (da4ml's common LSB)
     latency: int  # clock edges from model_inp to model_out
     cost: float  # da4ml's LUT-equivalent cost estimate
+    out_signed: bool = True  # False: every output is >= 0 and the slots carry no sign bit
 
 
-def _io_layout(qints: list) -> tuple[int, int]:
-    """(slot bits, fractional bits) of da4ml's uniform IO wrapper (mirrors `hetero_io_map`)."""
+def _io_layout(qints: list) -> tuple[int, int, bool]:
+    """(slot bits, fractional bits, signed) of da4ml's uniform IO wrapper (mirrors `hetero_io_map`)."""
     from da4ml.types import minimal_kif
 
     ks, ints, fs = zip(*map(minimal_kif, qints))
-    return max(ints) + max(ks) + max(fs), max(fs)
+    return max(ints) + max(ks) + max(fs), max(fs), bool(max(ks))
 
 
 def build_cmvm(name: str, matrix: np.ndarray, bias: np.ndarray, in_bits: int, in_signed: bool,
@@ -65,16 +66,17 @@ def build_cmvm(name: str, matrix: np.ndarray, bias: np.ndarray, in_bits: int, in
     y = x @ matrix.astype(np.float64) + bias.astype(np.float64)
     comb = comb_trace(inp, y)
     pipe = to_pipeline(comb, latency_cutoff, verbose=False)
-    in_slot, in_frac = _io_layout(list(comb.inp_qint))
+    in_slot, in_frac, _ = _io_layout(list(comb.inp_qint))
     if in_frac != 0 or in_slot != in_bits:
         raise RuntimeError(f"{name}: da4ml chose input slots of {in_slot} bits (frac {in_frac}), expected {in_bits}")
-    out_slot, out_frac = _io_layout(list(comb.out_qint))
+    out_slot, out_frac, out_signed = _io_layout(list(comb.out_qint))
     out_dir.mkdir(parents=True, exist_ok=True)
     for mod, code in pipeline_logic_gen(pipe, name, print_latency=False).items():
         write_if_changed(out_dir / f"{mod}.v", code)
     write_if_changed(out_dir / f"{name}_wrapper.v", generate_io_wrapper(pipe, name, True))
     # pipeline_logic_gen registers the input, each stage's output and model_out.
-    return CmvmCircuit(name, n_in, n_out, in_slot, out_slot, out_frac, len(pipe.solutions) + 1, float(comb.cost))
+    return CmvmCircuit(name, n_in, n_out, in_slot, out_slot, out_frac, len(pipe.solutions) + 1, float(comb.cost),
+                       out_signed)
 
 
 def write_static_sources(out_dir: Path) -> list[Path]:

@@ -14,14 +14,13 @@ import numpy as np
 from lymphosort.export.config import RtlExportConfig
 from lymphosort.export.fixedpoint import FixedPointModel
 from lymphosort.export.rtl.arith import DA4ML_VERSION, CmvmCircuit, build_cmvm, write_static_sources
-from lymphosort.export.rtl.plan import ConvStage, DenseStage, StreamPlan, lower
+from lymphosort.export.rtl.plan import ARCHS, ConvStage, DenseStage, StreamPlan, lower
 from lymphosort.export.rtl.sim import build, simulate, verilator_version, write_testbench
 from lymphosort.export.rtl.verilog import LOGIT_BITS, write_design
 
 __all__ = ["ARCHS", "RtlDesign", "RtlExportConfig", "RtlMismatchError", "generate", "check", "frames_of", "export_rtl_run",
            "RTL_JSON"]
 
-ARCHS = ("stream",)
 RTL_JSON = "rtl.json"
 TOP = "lymphosort_top"
 
@@ -41,16 +40,15 @@ class RtlDesign:
     top: str = TOP
 
 
-def generate(fp: FixedPointModel, out: Path, *, arch: str = "stream", latency_cutoff: float = 5.0) -> RtlDesign:
+def generate(fp: FixedPointModel, out: Path, *, arch: str = "stream", latency_cutoff: float = 5.0,
+             pixels_per_cycle: int = 1) -> RtlDesign:
     """Write the Verilog of `fp` under OUT/src (da4ml circuits, static primitives, glue)."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r} (have {', '.join(ARCHS)})")
-    plan = lower(fp)
+    plan = lower(fp, pixels_per_cycle, arch)
     src = out / "src"
     circuits: dict[str, CmvmCircuit] = {}
     sources = write_static_sources(src / "static")
     for st in plan.stages:
-        if isinstance(st, (ConvStage, DenseStage)):
+        if isinstance(st, (ConvStage, DenseStage)) and st.share is None:
             in_bits = st.in_bits
             signed = st.in_signed if isinstance(st, ConvStage) else False
             t0 = time.perf_counter()
@@ -96,7 +94,7 @@ def check(design: RtlDesign, fp: FixedPointModel, images_uint8: Any, work: Path,
     """
     work.mkdir(parents=True, exist_ok=True)
     n_out = design.plan.dense.matrix.shape[1]
-    tb = write_testbench(work / "tb.cpp", design.top, n_out, LOGIT_BITS)
+    tb = write_testbench(work / "tb.cpp", design.top, n_out, LOGIT_BITS, design.plan.pixels_per_cycle)
     t0 = time.perf_counter()
     exe = build(work, design.sources, tb, design.top, jobs)
     build_s = time.perf_counter() - t0
@@ -156,22 +154,31 @@ def export_rtl_run(run: str | Path, out: str | Path, cfg: RtlExportConfig = RtlE
     fp.save(out)
     t0 = time.perf_counter()
     arch, clock_ns, device = cfg.arch, cfg.clock_ns, cfg.device
-    design = generate(fp, out, arch=arch, latency_cutoff=cfg.latency_cutoff)
+    design = generate(fp, out, arch=arch, latency_cutoff=cfg.latency_cutoff, pixels_per_cycle=cfg.pixels_per_cycle)
     gen_s = time.perf_counter() - t0
     images, source = check_images(card, Path(cfg.data_root) if cfg.data_root else None, cfg.n_check)
     images = np.asarray(images)
     record: dict[str, Any] = {
-        "arch": arch, "model": card.model, "run": str(run), "classes": list(card.classes), "checked_on": source,
+        "arch": arch, "pixels_per_cycle": cfg.pixels_per_cycle, "model": card.model, "run": str(run), "classes": list(card.classes), "checked_on": source,
         "n_checked": None, "mismatches": None, "latency_cycles": None, "initiation_interval": None,
         "fmax_mhz": None, "latency_us": None, "part": None, "luts": None, "ffs": None, "dsps": None, "brams": None,
         "clock_ns_target": clock_ns,
-        "interface": {"input": f"AXI-Stream, 8-bit pixel a beat, {fp.input_size}x{fp.input_size} beats a frame "
-                               f"(the centred {fp.fov or 64}-pixel window), tlast on the last",
+        "interface": {"input": f"AXI-Stream, {design.plan.pixels_per_cycle} uint8 pixel(s) a beat (pixel j in byte j), "
+                               f"{design.plan.size}x{design.plan.size} pixels a frame in raster order "
+                               + (f"(the centred {fp.fov}-pixel window)" if fp.fov else "(the whole crop)")
+                               + ("" if design.plan.table is None else ", no resize")
+                               + (f", shrunk to {fp.input_size}x{fp.input_size} in hardware"
+                                  if design.plan.table is None else "") + ", tlast on the last",
                       "output": f"one beat, {len(card.classes)} x {LOGIT_BITS}-bit signed logits, lane j = class j, "
                                 f"logit = value * 2**{fp.layers[-1].acc_exp}"},
         "latency_definition": "clock edges from accepting a frame's first pixel to taking its logits, frames back to back",
         "stages": [{"name": n, "da4ml_cost": c.cost, "mac_latency": c.latency, "n_in": c.n_in, "n_out": c.n_out}
                    for n, c in design.circuits.items()],
+        "lanes": {st.name: st.lanes for st in design.plan.stages},
+        "time_shared": [{"name": st.name, "n_in": int(st.matrix.shape[0]), "n_out": int(st.matrix.shape[1]),
+                         "multipliers": st.share.dsps(int(st.matrix.shape[1])), "steps": st.share.steps,
+                         "fifo_depth": st.share.depth}
+                        for st in design.plan.stages if isinstance(st, (ConvStage, DenseStage)) and st.share],
         "tools": {"da4ml": DA4ML_VERSION, "verilator": verilator_version()},
         "latency_cutoff": cfg.latency_cutoff,
         "config": to_mapping(cfg),

@@ -59,8 +59,16 @@ def verilator_version() -> str | None:
         return None
 
 
-def write_testbench(path: Path, top: str, n_out: int, lane_bits: int = 32) -> Path:
-    """The C++ testbench: AXI-compliant source (valid held until taken) with optional gaps."""
+def write_testbench(path: Path, top: str, n_out: int, lane_bits: int = 32, pixels_per_cycle: int = 1) -> Path:
+    """The C++ testbench: AXI-compliant source (valid held until taken) with optional gaps;
+    a beat carries `pixels_per_cycle` pixels, pixel j of the beat in byte j of ``s_tdata``."""
+    P = pixels_per_cycle
+    if P <= 8:
+        put = ("uint64_t v = 0; if (holding) for (int j = 0; j < P; ++j) v |= (uint64_t)data[pix + j] << (8 * j);\n"
+               "        top->s_tdata = v;")
+    else:  # Verilator's wide ports: 32-bit words
+        put = ("for (int w = 0; w < P / 4; ++w) { uint32_t v = 0; if (holding) for (int j = 0; j < 4; ++j) "
+               "v |= (uint32_t)data[pix + 4 * w + j] << (8 * j); top->s_tdata[w] = v; }")
     width = n_out * lane_bits
     if width <= 32:
         read = "(int32_t)(top->m_tdata)"
@@ -90,6 +98,7 @@ int main(int argc, char** argv) {{
     VerilatedContext ctx;
     V{top}* top = new V{top}(&ctx);
     const int nout = {n_out};
+    const long P = {P};
     std::vector<uint64_t> t_first(n), t_last(n), t_out(n);
     std::vector<int32_t> logits(n * nout);
     top->clk = 0; top->rst = 1; top->s_tvalid = 0; top->m_tready = 1; top->eval();
@@ -104,14 +113,14 @@ int main(int argc, char** argv) {{
         top->clk = 0;
         if (!holding) holding = pix < n * npix && (gap == 0 || std::rand() % 100 >= gap);
         top->s_tvalid = holding;
-        top->s_tdata = holding ? data[pix] : 0;
-        top->s_tlast = holding && (pix % npix == npix - 1);
+        {put}
+        top->s_tlast = holding && (pix % npix == npix - P);
         top->m_tready = gap == 0 || std::rand() % 100 >= gap;
         top->eval();
         if (top->s_tvalid && top->s_tready) {{
             if (pix % npix == 0) t_first[pix / npix] = cyc;
-            if (pix % npix == npix - 1) t_last[pix / npix] = cyc;
-            ++pix; holding = false;
+            if (pix % npix == npix - P) t_last[pix / npix] = cyc;
+            pix += P; holding = false;
         }}
         if (top->m_tvalid && top->m_tready) {{
             t_out[got] = cyc;
@@ -153,7 +162,7 @@ def build(sim_dir: Path, sources: list[Path], tb: Path, top: str, jobs: int | No
 
 
 def simulate(exe: Path, frames: np.ndarray, n_out: int, work: Path, gap_pct: int = 0, seed: int = 1) -> SimResult:
-    """Stream uint8 `frames` [N, S, S] (raster order) through the design."""
+    """Stream uint8 `frames` [N, S, S] (raster order, the testbench's pixels a beat) through the design."""
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
     n, npix = len(frames), int(frames[0].size)
     inp, out = work / f"frames_{gap_pct}.bin", work / f"result_{gap_pct}.txt"

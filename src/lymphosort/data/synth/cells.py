@@ -41,17 +41,13 @@ def sample_cells(preset: SimPreset, labels: np.ndarray, rng: np.random.Generator
 
 
 def texture(n: int, w: int, rng: np.random.Generator, workers: int,
-            grain: np.ndarray | None = None, band: tuple[float, float] = (0.8 / 1.5, 2.2 / 1.5),
-            density: float = 1.0) -> np.ndarray:
+            grain: np.ndarray | None = None, band: tuple[float, float] = (0.8 / 1.5, 2.2 / 1.5)) -> np.ndarray:
     """Unit-variance band-pass noise [n, w, w]: chromatin and cytoplasm grains.
 
     The band's Gaussian scales run from band[0] to band[1] x `grain` px (per image; None: the
-    2.x band, 0.8-2.2 px, granules ~1.5-4 px across). `density` < 1: the noise is that
-    fraction of pixels only (sparse granules, separate blobs rather than a continuous mottle).
+    2.x band, 0.8-2.2 px, granules ~1.5-4 px across).
     """
     white = rng.standard_normal((n, w, w), dtype=np.float32)
-    if density < 1.0:
-        white *= rng.random((n, w, w), dtype=np.float32) < density
     f2 = (sfft.fftfreq(w)[:, None] ** 2 + sfft.rfftfreq(w)[None, :] ** 2).astype(np.float32)
     if grain is None:  # the 2.x band, kept to the bit
         lo, hi = 0.8, 2.2

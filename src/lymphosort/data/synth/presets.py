@@ -130,7 +130,6 @@ class ReliefRanges:
     nucleus_path: float = 0.53  # x nucleus radius x its cap: the nucleus edge, a faint inner rim
     grain_band: tuple[float, float] = (0.57, 2.75)  # granule scales, x the cell's grain (px)
     grain_path: float = 2.25  # x granularity x unit band-pass texture
-    grain_density: float = 1.0  # fraction of pixels seeding a granule (1: a continuous mottle)
     speckle_path: float = 0.7  # granules near the optical resolution, every class alike
     #: intensity loss of body and nucleus, x the session's `absorption`. A negative nucleus
     #: weight is an effective term, not absorption: the real crops' centres are brighter than

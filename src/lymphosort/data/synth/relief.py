@@ -57,7 +57,7 @@ def cell_path(p: dict[str, np.ndarray], center_xy: np.ndarray, w: int, rng: np.r
     col = lambda v: np.asarray(v, dtype=np.float32).reshape(n, 1, 1)  # noqa: E731
     o = optics
     body, nuc, rn = cell_shape(p, center_xy, w, flatness=o.flatness)
-    grains = texture(n, w, rng, workers, p["grain"], band=o.grain_band, density=o.grain_density)
+    grains = texture(n, w, rng, workers, p["grain"], band=o.grain_band)
     speckle = texture(n, w, rng, workers, np.full(n, 1.0, np.float32), band=(0.5, 1.2))
     phase = (o.body_path * col(p["radius"]) * body + o.nucleus_path * rn * nuc
              + (o.grain_path * col(p["granularity"]) * grains + o.speckle_path * speckle) * np.sqrt(body))
@@ -173,6 +173,6 @@ def render_batch(pre: SimPreset, lab: np.ndarray, sess: np.ndarray, size: int,
         "neighbour": has_nb, "n_debris": n_deb.astype(np.int64),
         "background": background.astype(np.float32), "noise_std": st["read_noise"],
         "shear_deg": np.rad2deg(shear).astype(np.float32), "relief": gain.astype(np.float32),
-        "psf_sigma": st["psf_sigma"], "defocus": (defocus + np.zeros(b)).astype(np.float32),
+        "psf_sigma": st["psf_sigma"], "defocus": defocus.astype(np.float32),
     }
     return out, meta

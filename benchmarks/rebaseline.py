@@ -178,7 +178,7 @@ def steps() -> list[Step]:
 def _run(step: Step, env: dict[str, str]) -> None:
     log = ROOT / RUNS / "logs" / f"{step.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    argv = list(step.argv)
+    argv = _resumed(list(step.argv))
     exe = Path(sys.executable).parent
     argv[0] = str(exe / argv[0]) if (exe / argv[0]).exists() else sys.executable if argv[0] == "python" else argv[0]
     t0 = time.monotonic()
@@ -189,6 +189,18 @@ def _run(step: Step, env: dict[str, str]) -> None:
         raise SystemExit(f"step {step.name} failed (exit {rc}; {step.output} missing?): see {log}")
     _marker(step).write_text(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {time.monotonic() - t0:.0f} s\n")
     print(f"    done in {time.monotonic() - t0:.0f} s", flush=True)
+
+
+def _resumed(argv: list[str]) -> list[str]:
+    """A training step killed mid-run (a session end, a reboot) continues from its last
+    finished epoch instead of starting over: the run folder's last.ckpt is what --resume reads."""
+    trains = argv[:2] in (["lymphosort", "train"], ["lymphosort", "distill"]) or argv[:3] == [
+        "lymphosort", "transfer", "finetune"]
+    if trains and "--out" in argv and "--resume" not in argv:
+        out = ROOT / argv[argv.index("--out") + 1]
+        if (out / "last.ckpt").is_file():
+            return [*argv, "--resume"]
+    return argv
 
 
 def _lock(step: Step) -> Path:

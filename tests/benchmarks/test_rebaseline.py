@@ -81,3 +81,14 @@ def test_a_step_another_chain_runs_is_skipped(tmp_path: Path, monkeypatch: pytes
     assert "busy: running in another chain" in capsys.readouterr().out
     assert not (tmp_path / "busy.txt").exists() and (tmp_path / "free.txt").is_file()
     assert not rebaseline._lock(free).exists()  # released after the run
+
+
+def test_an_interrupted_training_step_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rebaseline, "ROOT", tmp_path)
+    argv = ["lymphosort", "distill", "--teacher", "t", "--out", "runs/x", "--epochs", "8"]
+    assert rebaseline._resumed(argv) == argv  # nothing to resume: a fresh run
+    (tmp_path / "runs/x").mkdir(parents=True)
+    (tmp_path / "runs/x/last.ckpt").write_bytes(b"")
+    assert rebaseline._resumed(argv) == [*argv, "--resume"]
+    other = ["python", "benchmarks/seed_table.py", "--out", "runs/x"]
+    assert rebaseline._resumed(other) == other  # only training commands take --resume

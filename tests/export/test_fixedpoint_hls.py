@@ -81,7 +81,9 @@ def test_estimate_follows_the_streams_of_the_generated_design(tmp_path: Path) ->
     hls_model.write()  # the project's sources, without compiling them
     firmware = tmp_path / "hls_prj" / "firmware"
     defines = (firmware / "defines.h").read_text()
-    assert "nnet::array<ap_fixed<40,4>, 1*1> input_t;" in defines  # one pixel a beat
+    # one 8-bit pixel a beat: the IR's input level, not a wide float stand-in
+    assert fp.input_bits == 8
+    assert f"nnet::array<ap_fixed<8,{8 + fp.input_exp}>, 1*1> input_t;" in defines
     top = next(firmware.glob("*.cpp")).read_text()
     assert "nnet::transpose" not in top and "zeropad2d" in top
     pad = fp.layers[0].padding
@@ -139,12 +141,16 @@ def test_cli_bundle_8bit(tmp_path: Path, tiny_root: Path) -> None:
     assert rec["agreement"] == 1.0 and rec["bit_exact"] and rec["n_checked"] > 0
     assert rec["bits"] == 8 and rec["clock_ns"] == 5.0 and 0 < rec["latency_us_estimate"] <= 7.0
     assert rec["ir_vs_quant_model"]["max_abs_diff"] == 0.0
+    # the test vectors are what the stream carries: 8-bit levels on the input grid
+    levels = np.load(out / "tb_vectors" / "input.npy") * 2.0 ** -rec["input_exp"]
+    assert rec["input_type"].startswith("fixed<8,") and np.array_equal(levels, np.round(levels))
+    assert levels.min() >= -128 and levels.max() <= 127 and len(np.unique(levels)) > 16
     for f in ("README.md", "model.json", "fixedpoint.json", "fixedpoint.npz", "hls_config.yaml",
               "hls_prj/build_prj.tcl", "tb_vectors/input.npy"):
         assert (out / f).exists(), f
     assert "estimate" in (out / "README.md").read_text()
     cfg = yaml.safe_load((out / "hls_config.yaml").read_text())
-    assert cfg["LayerName"]["global_in"]["Precision"]["result"] == "fixed<40,4>"
+    assert cfg["LayerName"]["global_in"]["Precision"]["result"] == rec["input_type"]
     # The bundle's fixed-point model is what the real-time backend loads.
     fp = load_fixedpoint(out)
     assert fp.predict_logits(_random_crops(3)).shape == (3, 2)

@@ -33,7 +33,7 @@ def export_hls_run(run: str | Path, out: str | Path, cfg: HlsExportConfig = HlsE
     from lymphosort.errors import ConfigError
     from lymphosort.export.estimate import estimate_stream
     from lymphosort.export.fixedpoint import from_quant_model
-    from lymphosort.export.hls import DEFAULT_CLOCK_NS, DEFAULT_PART, check_agreement, convert
+    from lymphosort.export.hls import DEFAULT_CLOCK_NS, DEFAULT_PART, check_agreement, convert, input_type
     from lymphosort.export.onnx import ExportError
     from lymphosort.models.quant import QuantConvStudent
     from lymphosort.models.checkpoint import load_checkpoint
@@ -97,6 +97,8 @@ def export_hls_run(run: str | Path, out: str | Path, cfg: HlsExportConfig = HlsE
         "bits": max(bits),
         "bits_per_layer": [{"w": lay.w_bits, "act": lay.out_bits} for lay in fp.layers],
         "input_bits": fp.input_bits,
+        "input_type": input_type(fp),
+        "input_exp": fp.input_exp,
         "input": {"size": fp.input_size, "fov": fp.fov, "mean": fp.mean, "std": fp.std},
         "part": part,
         "clock_ns": clock_ns,
@@ -157,11 +159,15 @@ here: the hls4ml C++ emulation agreed with the quantised model on {r['agreement'
 - weights and activations: {r['bits']} bits at most (per layer: {r['bits_per_layer']}), input {r['input_bits']} bits
 
 ## Interface
-- input: an AXI stream of the normalised image, one pixel per beat, row-major, {est['input_stream_cycles'] // est['reuse_factor']} beats
-  (no transpose stage: one grey channel has the same order channels-first or -last), type `fixed<40,4>`
-  (the first layer quantises it to {r['input_bits']} bits). Normalise on the host or in the camera pipeline as
-  `model.json` says: uint8 / 255, {prep}, (x - mean) / std. hls4ml puts a zero-pad stage before each
-  "same" conv, which re-streams the padded map: the longest stream is {est['initiation_interval_cycles'] // est['reuse_factor']} beats.
+- input: an AXI stream of the model's input image, one pixel per beat, row-major, {est['input_stream_cycles'] // est['reuse_factor']} beats,
+  type `{r['input_type']}`: each pixel is already the integer input level of the first layer ({r['input_bits']} bits;
+  no transpose stage: one grey channel has the same order channels-first or -last). The camera's
+  uint8 crop becomes these levels as `fixedpoint.json` defines them
+  (`lymphosort.export.fixedpoint.load_fixedpoint(DIR).input_ints(crops_uint8)`: {prep}, normalised as
+  `model.json` says, rounded half to even and saturated): on the host, or in hardware with the
+  front end that `lymphosort export rtl` generates (its `shrink_*` stages take one uint8 camera
+  pixel a beat). hls4ml puts a zero-pad stage before each "same" conv, which re-streams the
+  padded map: the longest stream is {est['initiation_interval_cycles'] // est['reuse_factor']} beats.
 - output: an AXI stream of {len(r['classes'])} logits (classes in `model.json` order). No softmax: decide by
   argmax, or threshold the logit difference (class 1 - class 0) for a tunable sort gate.
 

@@ -10,7 +10,7 @@ Flow (hls4ml style, frontends -> IR -> backends):
    qonnx, which is the form hls4ml's ONNX frontend reads;
 3. `make_config(fp, model)`: the hls4ml config, per layer, with the accumulator and result
    types sized from the IR so nothing overflows or rounds where the IR does not (the input is
-   widened so the first quantiser sees the float input unrounded). It is written as YAML for
+   the IR's input level, `input_bits` wide, one pixel a beat: `input_type`). It is written as YAML for
    editing and read back with ``--hls-config`` (safe_load);
 4. `convert(...)`: ``hls4ml.converters.convert_from_onnx_model`` (Vitis backend, io_stream),
    ``compile()`` builds the C++ emulation; `check_agreement` compares it with the IR.
@@ -37,6 +37,8 @@ __all__ = [
     "check_agreement",
     "convert",
     "fixed_type",
+    "input_levels",
+    "input_type",
     "make_config",
     "write_qonnx",
 ]
@@ -46,8 +48,20 @@ log = logging.getLogger(__name__)
 #: a mid-size UltraScale+ part common on PCIe/edge boards; any Vitis HLS part works.
 DEFAULT_PART = "xczu7ev-ffvc1156-2-e"
 DEFAULT_CLOCK_NS = 5.0
-INPUT_TYPE = "fixed<40,4>"  # normalised input is in [-2, 2]; 36 fraction bits hold a float32 exactly there
 _QUANT_DOMAIN = "qonnx.custom_op.general"
+
+
+def input_type(fp: FixedPointModel) -> str:
+    """The stream's pixel type: the IR's input levels themselves (`input_bits` signed bits at
+    scale ``2**input_exp``), so a beat carries one 8-bit pixel and the first quantiser passes it
+    through. The uint8 -> level step (window, shrink, normalise, round) is `input_ints`: on the
+    host, or in hardware as the front end `lymphosort export rtl` generates."""
+    return f"fixed<{fp.input_bits},{fp.input_bits + fp.input_exp}>"
+
+
+def input_levels(fp: FixedPointModel, x_float: Any) -> np.ndarray:
+    """Float normalised input [N,1,S,S] -> the stream's values (exact in `input_type`)."""
+    return (fp.quantize_input(x_float) * 2.0**fp.input_exp).numpy().astype(np.float32)
 
 
 def fixed_type(bound: int, exp: int, signed: bool = True) -> str:
@@ -168,7 +182,7 @@ def make_config(fp: FixedPointModel, qonnx_clean: str | os.PathLike[str], *, reu
     for lc in layers.values():
         lc["ReuseFactor"] = reuse_factor
     # Layer names follow the cleaned graph: global_in, Conv_<i>, MatMul_0 + Add_0 (the dense).
-    layers["global_in"]["Precision"]["result"] = INPUT_TYPE
+    layers["global_in"]["Precision"]["result"] = input_type(fp)
     convs = [lay for lay in fp.layers if lay.kind == "conv"]
     for i, lay in enumerate(convs):
         t = fixed_type(lay.acc_bound(), lay.acc_exp)
@@ -194,8 +208,8 @@ def convert(
 ) -> tuple[Any, dict[str, Any]]:
     """QONNX + config -> a written hls4ml project in OUT/hls_prj; return (hls_model, config).
 
-    `tb_input` (float normalised [N,1,S,S]) becomes the C/co-simulation test vectors, with
-    the IR's exact logits as the expected output.
+    `tb_input` (float normalised [N,1,S,S]) becomes the C/co-simulation test vectors (as the
+    stream's 8-bit levels), with the IR's exact logits as the expected output.
     """
     import hls4ml
     import yaml
@@ -213,7 +227,7 @@ def convert(
     if tb_input is not None:
         tb = out / "tb_vectors"
         tb.mkdir(exist_ok=True)
-        x = np.ascontiguousarray(tb_input, dtype=np.float32)
+        x = input_levels(fp, tb_input)
         expected = fp.predict_from_input(x).astype(np.float64)
         atomic_write(tb / "input.npy", lambda tmp: np.save(tmp, x))
         atomic_write(tb / "expected_logits.npy", lambda tmp: np.save(tmp, expected))
@@ -226,9 +240,9 @@ def convert(
 
 
 def check_agreement(hls_model: Any, fp: FixedPointModel, x_float: Any, *, batch_size: int = 500) -> dict[str, Any]:
-    """Compiled emulation vs the IR on float normalised inputs [N,1,S,S]: argmax agreement and
-    max |logit difference| (0 when bit-exact)."""
-    x = np.ascontiguousarray(np.asarray(x_float, dtype=np.float32))
+    """Compiled emulation vs the IR on float normalised inputs [N,1,S,S] (streamed as their
+    8-bit levels): argmax agreement and max |logit difference| (0 when bit-exact)."""
+    x = input_levels(fp, x_float)
     ref = fp.predict_from_input(x)
     got = np.concatenate([
         np.asarray(hls_model.predict(np.ascontiguousarray(x[s : s + batch_size]))).reshape(-1, ref.shape[1])

@@ -217,3 +217,21 @@ def test_cli_exports_a_qat_student(tmp_path: Path, tiny_root: Path) -> None:
     assert rec["latency_cycles"] > 64 and rec["initiation_interval"] >= 64
     assert rec["fmax_mhz"] is None and rec["latency_us"] is None and rec["luts"] is None  # not measured here
     assert (out / "src" / "lymphosort_top.v").is_file() and (out / "fixedpoint.json").is_file()
+
+
+def test_rtl_record_carries_the_twins_accuracy(tmp_path: Path) -> None:
+    """rtl.json states the test accuracy of the QAT twin and of the float run it came from, so
+    a latency row shows its accuracy cost; a run never evaluated gives None, not a guess."""
+    from lymphosort.export.rtl.flow import twin_accuracy
+
+    float_run, twin = tmp_path / "float", tmp_path / "twin"
+    for d, acc in ((float_run, 0.881), (twin, 0.849)):
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps({"accuracy": acc, "n": 9144, "data": {"version": "3.0"}}))
+    (twin / "config.yaml").write_text(f"init_from: {float_run}\nepochs: 3\n")
+    got = twin_accuracy(twin)
+    assert got is not None and got["twin"]["accuracy"] == 0.849 and got["float"]["accuracy"] == 0.881
+    assert got["twin"]["n"] == 9144 and got["float"]["run"] == str(float_run)
+    (twin / "config.yaml").write_text("epochs: 3\n")  # trained from scratch: no float parent
+    assert twin_accuracy(twin)["float"] is None
+    assert twin_accuracy(tmp_path / "never-evaluated") is None

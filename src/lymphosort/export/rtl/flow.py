@@ -183,6 +183,7 @@ def export_rtl_run(run: str | Path, out: str | Path, cfg: RtlExportConfig = RtlE
         "latency_cutoff": cfg.latency_cutoff,
         "config": to_mapping(cfg),
         "generate_s": round(gen_s, 1),
+        "accuracy": twin_accuracy(run),
     }
     try:
         sim = check(design, fp, images, out / "sim")
@@ -213,3 +214,24 @@ def export_rtl_run(run: str | Path, out: str | Path, cfg: RtlExportConfig = RtlE
     write_record(out / RTL_JSON, record)
     record["out"] = str(out)
     return record
+
+
+def twin_accuracy(run: Path) -> dict[str, Any] | None:
+    """The test accuracy the design carries: the QAT run's metrics.json and its float parent's
+    (the run it was fine-tuned from, `init_from`), so a latency row shows what it costs in
+    accuracy. None when the run was never evaluated."""
+    import yaml
+
+    def acc(folder: Path) -> dict[str, Any] | None:
+        f = folder / "metrics.json"
+        if not f.is_file():
+            return None
+        m = json.loads(f.read_text(encoding="utf-8"))
+        return {"run": str(folder), "accuracy": m.get("accuracy"), "n": m.get("n"), "data": m.get("data")}
+
+    twin = acc(run)
+    if twin is None:
+        return None
+    cfg_file = run / "config.yaml"
+    parent = (yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}).get("init_from") if cfg_file.is_file() else None
+    return {"twin": twin, "float": acc(Path(parent)) if parent else None}

@@ -1,0 +1,191 @@
+"""The open-RTL rows and aims of BENCHMARKS.md, built from `lymphosort export rtl` records.
+
+Each design's rtl.json (copied to benchmarks/results/rtl/NAME.json) holds what the flow
+measured: bit-exact crops, cycles, yosys resources, nextpnr's routed Fmax, and the test
+accuracy of the QAT twin and of its float parent (`accuracy`). This script turns them into
+one table (benchmarks/results/rtl.json) with the aims of issue 23:
+
+    python benchmarks/rtl_table.py benchmarks/results/rtl/*.json --out benchmarks/results/rtl.json
+
+A record without `accuracy` (made before the flow wrote it) gets it from its run folder when
+that folder is on this machine (`--runs-root` maps the recorded run path), and the record file
+is updated so the number survives where the runs do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from runs_table import run_command
+
+from lymphosort.atomic import write_json_atomic
+from lymphosort.export.rtl.flow import twin_accuracy
+
+ROOT = Path(__file__).resolve().parents[1]
+MACHINE = "2-core build VM, CPU (one core); part {part}"
+DEFAULT = ("tiny-32-whole", "tiny-32w")  # the default student (and its former name)
+
+
+def _rel(p: str | None) -> str | None:
+    if not p:
+        return p
+    try:
+        return str(Path(p).resolve().relative_to(ROOT))
+    except ValueError:
+        return p
+
+
+def command(rec: dict[str, Any]) -> str:
+    """The `lymphosort export rtl` command that made a record (from its config)."""
+    cfg = rec.get("config")
+    if not cfg:
+        return "lymphosort export rtl QAT_RUN --out DIR --synth --pnr (record made before the flow kept its config)"
+    parts = ["lymphosort export rtl", _rel(rec["run"]), "--out DIR"]
+    if cfg.get("data_root"):
+        parts.append(f"--data-root {_rel(cfg['data_root'])}")
+    parts += [f"--arch {cfg['arch']}", f"--pixels-per-cycle {cfg['pixels_per_cycle']}",
+              f"--latency-cutoff {cfg['latency_cutoff']:g}", f"--n-check {cfg['n_check']}"]
+    parts += [flag for flag, on in (("--synth", cfg.get("synth")), ("--pnr", cfg.get("pnr"))) if on]
+    return " ".join(str(p) for p in parts)
+
+
+def _bits(rec: dict[str, Any]) -> int | None:
+    tail = rec["model"].rsplit("-q", 1)
+    return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else None
+
+
+def _design(rec: dict[str, Any]) -> str:
+    view = "whole crop" if rec["model"].startswith(DEFAULT) else "centre window"
+    return (f"{rec['model']} ({view}), --arch {rec.get('arch', 'stream')}, "
+            f"da4ml latency cutoff {rec.get('latency_cutoff', 5):g}")
+
+
+def _accuracy(rec: dict[str, Any], path: Path, runs_root: dict[str, str]) -> dict[str, Any] | None:
+    run = rec.get("run", "")
+    for old, new in runs_root.items():
+        if run.startswith(old):
+            run = new + run[len(old):]
+    here = bool(run) and Path(run).is_dir()
+    changed = False
+    if rec.get("accuracy") is None and here and (acc := twin_accuracy(Path(run))) is not None:
+        rec["accuracy"], changed = acc, True
+    twin = (rec.get("accuracy") or {}).get("twin")
+    if twin is not None and "command" not in twin and here and (cmd := run_command(Path(_rel(run) or run))):
+        twin["command"], changed = cmd.replace(f"{ROOT}/", ""), True  # how the twin was trained: the accuracy aim's command
+    if changed:
+        write_json_atomic(path, rec)
+    return rec.get("accuracy")
+
+
+def _pct(acc: dict[str, Any] | None, key: str) -> float | None:
+    side = (acc or {}).get(key) or {}
+    return None if side.get("accuracy") is None else round(100 * side["accuracy"], 2)
+
+
+def row(rec: dict[str, Any], acc: dict[str, Any] | None) -> dict[str, Any]:
+    pr = rec.get("place_and_route") or {}
+    packed = (pr.get("utilisation") or pr.get("packed") or {}).get("TRELLIS_COMB")
+    twin, flt = _pct(acc, "twin"), _pct(acc, "float")
+    out = {
+        "design": _design(rec),
+        "pixels a cycle": rec.get("pixels_per_cycle") or 1,
+        "bit-exact": f"{rec['n_checked'] - (rec['mismatches'] or 0)} of {rec['n_checked']}",
+        "latency cycles": rec["latency_cycles"], "interval cycles": rec["initiation_interval"],
+        "LUT4 (yosys)": rec["luts"], "FF": rec["ffs"], "DSP": rec["dsps"], "BRAM": rec.get("brams"),
+        "logic cells (nextpnr)": (f"{packed['used']:,} of {packed['available']:,} "
+                                  f"({100 * packed['used'] / packed['available']:.0f}%)") if packed else None,
+        "routed Fmax MHz": rec["fmax_mhz"], "latency us": rec["latency_us"],
+        "twin accuracy %": twin, "float accuracy %": flt,
+        "part": rec.get("part"), "command": command(rec),
+    }
+    if not pr.get("ran") and pr.get("reason"):
+        out["note"] = pr["reason"].split(" (see ")[0]
+    return out
+
+
+def aims(recs: list[dict[str, Any]], accs: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """Issue 23's aims on the default student's designs (the others are history rows)."""
+    mine = [(r, a) for r, a in zip(recs, accs) if r["model"].startswith(DEFAULT)]
+    routed = sorted((r for r, _ in mine if r.get("latency_us")), key=lambda r: r["latency_us"])
+    out: list[dict[str, Any]] = []
+
+    def aim(text: str, target: str, value: Any, met: bool, rec: dict[str, Any], unit: str | None = None,
+            cmd: str | None = None, data: str | None = None) -> None:
+        a = {"area": "deployment", "aim": text, "target": target, "value": value, "met": met,
+             "data": data or f"{_data(rec)}, test crops, {rec['n_checked']:,} checked bit for bit",
+             "command": cmd or command(rec), "machine": MACHINE.format(part=rec.get("part"))}
+        if unit:
+            a["unit"] = unit
+        out.append(a)
+
+    if routed:
+        best = routed[0]
+        acc = accs[recs.index(best)]
+        tw, fl = _pct(acc, "twin"), _pct(acc, "float")
+        cost = f"; its {_bits(best)}-bit twin {tw}% vs float {fl}%" if tw is not None and fl is not None else ""
+        aim(f"streaming RTL of the default student placed and routed whole on an open-toolchain part, latency at "
+            f"routed Fmax ({best['model']}, {best.get('pixels_per_cycle') or 1} pixels a cycle, the whole 64x64 crop "
+            f"in, shrunk in hardware{cost})", "<= 7 us", best["latency_us"], best["latency_us"] <= 7, best, "us")
+        aim("low-latency best point of the default student's RTL (routed whole; 1 us would need a 64-pixel row a "
+            "clock, ~3x the logic of 16 pixels a cycle and ~140 MHz: docs/fpga.md)", "<= 1 us", best["latency_us"],
+            best["latency_us"] <= 1, best, "us")
+        if tw is not None and fl is not None:
+            aim(f"the {_bits(best)}-bit twin of that design vs its float student (test accuracy {tw}% vs {fl}%)",
+                "within 0.5 points", round(tw - fl, 2), abs(tw - fl) <= 0.5, best, "points",
+                cmd=((acc or {}).get("twin") or {}).get("command"),
+                data=f"{_data(best)}, test split ({acc['twin']['n']:,} crops)")
+    for r, _ in mine:
+        if _bits(r) != 8 or r.get("arch") != "mixed":
+            continue
+        pr = r.get("place_and_route") or {}
+        packed = (pr.get("utilisation") or pr.get("packed") or {}).get("TRELLIS_COMB")
+        if pr.get("ran"):
+            value = f"routed at {r['fmax_mhz']} MHz: {r['latency_cycles']:,} cycles = {r['latency_us']} us"
+        else:
+            value = (f"{packed['used']:,} of {packed['available']:,} logic cells, {r['dsps']} DSP; "
+                     + pr.get("reason", "not placed").split(" (see ")[0]) if packed else pr.get("reason", "not run")
+        aim("the default student's 8-bit twin placed and routed whole on the part (--arch mixed: the last conv and "
+            "the dense layer on DSP multipliers; at 1 pixel a cycle its latency is >= 4,096 cycles, so <= 7 us is "
+            "out of reach by construction: docs/fpga.md)", "placed and routed", value, bool(pr.get("ran")), r)
+    return out
+
+
+def _data(rec: dict[str, Any]) -> str:
+    data = (((rec.get("accuracy") or {}).get("twin") or {}).get("data")) or {}
+    if data.get("source") == "simulated":
+        return f"LymphoSim {data.get('version')} {data.get('preset')} (simulated)"
+    return "LymphoSim (simulated)" if "lymphosim" in str(rec.get("checked_on", "")) else str(rec.get("checked_on"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("records", nargs="+", type=Path, help="rtl.json records of `lymphosort export rtl`")
+    ap.add_argument("--runs-root", action="append", default=[], metavar="OLD=NEW",
+                    help="read a record's run folder from NEW where it was recorded under OLD")
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args()
+    runs_root = dict(s.split("=", 1) for s in a.runs_root)
+    recs = [json.loads(p.read_text()) for p in a.records]
+    accs = [_accuracy(r, p, runs_root) for r, p in zip(recs, a.records)]
+    tools = {}
+    for r in recs:
+        tools.update({k: v for k, v in (r.get("tools") or {}).items() if v})
+    doc = {
+        "area": "deployment",
+        "caption": ("Open RTL: Verilator-checked cycles, yosys resources, nextpnr-ecp5 routed Fmax, and the test "
+                    "accuracy each design carries (QAT twin and its float parent); tools: "
+                    + ", ".join(f"{k} {v}" for k, v in sorted(tools.items()))),
+        "commands": sorted({command(r) for r in recs}),
+        "rows": [row(r, acc) for r, acc in zip(recs, accs)],
+        "tools": tools,
+        "aims": aims(recs, accs),
+    }
+    write_json_atomic(a.out, doc)
+    print(f"wrote {a.out}: {len(doc['rows'])} designs, {len(doc['aims'])} aims")
+
+
+if __name__ == "__main__":
+    main()

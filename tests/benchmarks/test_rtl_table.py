@@ -1,0 +1,51 @@
+"""rtl_table: the open-RTL aims come from the records (latency, routing, the twin's accuracy)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import rtl_table  # noqa: E402
+
+
+def _rec(model: str, arch: str, ppc: int, cycles: int, fmax: float | None, ran: bool, twin: float) -> dict:
+    packed = {"TRELLIS_COMB": {"used": 40000, "available": 83640}}
+    pr = {"ran": ran, "packed": packed} if not ran else {"ran": True, "utilisation": packed}
+    if not ran:
+        pr["reason"] = "nextpnr did not finish in 1800 s (see x/nextpnr.log)"
+    return {"model": model, "arch": arch, "pixels_per_cycle": ppc, "run": "runs/x", "n_checked": 100, "mismatches": 0,
+            "latency_cycles": cycles, "initiation_interval": cycles - 50, "luts": 1, "ffs": 2, "dsps": 3, "brams": 0,
+            "fmax_mhz": fmax, "latency_us": round(cycles / fmax, 3) if fmax else None, "part": "LFE5U-85F",
+            "checked_on": "test split of data/lymphosim", "place_and_route": pr, "latency_cutoff": 2,
+            "config": {"arch": arch, "pixels_per_cycle": ppc, "latency_cutoff": 2.0, "n_check": 100, "synth": True,
+                       "pnr": True, "data_root": "data/lymphosim"},
+            "accuracy": {"twin": {"accuracy": twin, "n": 10, "data": {"source": "simulated", "version": "3.0",
+                                                                      "preset": "default"}},
+                         "float": {"accuracy": 0.88, "n": 10}}}
+
+
+def test_aims_follow_the_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = _rec("tiny-32-whole-q4", "stream", 16, 330, 75.0, True, 0.86)
+    slow = _rec("tiny-32-whole-q4", "stream", 4, 1100, 85.0, True, 0.86)
+    q8 = _rec("tiny-32-whole-q8", "mixed", 1, 5290, None, False, 0.884)
+    files = []
+    for i, r in enumerate((slow, q8, fast)):
+        files.append(tmp_path / f"r{i}.json")
+        files[-1].write_text(json.dumps(r))
+    out = tmp_path / "rtl.json"
+    monkeypatch.setattr(sys, "argv", ["rtl_table.py", *map(str, files), "--out", str(out)])
+    rtl_table.main()
+    doc = json.loads(out.read_text())
+    by = {a["target"]: a for a in doc["aims"]}
+    assert by["<= 7 us"]["value"] == 4.4 and by["<= 7 us"]["met"]  # the fastest routed design, not the first
+    assert by["<= 1 us"]["value"] == 4.4 and not by["<= 1 us"]["met"]
+    assert by["within 0.5 points"]["value"] == -2.0 and not by["within 0.5 points"]["met"]
+    assert not by["placed and routed"]["met"] and "did not finish" in by["placed and routed"]["value"]
+    assert "(see" not in by["placed and routed"]["value"]  # no machine-local log paths in the table
+    assert [r["latency us"] for r in doc["rows"]] == [12.941, None, 4.4]
+    assert all("--pixels-per-cycle" in r["command"] for r in doc["rows"])
+    assert by["<= 7 us"]["data"].startswith("LymphoSim 3.0 default (simulated)")

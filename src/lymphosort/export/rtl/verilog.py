@@ -271,7 +271,9 @@ def emit_pool(st: PoolStage) -> str:
 
 def emit_quant(st: QuantStage) -> str:
     """Stencil sums -> signed input integers ``clip((s*A + B) >>> shift)``, (A, B) by the
-    position's row and column denominators; registered twice (product, then clip)."""
+    position's row and column denominators. Registered after each step (class, constants,
+    product, sum, clip): the unregistered class -> constant -> multiply -> add chain was the
+    routed critical path at 16 pixels a cycle (13.2 ns); five cycles instead of three."""
     H, W, P, IB, OB = st.H, st.W, st.lanes, st.in_bits, st.out_bits
     nb = W // P
     rw, cw, xw = _bits(H), _bits(nb), _bits(W - 1)
@@ -303,13 +305,13 @@ def emit_quant(st: QuantStage) -> str:
     cd.sort(key=lambda v: -st.col_den.count(v))
     o = [_TS, f"module {st.name} (", "  input clk, input rst,", f"  input in_valid, input [{P * IB - 1}:0] in_data,",
          f"  output reg out_valid, output reg [{P * OB - 1}:0] out_data", ");",
-         f"  reg [{rw - 1}:0] r; reg [{cw - 1}:0] c; reg v1, v2; reg [{rk - 1}:0] rc1;"]
+         f"  reg [{rw - 1}:0] r; reg [{cw - 1}:0] c; reg v1, v2, v3, v4; reg [{rk - 1}:0] rc1;"]
     o += cls_fn("rcls", st.row_den, rd, rw, rk) + cls_fn("ccls", st.col_den, cd, xw, ck)
     o += const_fn("mul_a", aw, 0) + const_fn("add_b", pw, 1)
     o += ["  always @(posedge clk) begin",
-          "    if (rst) begin r <= 0; c <= 0; v1 <= 0; v2 <= 0; out_valid <= 0; end",
+          "    if (rst) begin r <= 0; c <= 0; v1 <= 0; v2 <= 0; v3 <= 0; v4 <= 0; out_valid <= 0; end",
           "    else begin",
-          "      v1 <= in_valid; v2 <= v1; out_valid <= v2;",
+          "      v1 <= in_valid; v2 <= v1; v3 <= v2; v4 <= v3; out_valid <= v4;",
           "      if (in_valid) begin",
           f"        if (c == {cw}'d{nb - 1}) begin c <= 0; r <= (r == {rw}'d{H - 1}) ? {rw}'d0 : r + 1'b1; end",
           "        else c <= c + 1'b1;",
@@ -317,11 +319,14 @@ def emit_quant(st: QuantStage) -> str:
     for j in range(P):
         x = f"{{c, {_bits(P - 1)}'d{j}}}" if P > 1 else "c"  # column = c * P + j (P a power of two)
         t = f"t{j}"
-        o += [f"  reg [{IB - 1}:0] s1_{j}; reg [{ck - 1}:0] cc1_{j}; reg signed [{pw - 1}:0] p2_{j};",
-              f"  wire signed [{pw - 1}:0] {t} = p2_{j} >>> {st.shift};",
+        o += [f"  reg [{IB - 1}:0] s1_{j}, s2_{j}; reg [{ck - 1}:0] cc1_{j}; reg signed [{aw - 1}:0] a2_{j};",
+              f"  reg signed [{pw - 1}:0] b2_{j}, b3_{j}, m3_{j}, p4_{j};",
+              f"  wire signed [{pw - 1}:0] {t} = p4_{j} >>> {st.shift};",
               "  always @(posedge clk) begin",
               f"    s1_{j} <= in_data[{j * IB} +: {IB}]; cc1_{j} <= ccls({x});",
-              f"    p2_{j} <= $signed({{{pw - IB}'d0, s1_{j}}}) * mul_a(rc1, cc1_{j}) + add_b(rc1, cc1_{j});",
+              f"    s2_{j} <= s1_{j}; a2_{j} <= mul_a(rc1, cc1_{j}); b2_{j} <= add_b(rc1, cc1_{j});",
+              f"    m3_{j} <= $signed({{{pw - IB}'d0, s2_{j}}}) * a2_{j}; b3_{j} <= b2_{j};",
+              f"    p4_{j} <= m3_{j} + b3_{j};",
               (f"    out_data[{j * OB} +: {OB}] <= ({t} < -{pw}'sd{-lo}) ? {OB}'d{lo & ((1 << OB) - 1)} : "
                f"({t} > {pw}'sd{hi}) ? {OB}'d{hi} : {t}[{OB - 1}:0];"),
               "  end"]

@@ -186,14 +186,16 @@ def test_stream_rtl_is_bit_exact_and_reports_cycles(tmp_path: Path) -> None:
 
 @pytest.mark.rtl
 @pytest.mark.slow
-def test_stream_rtl_valid_padding_odd_maps(tmp_path: Path) -> None:
-    """Valid padding (as paper-student2) on an 11x11 input: 9 -> pool 4 -> 2 -> pool 1."""
+def test_stream_rtl_valid_padding_odd_maps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Valid padding (as paper-student2) on an 11x11 input: 9 -> pool 4 -> 2 -> pool 1; the
+    output folder given relative to the working directory (as `--out DIR` usually is)."""
     _need_rtl()
     from lymphosort.export.rtl.flow import check, generate
 
     fp = _toy(11, 0, seed=3)
-    design = generate(fp, tmp_path)
-    r = check(design, fp, _crops(20, seed=4), tmp_path / "sim", gap_pct=20)
+    monkeypatch.chdir(tmp_path)
+    design = generate(fp, Path("out"))
+    r = check(design, fp, _crops(20, seed=4), Path("out") / "sim", gap_pct=20)
     assert r["mismatches"] == 0 and not r["design_err"]
 
 

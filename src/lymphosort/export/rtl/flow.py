@@ -44,7 +44,7 @@ def generate(fp: FixedPointModel, out: Path, *, arch: str = "stream", latency_cu
              pixels_per_cycle: int = 1) -> RtlDesign:
     """Write the Verilog of `fp` under OUT/src (da4ml circuits, static primitives, glue)."""
     plan = lower(fp, pixels_per_cycle, arch)
-    src = out / "src"
+    src = Path(out).resolve() / "src"  # absolute: Verilator and yosys run in other folders
     circuits: dict[str, CmvmCircuit] = {}
     sources = write_static_sources(src / "static")
     for st in plan.stages:
@@ -92,6 +92,7 @@ def check(design: RtlDesign, fp: FixedPointModel, images_uint8: Any, work: Path,
     With gaps, the source and sink idle at random (`gap_pct` % of cycles): checks the
     handshakes only. Raises `RtlMismatchError` on the first differing crop.
     """
+    work = Path(work).resolve()  # the build runs inside it: relative paths would point elsewhere
     work.mkdir(parents=True, exist_ok=True)
     n_out = design.plan.dense.matrix.shape[1]
     tb = write_testbench(work / "tb.cpp", design.top, n_out, LOGIT_BITS, design.plan.pixels_per_cycle)

@@ -44,9 +44,23 @@ def _row(name: str, folder: Path) -> dict[str, Any]:
 
 
 def run_command(folder: Path) -> str | None:
-    """The `lymphosort train|distill` command of a run folder, from its resolved config.yaml."""
-    if not (folder / "config.yaml").is_file() or (folder / "transfer.json").is_file():
-        return None  # a transfer folder's training config is not the command that made it
+    """The `lymphosort train|distill` command of a run folder, from its resolved config.yaml;
+    for a `transfer zero-shot` or `transfer finetune` folder, that command from its record."""
+    if (folder / "transfer.json").is_file():
+        t = json.loads((folder / "transfer.json").read_text())
+        root = t.get("data_root") or (json.loads((folder / "model.json").read_text()).get("data") or {}).get("root")
+        return " ".join(["lymphosort transfer finetune", t["source_run"], "--task", t["task"], "--mode", t["mode"],
+                         "--shots", str(t["shots"]), *(["--data-root", str(root)] if root else []),
+                         "--out", str(folder)])
+    metrics = folder / "metrics.json"
+    zs = json.loads(metrics.read_text()).get("zero_shot") if metrics.is_file() else None
+    if zs:
+        cfg = zs.get("config") or {}
+        return " ".join(["lymphosort transfer zero-shot", zs["source_run"], "--task", cfg.get("task", "t8-vs-b"),
+                         *(["--data-root", str(cfg["data_root"])] if cfg.get("data_root") else []),
+                         *([] if cfg.get("latency", True) else ["--no-latency"])])
+    if not (folder / "config.yaml").is_file():
+        return None
     from lymphosort.config import command_flags
     from lymphosort.train.config import DistillConfig, load_config
 

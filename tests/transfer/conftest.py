@@ -54,7 +54,11 @@ def t4_run(disc_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     fit_head(model.head, cache.get(tr), tr.labels, cache.get(va), va.labels,
               lr=0.05, weight_decay=0.0, max_steps=200, patience=10, seed=0)
     run = tmp_path_factory.mktemp("t4run")
-    card = ModelCard.from_model(model, task="t4-vs-b", classes=["B", "T"], data=dict(tr.provenance),
+    from lymphosort.models.checkpoint import DATA_ROOT_KEY
+
+    # the card names its data root as `train` writes it (commands default to it)
+    card = ModelCard.from_model(model, task="t4-vs-b", classes=["B", "T"],
+                                data={**tr.provenance, DATA_ROOT_KEY: str(disc_root)},
                                 split_id=tr.split_id, config={"augment": None})
     save_checkpoint(run, model, card)
     return run

@@ -34,6 +34,15 @@ def test_t4_model_reads_t8_as_t(t4_run: Path, disc_root: Path, tmp_path: Path) -
     assert (tmp_path / "zs" / "threshold.png").stat().st_size > 0
 
 
+def test_the_runs_own_data_root_is_the_default(t4_run: Path, disc_root: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --data-root: the data the run was trained on (its model card), not whatever sits at
+    the default root (a stale simulator version there once gave a wrong zero-shot row)."""
+    monkeypatch.chdir(tmp_path)  # the default root (data/lymphosim) does not exist here
+    r = zero_shot(t4_run, ZeroShotConfig("t8-vs-b", n_boot=0, latency=False), tmp_path / "zs")
+    assert r["zero_shot"]["config"]["data_root"] == str(disc_root) and r["n"] > 0
+
+
 @pytest.mark.parametrize("wrong", [{0: 0, 2: 0}, {0: 1, 2: 0}], ids=["t8-read-as-b", "swapped"])
 def test_a_wrong_label_mapping_fails_the_accuracy_check(
     t4_run: Path, disc_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wrong: dict[int, int]

@@ -22,7 +22,11 @@ def _data(args: argparse.Namespace) -> Any:
     if args.data_folder is not None:
         classes = args.classes.split(",") if args.classes else None
         return folder_data(args.data_folder, classes=classes, split_seed=args.split_seed)
-    return lymphomnist_data(args.data_root, args.task)
+    from lymphosort.evaluate.run import resolve_data_root
+
+    root, source = resolve_data_root(args.run, args.data_root)  # the run's own data unless told
+    log.info("data root %s (%s)", root, source)
+    return lymphomnist_data(root, args.task)
 
 
 def _base_cfg(args: argparse.Namespace) -> Any:
@@ -115,7 +119,9 @@ def _few_shot(args: argparse.Namespace) -> int:
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-root", default=DEFAULT_DATA_ROOT, help="LymphoMNIST root (default: %(default)s)")
+    p.add_argument("--data-root", default=None,
+                   help=f"LymphoMNIST root (default: the one the run was trained on, from its model card; "
+                   f"else {DEFAULT_DATA_ROOT})")
     p.add_argument("--data-folder", type=Path, default=None,
                    help="lab folder of class subfolders (or path,label CSV): new cell types; split here into "
                    "shot pool / 20%% val / 30%% test per class, deterministically")

@@ -18,7 +18,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lymphosort.data.info import DEFAULT_ROOT
 from lymphosort.errors import ConfigError
 
 __all__ = [
@@ -177,8 +176,9 @@ class ZeroShotConfig:
 
     #: the task to evaluate on (the mission's: T8 vs B from a T4-vs-B model)
     task: str = "t8-vs-b"
-    #: LymphoMNIST (or LymphoSim) root
-    data_root: str = DEFAULT_ROOT
+    #: LymphoMNIST (or LymphoSim) root (none: the one the run was trained on, from its model
+    #: card, else the default root)
+    data_root: str | None = None
     split_version: str = "v1"
     #: bootstrap resamples for the 95% intervals
     n_boot: int = 1000
@@ -208,6 +208,10 @@ def zero_shot(run_dir: str | os.PathLike[str], cfg: ZeroShotConfig = ZeroShotCon
     from lymphosort.evaluate.run import evaluate_run, predict_proba
     from lymphosort.models.checkpoint import jsonable, load_checkpoint
 
+    from lymphosort.evaluate.run import resolve_data_root
+
+    data_root, source = resolve_data_root(run_dir, data_root)
+    log.info("zero-shot on %s (data root %s)", data_root, source)
     view = task_view(task)
     model, card = load_checkpoint(run_dir, map_location=device)
     check_readable(card.classes or view.classes, view.classes)
@@ -223,7 +227,7 @@ def zero_shot(run_dir: str | os.PathLike[str], cfg: ZeroShotConfig = ZeroShotCon
     p_test, y_test = predict_proba(model, test.images, device=device), test.labels.numpy()
 
     extra: dict[str, Any] = {"source_task": card.task, "source_run": str(run_dir), "n_val": int(len(y_val)),
-                             "config": to_mapping(cfg)}
+                             "config": {**to_mapping(cfg), "data_root": str(data_root)}}
     if view.num_classes == 2:
         extra["operating_point"] = threshold_report(y_val, p_val, y_test, p_test, view.classes, n_boot)
     extra["calibration"] = temperature_report(logits_from_probs(p_val), y_val, logits_from_probs(p_test), y_test)

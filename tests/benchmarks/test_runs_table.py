@@ -1,0 +1,26 @@
+"""runs_table: every row names the command that made it, also for transfer folders."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import runs_table  # noqa: E402
+
+
+def test_transfer_folders_name_their_command(tmp_path: Path) -> None:
+    zs = tmp_path / "zs"
+    zs.mkdir()
+    (zs / "metrics.json").write_text(json.dumps({"zero_shot": {
+        "source_run": "runs/r18", "config": {"task": "t8-vs-b", "data_root": "data/sim-v3.1", "latency": False}}}))
+    assert runs_table.run_command(zs) == ("lymphosort transfer zero-shot runs/r18 --task t8-vs-b "
+                                          "--data-root data/sim-v3.1 --no-latency")
+    ft = tmp_path / "ft"
+    ft.mkdir()
+    (ft / "transfer.json").write_text(json.dumps({"source_run": "runs/r18", "task": "t8-vs-b", "mode": "full",
+                                                  "shots": "all", "data_root": "data/sim-v3.1"}))
+    assert runs_table.run_command(ft) == (f"lymphosort transfer finetune runs/r18 --task t8-vs-b --mode full "
+                                          f"--shots all --data-root data/sim-v3.1 --out {ft}")
+    assert runs_table.run_command(tmp_path / "nothing") is None

@@ -101,8 +101,8 @@ def row(rec: dict[str, Any], acc: dict[str, Any] | None) -> dict[str, Any]:
         "twin accuracy %": twin, "float accuracy %": flt,
         "part": rec.get("part"), "command": command(rec),
     }
-    if not pr.get("ran") and pr.get("reason"):
-        out["note"] = pr["reason"].split(" (see ")[0]
+    notes = [pr["reason"].split(" (see ")[0]] if not pr.get("ran") and pr.get("reason") else []
+    out["note"] = "; ".join(notes + ([rec["note"]] if rec.get("note") else [])) or None
     return out
 
 
@@ -122,16 +122,20 @@ def aims(recs: list[dict[str, Any]], accs: list[dict[str, Any] | None]) -> list[
         out.append(a)
 
     if routed:
-        best = routed[0]
+        # the deployable design: of those within 7 us, the most accurate twin (then the fastest)
+        fit = [r for r in routed if r["latency_us"] <= 7] or routed[:1]
+        best = max(fit, key=lambda r: (_pct(accs[recs.index(r)], "twin") or 0.0, -r["latency_us"]))
+        fastest = routed[0]
         acc = accs[recs.index(best)]
         tw, fl = _pct(acc, "twin"), _pct(acc, "float")
         cost = f"; its {_bits(best)}-bit twin {tw}% vs float {fl}%" if tw is not None and fl is not None else ""
         aim(f"streaming RTL of the default student placed and routed whole on an open-toolchain part, latency at "
-            f"routed Fmax ({best['model']}, {best.get('pixels_per_cycle') or 1} pixels a cycle, the whole 64x64 crop "
-            f"in, shrunk in hardware{cost})", "<= 7 us", best["latency_us"], best["latency_us"] <= 7, best, "us")
-        aim("low-latency best point of the default student's RTL (routed whole; 1 us would need a 64-pixel row a "
-            "clock, ~3x the logic of 16 pixels a cycle and ~140 MHz: docs/fpga.md)", "<= 1 us", best["latency_us"],
-            best["latency_us"] <= 1, best, "us")
+            f"routed Fmax (the most accurate twin within it: {best['model']} from {_rel(best['run'])}, "
+            f"{best.get('pixels_per_cycle') or 1} pixels a cycle, the whole 64x64 crop in, shrunk in hardware{cost})", "<= 7 us", best["latency_us"], best["latency_us"] <= 7, best, "us")
+        aim(f"low-latency best point of the default student's RTL ({fastest['model']}, "
+            f"{fastest.get('pixels_per_cycle') or 1} pixels a cycle, routed whole; 1 us would need a 64-pixel row a "
+            "clock, ~3x the logic of 16 pixels a cycle and ~140 MHz: docs/fpga.md)", "<= 1 us",
+            fastest["latency_us"], fastest["latency_us"] <= 1, fastest, "us")
         if tw is not None and fl is not None:
             aim(f"the {_bits(best)}-bit twin of that design vs its float student (test accuracy {tw}% vs {fl}%)",
                 "within 0.5 points", round(tw - fl, 2), abs(tw - fl) <= 0.5, best, "points",

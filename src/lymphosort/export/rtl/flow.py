@@ -228,7 +228,8 @@ def twin_accuracy(run: Path) -> dict[str, Any] | None:
         if not f.is_file():
             return None
         m = json.loads(f.read_text(encoding="utf-8"))
-        return {"run": str(folder), "accuracy": m.get("accuracy"), "n": m.get("n"), "data": m.get("data")}
+        data = {k: v for k, v in (m.get("data") or {}).items() if k in ("source", "generator", "version", "preset", "seed")}
+        return {"run": str(folder), "accuracy": m.get("accuracy"), "n": m.get("n"), "data": data}
 
     twin = acc(run)
     if twin is None:

@@ -244,15 +244,13 @@ def main() -> None:
         return
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     by_name = {s.name: s for s in steps()}
-    for s in chain:
-        if _marker(s).exists() or (s.timing and not (a.timing or s.name in only)):
+    pending = [s for s in chain if not (s.timing and not (a.timing or s.name in only))]
+    while pending:
+        s = _next(pending, by_name)
+        if s is None:  # every step left waits for one another chain is running
+            time.sleep(10)
             continue
-        for n in s.needs:  # another chain (on the other core) may be running it: wait for it
-            while not _marker(by_name[n]).exists() and _lock(by_name[n]).exists():
-                time.sleep(10)
-        missing = [n for n in s.needs if not _marker(by_name[n]).exists()]
-        if missing:
-            raise SystemExit(f"step {s.name} needs {', '.join(missing)} first")
+        pending.remove(s)
         try:
             _lock(s).mkdir(parents=True)  # atomic: two chains never run one step
         except FileExistsError:
@@ -262,6 +260,27 @@ def main() -> None:
             _run(s, env)
         finally:
             _lock(s).rmdir()
+
+
+def _next(pending: list[Step], by_name: dict[str, Step]) -> Step | None:
+    """The first pending step that can run now. Done steps leave the list; a step whose
+    inputs another chain is still making is passed over (not waited on), so this chain works
+    on what it can meanwhile. A step missing an input that nobody is making stops the chain."""
+    for s in list(pending):
+        if _marker(s).exists():
+            pending.remove(s)
+            continue
+        if _lock(s).exists():
+            pending.remove(s)  # another chain runs it
+            print(f"    {s.name}: running in another chain ({_lock(s)}), skipped", flush=True)
+            continue
+        waiting = [n for n in s.needs if not _marker(by_name[n]).exists()]
+        if not waiting:
+            return s
+        if not any(_lock(by_name[n]).exists() for n in waiting) and not any(
+                by_name[n] in pending for n in waiting):
+            raise SystemExit(f"step {s.name} needs {', '.join(waiting)} first")
+    return None
 
 
 if __name__ == "__main__":

@@ -92,3 +92,23 @@ def test_an_interrupted_training_step_resumes(tmp_path: Path, monkeypatch: pytes
     assert rebaseline._resumed(argv) == [*argv, "--resume"]
     other = ["python", "benchmarks/seed_table.py", "--out", "runs/x"]
     assert rebaseline._resumed(other) == other  # only training commands take --resume
+
+
+def test_a_step_waiting_on_another_chain_is_passed_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the other chain makes x, this chain runs what does not need x instead of idling."""
+    monkeypatch.setattr(rebaseline, "ROOT", tmp_path)
+    x = rebaseline.Step("x", ("python", "-c", "pass"), "x.txt")
+    late = rebaseline.Step("late", ("python", "-c", "pass"), "late.txt", ("x",))
+    free = rebaseline.Step("free", ("python", "-c", "pass"), "free.txt")
+    by_name = {s.name: s for s in (x, late, free)}
+    rebaseline._lock(x).mkdir(parents=True)  # the other chain is running x
+    pending = [late, free]
+    assert rebaseline._next(pending, by_name) is free
+    pending.remove(free)
+    assert rebaseline._next(pending, by_name) is None  # only `late` is left, and x is not done yet
+    rebaseline._marker(x).write_text("done")
+    rebaseline._lock(x).rmdir()
+    assert rebaseline._next(pending, by_name) is late
+    rebaseline._marker(x).unlink()  # x failed over there: nobody makes it, so the chain stops
+    with pytest.raises(SystemExit, match="late needs x"):
+        rebaseline._next(pending, by_name)

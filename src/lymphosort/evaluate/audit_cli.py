@@ -26,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run", type=Path, help="run folder holding model.safetensors + model.json")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--data-root", type=Path, default=Path(DEFAULT_ROOT),
-                     help="IDX data root; files live in ROOT/LymphoMNIST/raw (default: %(default)s)")
+    src.add_argument("--data-root", type=Path, default=None,
+                     help="IDX data root; files live in ROOT/LymphoMNIST/raw (default: the one the run was "
+                     f"trained on, as its model.json records; else {DEFAULT_ROOT})")
     src.add_argument("--data-folder", type=Path, default=None,
                      help="lab folder of class subfolders (the run's class names, or B/T4/T8) instead of an IDX root")
     p.add_argument("--task", default=None, choices=tuple(TASKS), help="task view (default: the run's own)")
@@ -43,9 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     from lymphosort.evaluate.audit import NOT_FLAGGED, audit_run
+    from lymphosort.evaluate.run import resolve_data_root
 
     r = audit_run(
-        args.run, None if args.data_folder is not None else args.data_root,
+        args.run, None if args.data_folder is not None else resolve_data_root(args.run, args.data_root)[0],
         task=args.task, split=args.split, out=args.out, n_max=args.n, seed=args.seed, data_folder=args.data_folder,
     )
     a, ring = r["accuracy"], r["ring_only"]

@@ -5,7 +5,7 @@ test crops, with the integer fast path's speed against the emulation. Writes JSO
         [--n-check 2000] [--clock-ns 5] [--out benchmarks/results/export_check] [--results FILE]
 
 With both runs, `--results FILE` also writes the deployment aims for BENCHMARKS.md (QAT twin
-against its float student, hls4ml bit-exactness, the latency estimate).
+against its float student, hls4ml bit-exactness; the hls4ml latency estimate as a row, not an aim).
 
 Without runs it checks a randomly initialised tiny-32-q8 on random crops (the path, not accuracy).
 """
@@ -98,15 +98,14 @@ def _aims(a: argparse.Namespace, result: dict) -> dict:
             aim("hls4ml emulation equal to the integer evaluator, bit for bit", ">= 2,000 crops",
                 f"{round(hls['agreement'] * hls['n_checked'])} of {hls['n_checked']}",
                 hls.get("bit_exact") and hls["n_checked"] >= 2000, command),
-            aim(f"FPGA latency ESTIMATE of the hls4ml stream ({hls['model']}, {a.clock_ns:g} ns clock; hls4ml's zero-pad "
-                "stage counted; not synthesised: no Vitis here)", "<= 7 us", hls["latency_us_estimate"],
-                hls["latency_us_estimate"] <= 7, command, "us"),
-        ],
+        ],  # the hls4ml latency is an estimate (no Vitis here): a row, not an aim; the measured one is RTL's
         "rows": [
             {"model": f"{onnx['model']} (float)", "accuracy %": round(acc["float"], 2),
              "check": f"ONNX max |diff| {onnx['max_abs_diff']:.1e} on {onnx['n_checked']} crops"},
             {"model": f"{hls['model']} (QAT twin)", "accuracy %": round(acc["qat"], 2),
-             "check": f"hls4ml emulation == integer path on {hls['n_checked']} crops: {bool(hls.get('bit_exact'))}"},
+             "check": f"hls4ml emulation == integer path on {hls['n_checked']} crops: {bool(hls.get('bit_exact'))}; "
+                      f"stream latency ESTIMATE {hls['latency_us_estimate']:.2f} us at {a.clock_ns:g} ns (not "
+                      "synthesised: no Vitis here; measured latency: the open RTL rows)"},
         ],
     }
 

@@ -205,10 +205,8 @@ def zero_shot(run_dir: str | os.PathLike[str], cfg: ZeroShotConfig = ZeroShotCon
     task, data_root, split_version, n_boot, latency = cfg.task, cfg.data_root, cfg.split_version, cfg.n_boot, cfg.latency
     from lymphosort.data.info import task_view
     from lymphosort.data.lymphomnist import load_split
-    from lymphosort.evaluate.run import evaluate_run, predict_proba
+    from lymphosort.evaluate.run import evaluate_run, predict_proba, resolve_data_root
     from lymphosort.models.checkpoint import jsonable, load_checkpoint
-
-    from lymphosort.evaluate.run import resolve_data_root
 
     data_root, source = resolve_data_root(run_dir, data_root)
     log.info("zero-shot on %s (data root %s)", data_root, source)

@@ -375,7 +375,10 @@ def emit_engine(name: str, matrix: np.ndarray, bias: np.ndarray, in_bits: int, i
     """A time-shared ``y = x @ matrix + bias``: input vectors queue in a FIFO; each is walked in
     `share.steps` steps by `share.mults` multipliers an output (element m*steps + t at step t,
     shifted out of a register per multiplier), weights from per-multiplier ROMs. Pipeline:
-    select, multiply, accumulate, then the finished accumulators are registered (out_valid)."""
+    select, multiply, accumulate, then the finished accumulators are registered (out_valid).
+    The FIFO is read through a register (`q`, the next head read every cycle) so synthesis can
+    put it in block RAM instead of LUT RAM; an entry becomes takeable the cycle after its
+    write has reached `q` (`w1`: a vector written last cycle is not yet visible)."""
     N, O = matrix.shape
     M, S, D = share.mults, share.steps, share.depth
     IB, NP = in_bits, M * S
@@ -385,18 +388,22 @@ def emit_engine(name: str, matrix: np.ndarray, bias: np.ndarray, in_bits: int, i
     dw, tw = _bits(D - 1), _bits(S - 1)
     o = [_TS, f"module {name} (", "  input clk, input rst,", f"  input in_valid, input [{N * IB - 1}:0] in_vec,",
          f"  output reg out_valid, output reg [{O * AW - 1}:0] out_acc, output reg err", ");",
-         f"  reg [{N * IB - 1}:0] mem [0:{D - 1}];", f"  reg [{dw - 1}:0] wp, rp; reg [{dw}:0] cnt;",
-         f"  reg busy; reg [{tw - 1}:0] t;",
-         f"  wire take = (!busy || t == {tw}'d{S - 1}) && cnt != 0;"]
-    head = f"{{{(NP - N) * IB}'d0, mem[rp]}}" if NP > N else "mem[rp]"
+         f"  (* ram_style = \"block\" *) reg [{N * IB - 1}:0] mem [0:{D - 1}];",
+         f"  reg [{dw - 1}:0] wp, rp; reg [{dw}:0] cnt;",
+         f"  reg busy; reg [{tw - 1}:0] t; reg w1; reg [{N * IB - 1}:0] q;",
+         f"  wire take = (!busy || t == {tw}'d{S - 1}) && cnt > {{{dw}'d0, w1}};",
+         f"  wire [{dw - 1}:0] rp_n = take ? rp + 1'b1 : rp;"]
+    head = f"{{{(NP - N) * IB}'d0, q}}" if NP > N else "q"
     o += [f"  wire [{NP * IB - 1}:0] head = {head};"]
     o += [f"  reg [{S * IB - 1}:0] ch{m};" for m in range(M)]
     o += ["  always @(posedge clk) begin",
           "    if (in_valid) mem[wp] <= in_vec;",
+          "    q <= mem[rp_n];",
+          "    w1 <= !rst && in_valid;",
           "    if (rst) begin wp <= 0; rp <= 0; cnt <= 0; busy <= 0; t <= 0; err <= 0; end",
           "    else begin",
           "      if (in_valid) wp <= wp + 1'b1;",
-          "      if (take) rp <= rp + 1'b1;",
+          "      rp <= rp_n;",
           f"      cnt <= cnt + {{{dw}'d0, in_valid}} - {{{dw}'d0, take}};",
           f"      if (in_valid && !take && cnt == {dw + 1}'d{D}) err <= 1;  // FIFO overflow",
           "      if (take) begin busy <= 1; t <= 0; end",

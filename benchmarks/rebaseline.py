@@ -240,7 +240,8 @@ def main() -> None:
     done = {s.name for s in steps() if _marker(s).exists()}
     if a.list or a.dry_run:
         for s in chain:
-            print(f"{'done' if s.name in done else 'todo':4s}  {s.name:20s} {' '.join(s.argv)}")
+            state = "done" if s.name in done else "part" if _resumed(list(s.argv)) != list(s.argv) else "todo"
+            print(f"{state:4s}  {s.name:20s} {' '.join(s.argv)}")  # part: resumes from its last.ckpt
         return
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     by_name = {s.name: s for s in steps()}

@@ -53,10 +53,11 @@ def run_command(folder: Path) -> str | None:
                          "--shots", str(t["shots"]), *(["--data-root", str(root)] if root else []),
                          "--out", str(folder)])
     metrics = folder / "metrics.json"
-    zs = json.loads(metrics.read_text()).get("zero_shot") if metrics.is_file() else None
+    m = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    zs = m.get("zero_shot")
     if zs:
         cfg = zs.get("config") or {}
-        return " ".join(["lymphosort transfer zero-shot", zs["source_run"], "--task", cfg.get("task", "t8-vs-b"),
+        return " ".join(["lymphosort transfer zero-shot", zs["source_run"], "--task", m["task"],
                          *(["--data-root", str(cfg["data_root"])] if cfg.get("data_root") else []),
                          *([] if cfg.get("latency", True) else ["--no-latency"])])
     if not (folder / "config.yaml").is_file():

@@ -13,7 +13,7 @@ import runs_table  # noqa: E402
 def test_transfer_folders_name_their_command(tmp_path: Path) -> None:
     zs = tmp_path / "zs"
     zs.mkdir()
-    (zs / "metrics.json").write_text(json.dumps({"zero_shot": {
+    (zs / "metrics.json").write_text(json.dumps({"task": "t8-vs-b", "zero_shot": {
         "source_run": "runs/r18", "config": {"task": "t8-vs-b", "data_root": "data/sim-v3.1", "latency": False}}}))
     assert runs_table.run_command(zs) == ("lymphosort transfer zero-shot runs/r18 --task t8-vs-b "
                                           "--data-root data/sim-v3.1 --no-latency")

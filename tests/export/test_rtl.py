@@ -230,10 +230,12 @@ def test_rtl_record_carries_the_twins_accuracy(tmp_path: Path) -> None:
     for d, acc in ((float_run, 0.881), (twin, 0.849)):
         d.mkdir()
         (d / "metrics.json").write_text(json.dumps({"accuracy": acc, "n": 9144, "data": {"version": "3.0"}}))
-    (twin / "config.yaml").write_text(f"init_from: {float_run}\nepochs: 3\n")
+    card = {"format": 1, "model": "tiny-32-whole-q4", "config": {"init_from": str(float_run), "epochs": 3}}
+    (twin / "model.json").write_text(json.dumps(card))
     got = twin_accuracy(twin)
     assert got is not None and got["twin"]["accuracy"] == 0.849 and got["float"]["accuracy"] == 0.881
     assert got["twin"]["n"] == 9144 and got["float"]["run"] == str(float_run)
-    (twin / "config.yaml").write_text("epochs: 3\n")  # trained from scratch: no float parent
+    card["config"] = {"epochs": 3}  # trained from scratch: no float parent
+    (twin / "model.json").write_text(json.dumps(card))
     assert twin_accuracy(twin)["float"] is None
     assert twin_accuracy(tmp_path / "never-evaluated") is None

@@ -221,7 +221,7 @@ def twin_accuracy(run: Path) -> dict[str, Any] | None:
     """The test accuracy the design carries: the QAT run's metrics.json and its float parent's
     (the run it was fine-tuned from, `init_from`), so a latency row shows what it costs in
     accuracy. None when the run was never evaluated."""
-    import yaml
+    from lymphosort.models.checkpoint import read_card
 
     def acc(folder: Path) -> dict[str, Any] | None:
         f = folder / "metrics.json"
@@ -234,6 +234,5 @@ def twin_accuracy(run: Path) -> dict[str, Any] | None:
     twin = acc(run)
     if twin is None:
         return None
-    cfg_file = run / "config.yaml"
-    parent = (yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}).get("init_from") if cfg_file.is_file() else None
+    parent = read_card(run).config.get("init_from")  # the card keeps the resolved training config
     return {"twin": twin, "float": acc(Path(parent)) if parent else None}

@@ -85,9 +85,14 @@ def _pct(acc: dict[str, Any] | None, key: str) -> float | None:
     return None if side.get("accuracy") is None else round(100 * side["accuracy"], 2)
 
 
+def _logic_cells(pr: dict[str, Any]) -> dict[str, int] | None:
+    """nextpnr's logic-cell use: routed when it ran, else as packed."""
+    return (pr.get("utilisation") or pr.get("packed") or {}).get("TRELLIS_COMB")
+
+
 def row(rec: dict[str, Any], acc: dict[str, Any] | None) -> dict[str, Any]:
     pr = rec.get("place_and_route") or {}
-    packed = (pr.get("utilisation") or pr.get("packed") or {}).get("TRELLIS_COMB")
+    packed = _logic_cells(pr)
     twin, flt = _pct(acc, "twin"), _pct(acc, "float")
     out = {
         "design": _design(rec),
@@ -146,7 +151,7 @@ def aims(recs: list[dict[str, Any]], accs: list[dict[str, Any] | None]) -> list[
         r = max(q8, key=lambda x: (bool((x.get("place_and_route") or {}).get("ran")), "place_and_route" in x))
         checked = max(q8, key=lambda x: x["n_checked"] or 0)
         pr = r.get("place_and_route") or {}
-        packed = (pr.get("utilisation") or pr.get("packed") or {}).get("TRELLIS_COMB")
+        packed = _logic_cells(pr)
         if pr.get("ran"):
             value = f"routed at {r['fmax_mhz']} MHz: {r['latency_cycles']:,} cycles = {r['latency_us']} us"
         else:

@@ -166,7 +166,8 @@ def steps() -> list[Step]:
                                     "--out", f"{RES}/realtime_operating_points_v{V}.json"),
              f"{RES}/realtime_operating_points_v{V}.json", ("onnx",), timing=True),
         Step("realtime-workers", _py("realtime_bench.py", "workers", "--model", f"{RUNS}/export/tiny-32-whole-e8-onnx",
-                                     "--workers", "1,2", "--duration", "30", "--out", f"{RES}/realtime_workers_v{V}.json"),
+                                     "--workers", "1,2", "--duration", "30", "--fps", "5000", "--queue-size", "16",
+                                     "--out", f"{RES}/realtime_workers_v{V}.json"),
              f"{RES}/realtime_workers_v{V}.json", ("onnx",), timing=True),
         Step("demo", _py("demo_time.py"), f"{RES}/demo.json", timing=True),
     ]

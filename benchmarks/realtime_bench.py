@@ -155,6 +155,14 @@ def _workers_aims(rep: dict[str, Any], cmd: str) -> list[dict[str, Any]]:
             "<= 0.5%, p99 <= 1 ms and P/R >= 0.99 (15,000 cells/s cannot hold by construction on 2 cores: "
             "docs/realtime.md, Scaling out)", "target": ">= 1.8x (proposed)", "value": round(scaling, 2), "unit": "x",
             "met": scaling >= 1.8 and _ok(two, drops=0.005)})
+    one = next((r for r in rep["runs"] if r["workers"] == 1), None)
+    if one is not None and one.get("accuracy") is not None and two.get("accuracy") is not None:
+        diff = 100 * (two["accuracy"] - one["accuracy"])
+        aims.append({
+            **base, "aim": f"2 workers: accuracy on decided cells minus the one-worker run's ({two['accuracy']:.2%} "
+            f"of {two['accuracy_n']:,} against {one['accuracy']:.2%} of {one['accuracy_n']:,}; lane 2 is another "
+            "flow of the same preset)", "target": "within 1 point", "value": round(diff, 2), "unit": "points",
+            "met": abs(diff) <= 1.0})
     return aims
 
 

@@ -44,7 +44,8 @@ class RealtimeConfig:
     sort_class: str | None = None
     #: pace the source at its frame rate (off: as fast as possible, for throughput runs)
     paced: bool = True
-    #: frames buffered (~deadline x fps)
+    #: frames buffered (~deadline x fps); with a worker on every core, ~16 absorbs the host's
+    #: stalls of a few ms (docs/realtime.md, Benchmarks)
     queue_size: int = 4
     drop: Literal["oldest", "newest", "block"] = "oldest"
     #: a decision later than this counts as late (reported)

@@ -135,7 +135,7 @@ def _workers_aims(rep: dict[str, Any], cmd: str) -> list[dict[str, Any]]:
     """The BENCHMARKS.md aims of issue 24 from a `workers` run (2 workers against 1)."""
     from lymphosort.data.synth import get_preset
 
-    two = next((r for r in rep["runs"] if r["workers"] == 2), None)
+    one, two = (next((r for r in rep["runs"] if r["workers"] == n), None) for n in (1, 2))
     if two is None:
         return []
     data = (f"LymphoSim {get_preset(rep['sim']['preset']).version} {rep['sim']['preset']} flow frames (simulated), "
@@ -155,7 +155,6 @@ def _workers_aims(rep: dict[str, Any], cmd: str) -> list[dict[str, Any]]:
             "<= 0.5%, p99 <= 1 ms and P/R >= 0.99 (15,000 cells/s cannot hold by construction on 2 cores: "
             "docs/realtime.md, Scaling out)", "target": ">= 1.8x (proposed)", "value": round(scaling, 2), "unit": "x",
             "met": scaling >= 1.8 and _ok(two, drops=0.005)})
-    one = next((r for r in rep["runs"] if r["workers"] == 1), None)
     if one is not None and one.get("accuracy") is not None and two.get("accuracy") is not None:
         diff = 100 * (two["accuracy"] - one["accuracy"])
         aims.append({

@@ -47,8 +47,10 @@ def run_command(folder: Path) -> str | None:
     """The `lymphosort train|distill` command of a run folder, from its resolved config.yaml;
     for a `transfer zero-shot` or `transfer finetune` folder, that command from its record."""
     if (folder / "transfer.json").is_file():
+        from lymphosort.models.checkpoint import read_card
+
         t = json.loads((folder / "transfer.json").read_text())
-        root = t.get("data_root") or (json.loads((folder / "model.json").read_text()).get("data") or {}).get("root")
+        root = t.get("data_root") or read_card(folder).data_root
         return " ".join(["lymphosort transfer finetune", t["source_run"], "--task", t["task"], "--mode", t["mode"],
                          "--shots", str(t["shots"]), *(["--data-root", str(root)] if root else []),
                          "--out", str(folder)])

@@ -51,3 +51,26 @@ def test_aims_follow_the_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert [r["latency us"] for r in doc["rows"]] == [12.941, None, 4.4, 5.0]
     assert all("--pixels-per-cycle" in r["command"] for r in doc["rows"])
     assert by["<= 7 us"]["data"].startswith("LymphoSim 3.0 default (simulated)")
+
+
+def test_the_newest_data_versions_designs_carry_the_aims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twins measured on different LymphoSim versions do not compare: a 3.1 design carries the
+    aims even where a 3.0 design's twin reads higher; the 3.0 rows stay in the table."""
+    old = _rec("tiny-32-whole-q4", "stream", 16, 330, 75.0, True, 0.87)
+    new = _rec("tiny-32-whole-q4", "stream", 16, 333, 66.6, True, 0.86)
+    new["accuracy"]["twin"]["data"]["version"] = "3.1"
+    new["widths"] = {"input": 8, "weights": [8, 4, 4, 4], "activations": [8, 4, 4]}
+    files = []
+    for i, r in enumerate((old, new)):
+        files.append(tmp_path / f"r{i}.json")
+        files[-1].write_text(json.dumps(r))
+    out = tmp_path / "rtl.json"
+    monkeypatch.setattr(sys, "argv", ["rtl_table.py", *map(str, files), "--out", str(out)])
+    rtl_table.main()
+    doc = json.loads(out.read_text())
+    by = {a["target"]: a for a in doc["aims"]}
+    assert by["<= 7 us"]["value"] == 5.0 and by["<= 1 us"]["value"] == 5.0
+    assert by["within 0.5 points"]["data"].startswith("LymphoSim 3.1 default (simulated)")
+    assert "mixed-width (weights 8/4/4/4, activations 8/4/4 bits) twin" in by["within 0.5 points"]["aim"]
+    assert len(doc["rows"]) == 2 and "weights 8/4/4/4" in doc["rows"][1]["design"]
+    assert "4-bit twin" in rtl_table.aims([old], [old["accuracy"]])[2]["aim"]  # no widths kept: the name's

@@ -33,10 +33,10 @@ def _real_crops(n: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(imgs).astype(np.uint8))
 
 
-def _quant_model(name: str, seed: int = 0) -> torch.nn.Module:
+def _quant_model(name: str, seed: int = 0, **kwargs: object) -> torch.nn.Module:
     """A QAT student with non-trivial weights and biases (random init, biases spread)."""
     torch.manual_seed(seed)
-    m = create_model(name).eval()
+    m = create_model(name, **kwargs).eval()
     with torch.no_grad():
         for mod in m.modules():
             if getattr(mod, "bias", None) is not None and isinstance(mod.bias, torch.nn.Parameter):
@@ -44,10 +44,15 @@ def _quant_model(name: str, seed: int = 0) -> torch.nn.Module:
     return m
 
 
-@pytest.mark.parametrize("name", ["tiny-32-q8", "tiny-32-q4", "paper-student2-q8", "tiny-64-q4"])
-def test_integer_ir_matches_brevitas_exactly(tmp_path: Path, name: str) -> None:
-    m = _quant_model(name)
+@pytest.mark.parametrize("name,kwargs", [
+    ("tiny-32-q8", {}), ("tiny-32-q4", {}), ("paper-student2-q8", {}), ("tiny-64-q4", {}),
+    # mixed widths: an 8-bit first conv and ReLU in front of 4-bit layers; learned weight scales
+    ("tiny-32-whole-q4", {"bits": [8, 4, 4, 4], "act_bits": [8, 4, 4], "weight_scale": "mse"})])
+def test_integer_ir_matches_brevitas_exactly(tmp_path: Path, name: str, kwargs: dict) -> None:
+    m = _quant_model(name, **kwargs)
     fp = from_quant_model(m, classes=["B", "T"])
+    if kwargs:
+        assert [(l.w_bits, l.out_bits) for l in fp.layers] == [(8, 8), (4, 4), (4, 4), (4, None)]
     fp.save(tmp_path)
     fp = load_fixedpoint(tmp_path)  # the round trip through JSON + npz is part of the contract
     imgs = _random_crops(64)

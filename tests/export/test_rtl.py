@@ -218,6 +218,7 @@ def test_cli_exports_a_qat_student(tmp_path: Path, tiny_root: Path) -> None:
     assert rec["arch"] == "stream" and rec["mismatches"] == 0 and rec["n_checked"] > 0  # t4-vs-b crops of 24
     assert rec["latency_cycles"] > 64 and rec["initiation_interval"] >= 64
     assert rec["fmax_mhz"] is None and rec["latency_us"] is None and rec["luts"] is None  # not measured here
+    assert rec["widths"] == {"input": 8, "weights": [4, 4, 4, 4], "activations": [4, 4, 4]}
     assert (out / "src" / "lymphosort_top.v").is_file() and (out / "fixedpoint.json").is_file()
 
 

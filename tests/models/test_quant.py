@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,12 @@ def test_quantize_from_float_keeps_the_float_weights() -> None:
     assert q.spec.name == "tiny-32-q8"
     assert torch.equal(q.features.conv1.weight, f.features.conv1.weight)
     q6 = quantize_from_float(f, bits=6)
-    assert q6.bits == [6, 6, 6, 6]
+    assert q6.bits == [6, 6, 6, 6] and q6.act_bits == [6, 6, 6]
+    mixed = quantize_from_float(f, bits=[8, 4, 4, 4], act_bits=[8, 4, 4])
+    assert [int(mixed.features.get_submodule(f"relu{i}").act_quant.bit_width()) for i in (1, 2, 3)] == [8, 4, 4]
+    assert int(mixed.features.conv2.quant_weight().bit_width) == 4
+    with pytest.raises(ConfigError, match="one per conv's ReLU"):
+        quantize_from_float(f, bits=4, act_bits=[8, 4])
 
 
 def test_activation_ranges_start_from_the_float_activations() -> None:
@@ -82,6 +88,11 @@ def test_activation_ranges_start_from_the_float_activations() -> None:
     relu3 = q.features.relu3(torch.full((1, 24, 2, 2), ranges["features.relu3"]))
     assert float(relu3.value.max()) >= 0.99 * ranges["features.relu3"]  # no longer clipped at 4
     assert after < before / 4
+    # mid-bin: the same power-of-two ranges, the parameter half a step below the rounding edge
+    scale = q.features.relu3.act_quant.scale()
+    init_activation_ranges(q, f, [x[:32], x[32:]], quantile=1.0, mid_bin=True)
+    impl = q.features.relu3.act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl
+    assert float(impl.value) % 1 == 0.5 and torch.equal(q.features.relu3.act_quant.scale(), scale)
 
 
 def test_qat_distill_trains(tmp_path: Path) -> None:
@@ -115,3 +126,34 @@ def test_qat_twin_names_the_registered_twin() -> None:
     assert qat_twin("tiny-64", 6) == ("tiny-64-q8", {"bits": 6})
     with pytest.raises(ConfigError):
         qat_twin("tiny-32", 12)
+
+
+def test_mse_weight_scales_are_learned_powers_of_two_of_least_error(tmp_path: Path) -> None:
+    """weight_scale="mse": each weight range starts at the power of two of least squared error
+    (never coarser than the max rule's) and is a parameter from construction, so a checkpoint
+    saved before or after training reloads strictly and gives the same logits."""
+    from lymphosort.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
+    from lymphosort.models.quant import quantize_from_float
+
+    torch.manual_seed(0)
+    f = create_model("tiny-32-whole")
+    q_max = quantize_from_float(f, bits=4)
+    q_mse = quantize_from_float(f, bits=4, weight_scale="mse")
+    assert q_mse.weight_scale == "mse" and q_max.weight_scale == "max"
+    for path in ("features.conv1", "features.conv2", "features.conv3", "head"):
+        a, b = q_max.get_submodule(path), q_mse.get_submodule(path)
+        w = a.weight.detach()
+        err_max = float(((a.quant_weight().value - w) ** 2).sum())
+        err_mse = float(((b.quant_weight().value - w) ** 2).sum())
+        s_max, s_mse = float(a.quant_weight().scale), float(b.quant_weight().scale)
+        assert s_mse <= s_max and err_mse <= err_max
+        assert math.log2(s_mse).is_integer()
+        assert float(b.weight_quant.tensor_quant.scaling_impl.value) % 1 == 0.5  # mid-bin: a step cannot flip it
+    assert "features.conv2.weight_quant.tensor_quant.scaling_impl.value" in create_model(
+        "tiny-32-whole-q4", weight_scale="mse").state_dict()
+    save_checkpoint(tmp_path, q_mse, ModelCard.from_model(q_mse, task="t4-vs-b", classes=["B", "T4"]))
+    q2, _ = load_checkpoint(tmp_path)
+    x = torch.randn(3, 1, 32, 32)
+    assert torch.equal(q_mse(x), q2(x))
+    with pytest.raises(ConfigError, match="weight_scale"):
+        create_model("tiny-32-whole-q4", weight_scale="percentile")

@@ -19,8 +19,10 @@ fine-tunes straight into it):
 - ``head``: weights signed ``bits[-1]``, int32 bias; returns float logits.
 
 Registered as ``<student>-q8`` and ``<student>-q4`` (every student, including
-``paper-student2``); ``bits`` (one int or one per quantised layer) and ``input_bits``
-override the widths. `quantize_from_float` copies a trained float student in.
+``paper-student2``); ``bits`` (one int or one per quantised layer: weights, and the ReLU
+after a conv), ``act_bits`` (one per conv: its ReLU, when it differs from the weights) and
+``input_bits`` override the widths; ``weight_scale="mse"`` picks each weight scale by least
+squared error instead of max|w|. `quantize_from_float` copies a trained float student in.
 """
 
 from __future__ import annotations
@@ -42,10 +44,10 @@ __all__ = ["QUANT_BITS", "QuantConvStudent", "float_name", "qat_twin", "quant_na
 QUANT_BITS: tuple[int, ...] = (8, 4)
 
 
-def _per_layer(bits: int | Sequence[int], n: int) -> list[int]:
+def _per_layer(bits: int | Sequence[int], n: int, what: str = "conv/head layer") -> list[int]:
     widths = [int(bits)] * n if isinstance(bits, (int, float)) else [int(b) for b in bits]
     if len(widths) != n:
-        raise ConfigError(f"need one bit width or {n} (one per conv/head layer), got {len(widths)}")
+        raise ConfigError(f"need one bit width or {n} (one per {what}), got {len(widths)}")
     if any(not 2 <= b <= 16 for b in widths):
         raise ConfigError(f"bit widths must lie in [2, 16], got {widths}")
     return widths
@@ -65,6 +67,8 @@ class QuantConvStudent(ClassifierMixin, nn.Module):
         bits: int | Sequence[int] = 8,
         input_bits: int = 8,
         init: str = "torch",
+        act_bits: int | Sequence[int] | None = None,
+        weight_scale: str = "max",
     ) -> None:
         super().__init__()
         import brevitas.nn as qnn
@@ -80,8 +84,22 @@ class QuantConvStudent(ClassifierMixin, nn.Module):
 
         if padding not in ("same", "valid"):
             raise ConfigError(f"padding must be 'same' or 'valid', not {padding!r}")
+        # Weight scales. "max": from the tensor at every call, the power of two that holds max|w|
+        # (nothing clips; no parameter). "mse": a learned power of two like the activations',
+        # started at the one of least squared error, which clips the few largest weights and
+        # halves the step of the rest: at 4 bits most of a bit, as the max rule rounds up.
+        # (Brevitas' own MSE quantiser makes its parameter only once training starts, which
+        # would make checkpoints unloadable.)
+        if weight_scale not in ("max", "mse"):
+            raise ConfigError(f"weight_scale must be 'max' or 'mse', not {weight_scale!r}")
+        wkw: dict[str, Any] = {}
+        if weight_scale == "mse":
+            wkw = {"weight_scaling_impl_type": ScalingImplType.PARAMETER, "weight_scaling_init": 1.0}
+        self.weight_scale = weight_scale
         widths = _per_layer(bits, len(channels) + 1)
+        acts = widths[:-1] if act_bits is None else _per_layer(act_bits, len(channels), "conv's ReLU")
         self.bits = widths
+        self.act_bits = acts
         self.input_bits = int(input_bits)
         self.quant_in = qnn.QuantIdentity(
             act_quant=Int8ActPerTensorFixedPoint, bit_width=self.input_bits, return_quant_tensor=True,
@@ -89,14 +107,14 @@ class QuantConvStudent(ClassifierMixin, nn.Module):
         )
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         c_in, size = 1, int(input_size)
-        for i, (c_out, b) in enumerate(zip(channels, widths), start=1):
+        for i, (c_out, b, a) in enumerate(zip(channels, widths, acts), start=1):
             pad = kernel // 2 if padding == "same" else 0
             layers[f"conv{i}"] = qnn.QuantConv2d(
                 c_in, int(c_out), kernel, padding=pad, weight_quant=Int8WeightPerTensorFixedPoint,
-                weight_bit_width=b, bias_quant=Int32Bias, return_quant_tensor=False,
+                weight_bit_width=b, bias_quant=Int32Bias, return_quant_tensor=False, **wkw,
             )
             layers[f"relu{i}"] = qnn.QuantReLU(
-                act_quant=Uint8ActPerTensorFixedPoint, bit_width=b, return_quant_tensor=True, max_val=4.0, **param
+                act_quant=Uint8ActPerTensorFixedPoint, bit_width=a, return_quant_tensor=True, max_val=4.0, **param
             )
             layers[f"pool{i}"] = nn.MaxPool2d(2)
             size = (size + 2 * pad - kernel + 1) // 2
@@ -120,10 +138,36 @@ class QuantConvStudent(ClassifierMixin, nn.Module):
         self.features = nn.Sequential(layers)
         self.head = qnn.QuantLinear(
             c_in * size * size, num_classes, bias=True, weight_quant=Int8WeightPerTensorFixedPoint,
-            weight_bit_width=widths[-1], bias_quant=Int32Bias, return_quant_tensor=False,
+            weight_bit_width=widths[-1], bias_quant=Int32Bias, return_quant_tensor=False, **wkw,
         )
         self.FEATURE_MODULES = tuple(f"features.relu{i}" for i in range(1, len(channels) + 1))
         init_weights_(self, init)  # QuantConv2d is a Conv2d: same start as the float twin
+        self.init_weight_scales()
+
+    @torch.no_grad()
+    def init_weight_scales(self) -> dict[str, int]:
+        """With ``weight_scale="mse"``: set each layer's learned weight scale to the power of two
+        of least squared error for its current weights (call after loading weights). Returns
+        {module path: log2 of the range}; {} for ``"max"`` (nothing to set)."""
+        if self.weight_scale != "mse":
+            return {}
+        out = {}
+        for path, mod in self.named_modules():
+            if not hasattr(mod, "weight_quant") or not hasattr(mod, "quant_weight"):
+                continue
+            w, b = mod.weight.detach().double(), int(mod.quant_weight().bit_width)
+            top = math.ceil(math.log2(max(float(w.abs().max()), 2.0**-16)))  # the max rule's range
+
+            def err(e: int) -> float:
+                step = 2.0 ** (e - (b - 1))
+                return float(((torch.round(w / step).clamp(-(2 ** (b - 1)), 2 ** (b - 1) - 1) * step - w) ** 2).sum())
+
+            best = min(range(top - 4, top + 1), key=lambda e: (err(e), -e))  # ties: the wider range
+            # the parameter is log2 of the range, rounded up when used: start mid-bin, as an
+            # integer would double the range at the first positive step of the optimiser
+            mod.weight_quant.tensor_quant.scaling_impl.value.fill_(best - 0.5)
+            out[path] = best
+        return out
 
     def forward_features(self, x: torch.Tensor) -> Any:
         from brevitas.quant_tensor import IntQuantTensor
@@ -184,15 +228,24 @@ def _register(name: str, bits: int) -> None:
         input_size: int = base["input_size"],
         bits: int | Sequence[int] = bits,
         input_bits: int = 8,
+        act_bits: int | Sequence[int] | None = None,
+        weight_scale: str = "max",
     ) -> QuantConvStudent:
         kw = {k: v for k, v in base.items() if k not in ("input_size", "fov")}
-        return QuantConvStudent(num_classes, input_size, bits=bits, input_bits=input_bits, **kw)
+        return QuantConvStudent(num_classes, input_size, bits=bits, input_bits=input_bits, act_bits=act_bits,
+                                weight_scale=weight_scale, **kw)
 
     factory.__doc__ = f"{name} with {bits}-bit power-of-two fixed-point weights and activations (Brevitas QAT)."
     register_model(quant_name(name, bits), input_size=base["input_size"], kind="student", fov=base.get("fov"))(factory)
 
 
-def quantize_from_float(model: nn.Module, bits: int | Sequence[int] = 8, input_bits: int = 8) -> nn.Module:
+def quantize_from_float(
+    model: nn.Module,
+    bits: int | Sequence[int] = 8,
+    input_bits: int = 8,
+    act_bits: int | Sequence[int] | None = None,
+    weight_scale: str = "max",
+) -> nn.Module:
     """A QAT twin of float student `model` with its trained weights copied in (eval mode).
 
     The quantiser ranges start from their defaults and are learned during fine-tuning; call
@@ -208,23 +261,32 @@ def quantize_from_float(model: nn.Module, bits: int | Sequence[int] = 8, input_b
         kwargs["bits"] = list(bits) if not isinstance(bits, int) else int(bits)
     if input_bits != 8:
         kwargs["input_bits"] = int(input_bits)
+    if act_bits is not None:
+        kwargs["act_bits"] = list(act_bits) if not isinstance(act_bits, int) else int(act_bits)
+    if weight_scale != "max":
+        kwargs["weight_scale"] = weight_scale
     q = create_model(name, num_classes=spec.num_classes, **kwargs)
     missing, unexpected = q.load_state_dict(model.state_dict(), strict=False)
     if unexpected:
         raise ConfigError(f"float weights do not fit {name}: unexpected {unexpected}")
     if any(not ("quant" in k or "scaling" in k) for k in missing):
         raise ConfigError(f"float weights do not fit {name}: missing {missing}")
+    q.init_weight_scales()
     return q.eval()
 
 
 @torch.no_grad()
-def init_activation_ranges(q: nn.Module, float_model: nn.Module, batches: Any, quantile: float = 0.999) -> dict[str, float]:
+def init_activation_ranges(
+    q: nn.Module, float_model: nn.Module, batches: Any, quantile: float = 0.999, mid_bin: bool = False
+) -> dict[str, float]:
     """Set each quantised ReLU's learned range from its float twin's activations on data.
 
     The ranges are learned power-of-two thresholds (``scaling_impl.value`` holds log2 of the
     range, rounded up when used). They start at 4.0, which clips a trained float student's
     deeper activations; starting at the `quantile` of the float activations lets QAT fine-tune
-    instead of first re-learning every range. Returns {module path: range set}.
+    instead of first re-learning every range. `mid_bin`: start the parameter in the middle of
+    its power of two's bin (same range, but QAT's first steps cannot flip it); the
+    ``weight_scale="mse"`` twins use it. Returns {module path: range set}.
     """
     from lymphosort.models.hooks import FeatureCapture
 
@@ -243,7 +305,8 @@ def init_activation_ranges(q: nn.Module, float_model: nn.Module, batches: Any, q
     for p in paths:
         hi = float(torch.quantile(torch.cat(samples[p])[:1_000_000], quantile))
         impl = modules[p].act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl
-        impl.value.fill_(math.log2(max(hi, 2.0**-8)))
+        log_hi = math.log2(max(hi, 2.0**-8))
+        impl.value.fill_(math.ceil(log_hi) - 0.5 if mid_bin else log_hi)
         ranges[p] = hi
     return ranges
 

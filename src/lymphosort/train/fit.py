@@ -308,9 +308,11 @@ def _init_from(cfg: TrainConfig, num_classes: int, train: "SplitData") -> nn.Mod
             f"--init-from {cfg.init_from} holds {spec.name!r}; it can start {spec.name!r} or its QAT twin, not {cfg.model!r}"
         )
     bits = cfg.model_kwargs.get("bits", int(cfg.model.rpartition("-q")[2]))
-    q = quantize_from_float(src, bits=bits, input_bits=int(cfg.model_kwargs.get("input_bits", 8)))
+    widths = {k: v for k, v in cfg.model_kwargs.items() if k in ("input_bits", "act_bits", "weight_scale")}
+    q = quantize_from_float(src, bits=bits, **widths)
     images = subset_tensors(train, 512, cfg.seed)[0]
-    init_activation_ranges(q, src, (src.spec.prepare(images[i : i + 128]) for i in range(0, len(images), 128)))
+    batches = (src.spec.prepare(images[i : i + 128]) for i in range(0, len(images), 128))
+    init_activation_ranges(q, src, batches, mid_bin=getattr(q, "weight_scale", "max") == "mse")
     return q.train()
 
 

@@ -176,6 +176,8 @@ def export_rtl_run(run: str | Path, out: str | Path, cfg: RtlExportConfig = RtlE
         "stages": [{"name": n, "da4ml_cost": c.cost, "mac_latency": c.latency, "n_in": c.n_in, "n_out": c.n_out}
                    for n, c in design.circuits.items()],
         "lanes": {st.name: st.lanes for st in design.plan.stages},
+        "widths": {"input": int(fp.input_bits), "weights": [int(layer.w_bits) for layer in fp.layers],
+                   "activations": [int(layer.out_bits) for layer in fp.layers if layer.out_bits is not None]},
         "time_shared": [{"name": st.name, "n_in": int(st.matrix.shape[0]), "n_out": int(st.matrix.shape[1]),
                          "multipliers": st.share.dsps(int(st.matrix.shape[1])), "steps": st.share.steps,
                          "fifo_depth": st.share.depth}

@@ -125,10 +125,13 @@ def row(rec: dict[str, Any], acc: dict[str, Any] | None) -> dict[str, Any]:
 def aims(recs: list[dict[str, Any]], accs: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
     """Issue 23's aims on the default student's designs (the others are history rows)."""
     mine = [(r, a) for r, a in zip(recs, accs) if r["model"].startswith(DEFAULT)]
-    routed = [r for r, _ in mine if r.get("latency_us")]
-    # twins of one data version compare; the newest version's designs carry the aims
-    newest = max((_version(r) for r in routed), default=())
-    routed = sorted((r for r in routed if _version(r) == newest), key=lambda r: r["latency_us"])
+    routed = sorted((r for r, _ in mine if r.get("latency_us")), key=lambda r: r["latency_us"])
+
+    def loss(r: dict[str, Any]) -> float | None:
+        """Twin minus float parent, points: comparable across data versions, unlike accuracies."""
+        tw, fl = _pct(accs[recs.index(r)], "twin"), _pct(accs[recs.index(r)], "float")
+        return None if tw is None or fl is None else round(tw - fl, 2)
+
     out: list[dict[str, Any]] = []
 
     def aim(text: str, target: str, value: Any, met: bool, rec: dict[str, Any], unit: str | None = None,
@@ -141,15 +144,16 @@ def aims(recs: list[dict[str, Any]], accs: list[dict[str, Any] | None]) -> list[
         out.append(a)
 
     if routed:
-        # the deployable design: of those within 7 us, the most accurate twin (then the fastest)
+        # the deployable design: of those within 7 us, the twin closest to its float parent
+        # (then the fastest)
         fit = [r for r in routed if r["latency_us"] <= 7] or routed[:1]
-        best = max(fit, key=lambda r: (_pct(accs[recs.index(r)], "twin") or 0.0, -r["latency_us"]))
+        best = max(fit, key=lambda r: (-abs(loss(r)) if loss(r) is not None else -1e9, -r["latency_us"]))
         fastest = routed[0]
         acc = accs[recs.index(best)]
         tw, fl = _pct(acc, "twin"), _pct(acc, "float")
         cost = f"; its {_widths(best)} twin {tw}% vs float {fl}%" if tw is not None and fl is not None else ""
         aim(f"streaming RTL of the default student placed and routed whole on an open-toolchain part, latency at "
-            f"routed Fmax (the most accurate twin within it: {best['model']} from {_rel(best['run'])}, "
+            f"routed Fmax (the twin closest to its float parent within it: {best['model']} from {_rel(best['run'])}, "
             f"{best.get('pixels_per_cycle') or 1} pixels a cycle, the whole 64x64 crop in, shrunk in hardware{cost})", "<= 7 us", best["latency_us"], best["latency_us"] <= 7, best, "us")
         aim(f"low-latency best point of the default student's RTL ({fastest['model']}, "
             f"{fastest.get('pixels_per_cycle') or 1} pixels a cycle, routed whole; 1 us would need a 64-pixel row a "
@@ -160,6 +164,14 @@ def aims(recs: list[dict[str, Any]], accs: list[dict[str, Any] | None]) -> list[
                 "within 0.5 points", round(tw - fl, 2), abs(tw - fl) <= 0.5, best, "points",
                 cmd=((acc or {}).get("twin") or {}).get("command"),
                 data=f"{_data(best)}, test split ({acc['twin']['n']:,} crops)")
+        close = [r for r in routed if loss(r) is not None and abs(loss(r)) <= 0.5]
+        if close and abs(loss(best)) > 0.5:  # what a twin within 0.5 points costs in latency
+            r = close[0]
+            a = accs[recs.index(r)]
+            aim(f"the fastest routed design whose twin is within 0.5 points of its float parent ({_widths(r)}, "
+                f"{_pct(a, 'twin')}% vs {_pct(a, 'float')}%, from {_rel(r['run'])}; "
+                f"{r.get('pixels_per_cycle') or 1} pixels a cycle: docs/fpga.md)", "<= 7 us", r["latency_us"],
+                r["latency_us"] <= 7, r, "us")
     q8 = [r for r, _ in mine if _bits(r) == 8 and r.get("arch") == "mixed"]
     if q8:  # one aim: the place-and-route attempt, with the widest bit-exact check beside it
         r = max(q8, key=lambda x: (bool((x.get("place_and_route") or {}).get("ran")), "place_and_route" in x))
@@ -177,15 +189,6 @@ def aims(recs: list[dict[str, Any]], accs: list[dict[str, Any] | None]) -> list[
             "cycle its latency is >= 4,096 cycles, so <= 7 us is out of reach by construction: docs/fpga.md)",
             "placed and routed", value, bool(pr.get("ran")), r)
     return out
-
-
-def _version(rec: dict[str, Any]) -> tuple[int, ...]:
-    """The LymphoSim version the twin's accuracy was measured on, as a sortable tuple (() unknown)."""
-    v = ((((rec.get("accuracy") or {}).get("twin") or {}).get("data")) or {}).get("version")
-    try:
-        return tuple(int(p) for p in str(v).split(".")) if v else ()
-    except ValueError:
-        return ()
 
 
 def _data(rec: dict[str, Any]) -> str:

@@ -69,8 +69,10 @@ def _widths(rec: dict[str, Any]) -> str:
 def _design(rec: dict[str, Any]) -> str:
     view = "whole crop" if rec["model"].startswith(DEFAULT) else "centre window"
     mixed = _widths(rec)
+    # a mixed-width twin is no "-q<bits>" model whatever registered name it was built from
+    model = f"{rec['model'].rsplit('-q', 1)[0]} twin" if mixed.startswith("mixed") else rec["model"]
     view += f", {mixed}" if mixed.startswith("mixed") else ""
-    return (f"{rec['model']} ({view}), --arch {rec.get('arch', 'stream')}, "
+    return (f"{model} ({view}), --arch {rec.get('arch', 'stream')}, "
             f"da4ml latency cutoff {rec.get('latency_cutoff', 5):g}")
 
 

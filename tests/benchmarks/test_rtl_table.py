@@ -77,7 +77,7 @@ def test_twins_compare_by_their_loss_and_a_close_twin_shows_its_latency(tmp_path
     close = aims[3]
     assert close["value"] == 11.091 and not close["met"] and close["data"].startswith("LymphoSim 3.1 default")
     assert "mixed-width (weights 8/4/4/4, activations 8/6/4 bits)" in close["aim"] and "90.6% vs 91.0%" in close["aim"]
-    assert "weights 8/4/4/4" in doc["rows"][1]["design"]
+    assert doc["rows"][1]["design"].startswith("tiny-32-whole twin (whole crop, mixed-width (weights 8/4/4/4")
     # the 3.1 twin within 7 us: it is the pick, and no extra row is needed
     new["latency_cycles"], new["latency_us"] = 330, 4.8
     files[1].write_text(json.dumps(new))

@@ -64,6 +64,12 @@ def test_quantize_from_float_keeps_the_float_weights() -> None:
     mixed = quantize_from_float(f, bits=[8, 4, 4, 4], act_bits=[8, 4, 4])
     assert [int(mixed.features.get_submodule(f"relu{i}").act_quant.bit_width()) for i in (1, 2, 3)] == [8, 4, 4]
     assert int(mixed.features.conv2.quant_weight().bit_width) == 4
+    assert mixed.spec.name == "tiny-32-q8"  # no name asked: a registered twin with its widths overridden
+    named = quantize_from_float(f, bits=[8, 4, 4, 4], act_bits=[8, 6, 4], name="tiny-32-q4")
+    assert named.spec.name == "tiny-32-q4" and named.bits == [8, 4, 4, 4] and named.act_bits == [8, 6, 4]
+    assert quantize_from_float(f, bits=4, name="tiny-32-q8").bits == [4, 4, 4, 4]
+    with pytest.raises(ConfigError, match="not a QAT twin"):
+        quantize_from_float(f, bits=4, name="tiny-32-whole-q4")
     with pytest.raises(ConfigError, match="one per conv's ReLU"):
         quantize_from_float(f, bits=4, act_bits=[8, 4])
 

@@ -245,8 +245,12 @@ def quantize_from_float(
     input_bits: int = 8,
     act_bits: int | Sequence[int] | None = None,
     weight_scale: str = "max",
+    name: str | None = None,
 ) -> nn.Module:
     """A QAT twin of float student `model` with its trained weights copied in (eval mode).
+
+    `name`: the registered twin to build (e.g. the ``-q4`` one a run asked for with per-layer
+    `bits`); by default the twin named by `bits` when it is one registered width, else ``-q8``.
 
     The quantiser ranges start from their defaults and are learned during fine-tuning; call
     `init_activation_ranges` with a few batches first for a sensible start.
@@ -255,9 +259,13 @@ def quantize_from_float(
 
     spec = model.spec
     single = bits if isinstance(bits, int) else None
-    name = quant_name(spec.name, single if single in QUANT_BITS else QUANT_BITS[0])
+    explicit = name is not None  # the widths asked for, whatever the name's default
+    if name is None:
+        name = quant_name(spec.name, single if single in QUANT_BITS else QUANT_BITS[0])
+    elif float_name(canonical_name(name)) != spec.name:
+        raise ConfigError(f"{name!r} is not a QAT twin of {spec.name!r}")
     kwargs: dict[str, Any] = {k: v for k, v in spec.create_kwargs.items() if k in ("input_size", "fov")}
-    if single not in QUANT_BITS:
+    if single not in QUANT_BITS or explicit:
         kwargs["bits"] = list(bits) if not isinstance(bits, int) else int(bits)
     if input_bits != 8:
         kwargs["input_bits"] = int(input_bits)

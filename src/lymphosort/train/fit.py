@@ -309,7 +309,7 @@ def _init_from(cfg: TrainConfig, num_classes: int, train: "SplitData") -> nn.Mod
         )
     bits = cfg.model_kwargs.get("bits", int(cfg.model.rpartition("-q")[2]))
     widths = {k: v for k, v in cfg.model_kwargs.items() if k in ("input_bits", "act_bits", "weight_scale")}
-    q = quantize_from_float(src, bits=bits, **widths)
+    q = quantize_from_float(src, bits=bits, name=model_name, **widths)
     images = subset_tensors(train, 512, cfg.seed)[0]
     batches = (src.spec.prepare(images[i : i + 128]) for i in range(0, len(images), 128))
     init_activation_ranges(q, src, batches, mid_bin=getattr(q, "weight_scale", "max") == "mse")

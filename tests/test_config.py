@@ -4,6 +4,7 @@ config, a YAML file is data only, and flags override it."""
 from __future__ import annotations
 
 import argparse
+import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,8 @@ def test_each_command_resolves_the_python_config(tmp_path: Path) -> None:
         (["distill", "--out", "R"], DistillConfig.for_teacher(teacher, method="dkd", seed=4,
                                                               student_layers=["features.2"], teacher_precision="bf16")),
         (["distill", "--out", "R"], DistillConfig.for_teacher(teacher, method_kwargs={"temperature": 4.0, "alpha": 0.5})),
+        (["distill", "--out", "R"], DistillConfig.for_teacher(teacher, model="tiny-32-whole-q4", model_kwargs={
+            "bits": [8, 4, 4, 4], "act_bits": [8, 6, 4], "weight_scale": "mse"})),
         (["export", "onnx", "RUN", "--out", "O"], OnnxExportConfig(data_root="d", n_check=10, opset=18)),
         (["export", "hls", "RUN", "--out", "O"], HlsExportConfig(clock_ns=4.0, hls_config="h.yaml", synth=True)),
         (["export", "rtl", "RUN", "--out", "O"], RtlExportConfig(pnr=True, device="45k", pnr_timeout_s=60.0)),
@@ -127,8 +130,8 @@ def test_each_command_resolves_the_python_config(tmp_path: Path) -> None:
         (["transfer", "finetune", "RUN", "--out", "O"], FinetuneConfig(lr=1e-3, epochs=5, max_val_samples=None,
                                                                         augment={"flip_p": 0.2}, reset_head=True)),
     ]
-    for head, cfg in cases:
-        assert _cli_config([*head, *command_flags(cfg)]) == cfg, head
+    for head, cfg in cases:  # as a shell reads the printed line
+        assert _cli_config([*head, *shlex.split(" ".join(command_flags(cfg)))]) == cfg, head
     # the distillation's task and data root come from the teacher, as on the command line
     bare = _cli_config(["distill", "--out", "R", "--teacher", str(teacher)])
     assert bare == DistillConfig.for_teacher(teacher) and (bare.task, bare.data_root) == ("t8-vs-b", "data/elsewhere")

@@ -14,6 +14,7 @@ import ast
 import dataclasses
 import inspect
 import json
+import shlex
 import textwrap
 import types
 import typing
@@ -295,8 +296,8 @@ def command_flags(cfg: Any, base: Any | None = None, prefix: str = "") -> list[s
         elif value is None:
             out += [name, _NONE]
         elif isinstance(value, dict):
-            for k, v in value.items():
-                out += [name, f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
+            for k, v in value.items():  # compact JSON, shell-quoted where needed: copy-paste safe
+                out += [name, shlex.quote(f"{k}={json.dumps(v, separators=(',', ':')) if not isinstance(v, str) else v}")]
         elif isinstance(value, (list, tuple)):
             out += [name, ",".join(str(v) for v in value)]
         else:

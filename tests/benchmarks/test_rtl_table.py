@@ -78,6 +78,17 @@ def test_twins_compare_by_their_loss_and_a_close_twin_shows_its_latency(tmp_path
     assert close["value"] == 11.091 and not close["met"] and close["data"].startswith("LymphoSim 3.1 default")
     assert "mixed-width (weights 8/4/4/4, activations 8/6/4 bits)" in close["aim"] and "90.6% vs 91.0%" in close["aim"]
     assert doc["rows"][1]["design"].startswith("tiny-32-whole twin (whole crop, mixed-width (weights 8/4/4/4")
+    # placed, not routed: the row gives nextpnr's post-placement estimate, never "met"
+    new["fmax_mhz"] = new["latency_us"] = None
+    new["place_and_route"] = {"ran": False, "reason": "nextpnr did not finish in 4200 s (see x.log)",
+                              "packed": {"TRELLIS_COMB": {"used": 54706, "available": 83640}},
+                              "placed_fmax_mhz_estimate": 54.65}
+    files[1].write_text(json.dumps(new))
+    rtl_table.main()
+    close = json.loads(out.read_text())["aims"][3]
+    assert not close["met"] and "unit" not in close
+    assert close["value"] == ("placed, not routed (nextpnr did not finish in 4200 s); 610 cycles at the "
+                              "post-placement estimate 54.65 MHz = 11.2 us")
     # the 3.1 twin within 7 us: it is the pick, and no extra row is needed
     new["latency_cycles"], new["latency_us"] = 330, 4.8
     files[1].write_text(json.dumps(new))

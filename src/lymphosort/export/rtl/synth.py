@@ -128,6 +128,7 @@ def pnr_ecp5(synth: dict[str, Any], work: Path, *, device: str = "85k", package:
                               capture_output=True, text=True, timeout=timeout_s, cwd=work)
     except subprocess.TimeoutExpired:
         record["reason"] = f"nextpnr did not finish in {timeout_s:.0f} s (see {work / 'nextpnr.log'})"
+        record.update(placement_progress(work / "nextpnr.log"))
         return record
     record["seconds"] = round(time.perf_counter() - t0, 1)
     record["tool"] = nextpnr_version()
@@ -136,6 +137,27 @@ def pnr_ecp5(synth: dict[str, Any], work: Path, *, device: str = "85k", package:
         return record
     record.update(ran=True, **read_pnr_report(work / "pnr_report.json"))
     return record
+
+
+_FMAX_LINE = re.compile(r"Max frequency for clock '[^']*': ([0-9.]+) MHz")
+_ROUTER_LINE = re.compile(r"iter=(\d+) .*overused=(\d+)")
+
+
+def placement_progress(log: Path) -> dict[str, Any]:
+    """What an unfinished nextpnr run reached, from its log: the post-placement Fmax estimate
+    (the last one printed before routing) and the router's last iteration and overused wires.
+    An estimate, not a routed Fmax: kept apart from `fmax_mhz`."""
+    try:
+        text = Path(log).read_text(errors="replace")
+    except OSError:
+        return {}
+    head = text.split("Running main router loop", 1)[0]
+    out: dict[str, Any] = {}
+    if fmax := _FMAX_LINE.findall(head):
+        out["placed_fmax_mhz_estimate"] = float(fmax[-1])
+    if iters := _ROUTER_LINE.findall(text):
+        out["router_iterations"], out["router_overused_wires"] = int(iters[-1][0]), int(iters[-1][1])
+    return out
 
 
 def read_pnr_report(path: Path) -> dict[str, Any]:

@@ -1,0 +1,39 @@
+"""Reading nextpnr's outputs (no tools run): the routed report, and how far an unfinished run got."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lymphosort.export.rtl.synth import placement_progress, read_pnr_report
+
+LOG = """Info: Max frequency for clock '$glbnet$clk': 48.10 MHz (FAIL at 100.00 MHz)
+Info: Running simulated annealing placer for refinement.
+Info: Max frequency for clock '$glbnet$clk': 54.65 MHz (FAIL at 100.00 MHz)
+Info: Running main router loop...
+Info:     iter=1 wires=740530 overused=53812 overuse=62635 archfail=NA
+Info:     iter=11 wires=826507 overused=5897 overuse=5954 archfail=NA
+"""
+
+
+def test_an_unfinished_run_keeps_the_placement_estimate_and_router_progress(tmp_path: Path) -> None:
+    log = tmp_path / "nextpnr.log"
+    log.write_text(LOG)
+    assert placement_progress(log) == {"placed_fmax_mhz_estimate": 54.65, "router_iterations": 11,
+                                       "router_overused_wires": 5897}
+    # killed during placement: the last estimate so far, no router line
+    log.write_text(LOG.split("Info: Running main router loop")[0])
+    assert placement_progress(log) == {"placed_fmax_mhz_estimate": 54.65}
+    # a routed Fmax printed after routing is not an estimate of placement
+    log.write_text(LOG.replace("54.65", "51.00") + "Info: Max frequency for clock '$glbnet$clk': 69.21 MHz\n")
+    assert placement_progress(log)["placed_fmax_mhz_estimate"] == 51.0
+    assert placement_progress(tmp_path / "missing.log") == {}
+
+
+def test_routed_report_gives_the_slowest_clock_and_used_resources(tmp_path: Path) -> None:
+    rep = tmp_path / "pnr_report.json"
+    rep.write_text(json.dumps({"fmax": {"a": {"achieved": 75.853, "constraint": 100}, "b": {"achieved": 120.0}},
+                               "utilization": {"TRELLIS_COMB": {"used": 48199, "available": 83640},
+                                               "DP16KD": {"used": 0, "available": 208}}}))
+    got = read_pnr_report(rep)
+    assert got == {"fmax_mhz": 75.85, "utilisation": {"TRELLIS_COMB": {"used": 48199, "available": 83640}}}

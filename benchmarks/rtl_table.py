@@ -68,10 +68,9 @@ def _widths(rec: dict[str, Any]) -> str:
 
 def _design(rec: dict[str, Any]) -> str:
     view = "whole crop" if rec["model"].startswith(DEFAULT) else "centre window"
-    mixed = _widths(rec)
-    # a mixed-width twin is no "-q<bits>" model whatever registered name it was built from
-    model = f"{rec['model'].rsplit('-q', 1)[0]} twin" if mixed.startswith("mixed") else rec["model"]
-    view += f", {mixed}" if mixed.startswith("mixed") else ""
+    model, widths = rec["model"], _widths(rec)
+    if widths.startswith("mixed"):  # no "-q<bits>" model, whatever registered name it was built from
+        model, view = f"{model.rsplit('-q', 1)[0]} twin", f"{view}, {widths}"
     return (f"{model} ({view}), --arch {rec.get('arch', 'stream')}, "
             f"da4ml latency cutoff {rec.get('latency_cutoff', 5):g}")
 
@@ -163,7 +162,7 @@ def aims(recs: list[dict[str, Any]], accs: list[dict[str, Any] | None]) -> list[
             fastest["latency_us"], fastest["latency_us"] <= 1, fastest, "us")
         if tw is not None and fl is not None:
             aim(f"the {_widths(best)} twin of that design vs its float student (test accuracy {tw}% vs {fl}%)",
-                "within 0.5 points", round(tw - fl, 2), abs(tw - fl) <= 0.5, best, "points",
+                "within 0.5 points", loss(best), abs(loss(best)) <= 0.5, best, "points",
                 cmd=((acc or {}).get("twin") or {}).get("command"),
                 data=f"{_data(best)}, test split ({acc['twin']['n']:,} crops)")
         # what a twin within 0.5 points costs in latency: routed, or placed with nextpnr's estimate

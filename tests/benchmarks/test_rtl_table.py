@@ -28,19 +28,24 @@ def _rec(model: str, arch: str, ppc: int, cycles: int, fmax: float | None, ran: 
                          "float": {"accuracy": 0.88, "n": 10}}}
 
 
-def test_aims_follow_the_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fast = _rec("tiny-32-whole-q4", "stream", 16, 330, 75.0, True, 0.85)
-    better = _rec("tiny-32-whole-q4", "stream", 16, 333, 66.6, True, 0.86)  # within 7 us, more accurate
-    slow = _rec("tiny-32-whole-q4", "stream", 4, 1100, 85.0, True, 0.87)  # most accurate, but 12.9 us
-    q8 = _rec("tiny-32-whole-q8", "mixed", 1, 5290, None, False, 0.884)
+def _table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *recs: dict) -> dict:
+    """rtl_table.py run on `recs` (one file each, in this order): the table it writes."""
     files = []
-    for i, r in enumerate((slow, q8, fast, better)):
+    for i, r in enumerate(recs):
         files.append(tmp_path / f"r{i}.json")
         files[-1].write_text(json.dumps(r))
     out = tmp_path / "rtl.json"
     monkeypatch.setattr(sys, "argv", ["rtl_table.py", *map(str, files), "--out", str(out)])
     rtl_table.main()
-    doc = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_aims_follow_the_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = _rec("tiny-32-whole-q4", "stream", 16, 330, 75.0, True, 0.85)
+    better = _rec("tiny-32-whole-q4", "stream", 16, 333, 66.6, True, 0.86)  # within 7 us, more accurate
+    slow = _rec("tiny-32-whole-q4", "stream", 4, 1100, 85.0, True, 0.87)  # most accurate, but 12.9 us
+    q8 = _rec("tiny-32-whole-q8", "mixed", 1, 5290, None, False, 0.884)
+    doc = _table(tmp_path, monkeypatch, slow, q8, fast, better)
     by = {a["target"]: a for a in doc["aims"]}
     # <= 7 us: the most accurate twin among the designs within it; <= 1 us: the fastest design
     assert by["<= 7 us"]["value"] == 5.0 and by["<= 7 us"]["met"] and "86.0%" in by["<= 7 us"]["aim"]
@@ -63,14 +68,7 @@ def test_twins_compare_by_their_loss_and_a_close_twin_shows_its_latency(tmp_path
     new["accuracy"]["float"]["accuracy"] = 0.91
     new["accuracy"]["twin"]["data"]["version"] = "3.1"
     new["widths"] = {"input": 8, "weights": [8, 4, 4, 4], "activations": [8, 6, 4]}
-    files = []
-    for i, r in enumerate((old, new)):
-        files.append(tmp_path / f"r{i}.json")
-        files[-1].write_text(json.dumps(r))
-    out = tmp_path / "rtl.json"
-    monkeypatch.setattr(sys, "argv", ["rtl_table.py", *map(str, files), "--out", str(out)])
-    rtl_table.main()
-    doc = json.loads(out.read_text())
+    doc = _table(tmp_path, monkeypatch, old, new)
     aims = doc["aims"]
     assert [a["target"] for a in aims] == ["<= 7 us", "<= 1 us", "within 0.5 points", "<= 7 us"]
     assert aims[0]["value"] == 4.4 and aims[0]["met"] and aims[2]["value"] == -2.0
@@ -83,17 +81,13 @@ def test_twins_compare_by_their_loss_and_a_close_twin_shows_its_latency(tmp_path
     new["place_and_route"] = {"ran": False, "reason": "nextpnr did not finish in 4200 s (see x.log)",
                               "packed": {"TRELLIS_COMB": {"used": 54706, "available": 83640}},
                               "placed_fmax_mhz_estimate": 54.65}
-    files[1].write_text(json.dumps(new))
-    rtl_table.main()
-    close = json.loads(out.read_text())["aims"][3]
+    close = _table(tmp_path, monkeypatch, old, new)["aims"][3]
     assert not close["met"] and "unit" not in close
     assert close["value"] == ("placed, not routed (nextpnr did not finish in 4200 s); 610 cycles at the "
                               "post-placement estimate 54.65 MHz = 11.2 us")
     # the 3.1 twin within 7 us: it is the pick, and no extra row is needed
     new["latency_cycles"], new["latency_us"] = 330, 4.8
-    files[1].write_text(json.dumps(new))
-    rtl_table.main()
-    aims = json.loads(out.read_text())["aims"]
+    aims = _table(tmp_path, monkeypatch, old, new)["aims"]
     assert [a["target"] for a in aims] == ["<= 7 us", "<= 1 us", "within 0.5 points"]
     assert aims[0]["value"] == 4.8 and aims[2]["value"] == -0.4 and aims[2]["met"]
     assert "4-bit twin" in rtl_table.aims([old], [old["accuracy"]])[2]["aim"]  # no widths kept: the name's

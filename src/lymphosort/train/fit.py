@@ -312,7 +312,7 @@ def _init_from(cfg: TrainConfig, num_classes: int, train: "SplitData") -> nn.Mod
     q = quantize_from_float(src, bits=bits, name=model_name, **widths)
     images = subset_tensors(train, 512, cfg.seed)[0]
     batches = (src.spec.prepare(images[i : i + 128]) for i in range(0, len(images), 128))
-    init_activation_ranges(q, src, batches, mid_bin=getattr(q, "weight_scale", "max") == "mse")
+    init_activation_ranges(q, src, batches, mid_bin=q.weight_scale == "mse")
     return q.train()
 
 

@@ -143,25 +143,26 @@ def _rows_loops(image: np.ndarray, lo: np.ndarray, span: np.ndarray, bg: np.ndar
     float64 in raster order: the same numbers as `_rows`). One compiled call a frame: the
     mask test in numpy cost three calls and a nonzero (~8 us a frame), more than the loop.
     Labels: two-pass union-find on the coarse map; provisional labels are made in raster
-    order and a set's root is its smallest one, so numbering roots in order is scipy's."""
+    order and a set's root is its smallest one, so numbering roots in order is scipy's.
+    The scan keeps each foreground pixel's grid x, y and coarse block (no divmod later: that
+    and row views instead of 2-D indexing took the call from ~36 to ~25 us a frame)."""
     gh, gw = lo.shape
-    idx = np.empty(gh * gw, np.int64)
+    hc, wc = (gh + c - 1) // c, (gw + c - 1) // c
+    px = np.empty(gh * gw, np.int32)  # per foreground pixel, raster order: grid x,
+    py = np.empty(gh * gw, np.int32)  # grid y,
+    pk = np.empty(gh * gw, np.int32)  # and its block of the coarse map
+    occ = np.zeros(hc * wc, np.int32)  # -1: occupied; then its provisional label
     m = 0
     for gy in range(gh):
+        row, lrow, srow = image[gy * step], lo[gy], span[gy]
+        kbase = (gy // c) * wc
         for gx in range(gw):
             # lo <= v <= hi as one wrapping uint8 subtraction: (v - lo) mod 256 <= hi - lo
-            if ((np.int64(image[gy * step, gx * step]) - lo[gy, gx]) & 255) > span[gy, gx]:
-                idx[m] = gy * gw + gx
+            if ((np.int64(row[gx * step]) - lrow[gx]) & 255) > srow[gx]:
+                k = kbase + gx // c
+                px[m], py[m], pk[m] = gx, gy, k
+                occ[k] = -1
                 m += 1
-    idx = idx[:m]
-    hc, wc = (gh + c - 1) // c, (gw + c - 1) // c
-    occ = np.zeros(hc * wc, np.int32)  # -1: occupied; then its provisional label
-    cell = np.empty(idx.size, np.int32)
-    for i in range(idx.size):
-        gy, gx = divmod(idx[i], gw)
-        k = (gy // c) * wc + gx // c
-        cell[i] = k
-        occ[k] = -1
     parent = np.empty(hc * wc + 1, np.int32)
     nxt = 1
     for y in range(hc):
@@ -203,18 +204,19 @@ def _rows_loops(image: np.ndarray, lo: np.ndarray, span: np.ndarray, bg: np.ndar
     st = np.zeros((n + 1, 8))
     st[:, 0:2] = 1 << 30
     st[:, 2:4] = -1
-    for i in range(idx.size):
-        gy, gx = divmod(idx[i], gw)
-        k = final[occ[cell[i]]]
+    for i in range(m):
+        gx, gy = px[i], py[i]
+        k = final[occ[pk[i]]]
         w = np.float64(abs(np.float32(image[gy * step, gx * step]) - bg[gy, gx]))
-        st[k, 0] = min(st[k, 0], gx)
-        st[k, 1] = min(st[k, 1], gy)
-        st[k, 2] = max(st[k, 2], gx)
-        st[k, 3] = max(st[k, 3], gy)
-        st[k, 4] += 1
-        st[k, 5] += w
-        st[k, 6] += w * gx
-        st[k, 7] += w * gy
+        s = st[k]
+        s[0] = min(s[0], gx)
+        s[1] = min(s[1], gy)
+        s[2] = max(s[2], gx)
+        s[3] = max(s[3], gy)
+        s[4] += 1
+        s[5] += w
+        s[6] += w * gx
+        s[7] += w * gy
     keep = 0
     for k in range(1, n + 1):
         if st[k, 4] >= min_px:

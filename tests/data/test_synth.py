@@ -172,6 +172,27 @@ def test_write_lymphomnist_held_out_sessions(tmp_path):
     assert read_idx(again / "raw" / "train_images").tobytes() == tr.tobytes()
 
 
+def test_split_meta_re_renders_the_written_split_with_its_traits(tmp_path):
+    from lymphosort.data.synth.writer import split_meta
+
+    base = write_lymphomnist(tmp_path, n_train=20, n_test=12, seed=4, progress=False)
+    prov = json.loads((base / "provenance.json").read_text())
+    images, labels, meta = split_meta(prov, "test")
+    assert images.tobytes() == read_idx(base / "raw" / "test_images").tobytes()
+    assert labels.tolist() == read_idx(base / "raw" / "test_labels").tolist()
+    assert set(meta["session"].tolist()) <= set(prov["test_sessions"])
+    assert meta["grain"].shape == (12,) and all(v.ndim == 1 for v in meta.values())
+    # the traits follow the class (T4 coarser granules than B, on average over the draw)
+    grain = {c: meta["grain"][labels == c].mean() for c in (0, 1) if (labels == c).any()}
+    assert len(grain) == 2 and grain[1] > grain[0]
+    with pytest.raises(ConfigError, match="split must be"):
+        split_meta(prov, "val")
+    with pytest.raises(ConfigError, match="simulated"):
+        split_meta({**prov, "source": "LymphoMNIST"})
+    with pytest.raises(ConfigError, match="not the one"):
+        split_meta(prov, preset="easy")
+
+
 @pytest.mark.parametrize("preset", ["default", "brightfield"])
 def test_flow_frames_truth(preset: str):
     frames = list(render_flow(160, seed=3, cell_rate=0.04, p_pair=0.3, preset=preset))

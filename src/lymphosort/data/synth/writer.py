@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -30,18 +31,43 @@ def split_sessions(seed: int, pre: SimPreset) -> tuple[list[int], list[int]]:
 
 
 def _render_split(n: int, seed: int, split: int, pool: list[int], pre: SimPreset,
-                  bar: tqdm | None) -> tuple[np.ndarray, np.ndarray]:
+                  bar: tqdm | None, metas: list[dict[str, np.ndarray]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One split's crops and labels; each block's meta is appended to `metas` when given."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(8, split)))
     labels = draw_labels(n, pre, rng)
     images = np.empty((n, 64, 64), np.uint8)
     for bi, start in enumerate(range(0, n, _BLOCK)):
         stop = min(n, start + _BLOCK)
         block_seed = int(np.random.SeedSequence(seed, spawn_key=(9, split, bi)).generate_state(1)[0])
-        images[start:stop], _, _ = render_crops(stop - start, seed=block_seed, preset=pre,
-                                                labels=labels[start:stop], sessions=pool)
+        images[start:stop], _, meta = render_crops(stop - start, seed=block_seed, preset=pre,
+                                                   labels=labels[start:stop], sessions=pool)
+        if metas is not None:
+            metas.append(meta)
         if bar is not None:
             bar.update(stop - start)
     return images, labels
+
+
+def split_meta(provenance: dict[str, Any], split: str = "test",
+               preset: str | SimPreset | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Re-render a split `write_lymphomnist` wrote (its `provenance.json` as a dict) with the
+    per-crop traits and nuisances it drew: (images, labels, meta), meta holding the 1-D arrays
+    of `render_crops`. For analysing what a model reads; compare the images with the files
+    on disk to be sure they are the same crops. `preset` for presets made in a script."""
+    if provenance.get("source") != "simulated":
+        raise ConfigError("split_meta needs a LymphoSim data set (provenance source 'simulated')")
+    pre = get_preset(preset if preset is not None else provenance["preset"])
+    if pre.name != provenance["preset"]:
+        raise ConfigError(f"preset {pre.name!r} is not the one that wrote the set ({provenance['preset']!r})")
+    seed = int(provenance["seed"])
+    which = {"train": 0, "test": 1}
+    if split not in which:
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
+    pool = split_sessions(seed, pre)[which[split]]
+    metas: list[dict[str, np.ndarray]] = []
+    images, labels = _render_split(int(provenance[f"n_{split}"]), seed, which[split], pool, pre, None, metas)
+    meta = {k: np.concatenate([m[k] for m in metas]) for k, v in metas[0].items() if np.ndim(v) == 1}
+    return images, labels, meta
 
 
 def write_lymphomnist(

@@ -253,6 +253,30 @@ def test_trait_means_move_one_class_trait_only() -> None:
             with_trait_means(base, bad)
 
 
+def test_trait_factor_rescales_one_trait_and_design_variants_are_named_presets() -> None:
+    from lymphosort.data.synth.presets import get_preset, with_trait_factors
+    from lymphosort.errors import ConfigError
+
+    base = get_preset("default")
+    rough = with_trait_factors("default", {"roughness": 4})
+    assert rough.name == "default+roughness*4" and rough.sessions == base.sessions
+    for a, b in zip(base.classes, rough.classes):
+        assert b.roughness.mean == pytest.approx(4 * a.roughness.mean) and b.roughness.hi == pytest.approx(4 * a.roughness.hi)
+        assert b.roughness.sd == pytest.approx(4 * a.roughness.sd) and b.grain == a.grain
+    # the name is a preset: what `data synth --preset` and a data set's provenance carry
+    again = get_preset("default+roughness*4,B.grain=2.4")
+    assert again.name == "default+roughness*4,B.grain=2.4" and again.classes[0].grain.mean == 2.4
+    assert again.classes[1].roughness == rough.classes[1].roughness
+    # a variant renders on its base's sessions: only the rescaled trait differs
+    _, _, ma = render_crops(24, seed=1, preset="default")
+    _, _, mb = render_crops(24, seed=1, preset="default+roughness*4")
+    assert np.array_equal(ma["session"], mb["session"]) and np.array_equal(ma["background"], mb["background"])
+    assert mb["roughness"].mean() > 2 * ma["roughness"].mean()
+    for bad in ("default+size*2", "default+roughness*0", "default+roughness*big", "default+roughness", "nope+roughness*2"):
+        with pytest.raises(ConfigError):
+            get_preset(bad)
+
+
 def test_moving_one_class_leaves_the_other_classes_pixels_unchanged() -> None:
     # Why 2.1 (T8 radius only) keeps every T4-vs-B crop of 2.0: sessions are salted by the
     # preset's name and trait draws are shifted normals, so another class's traits cannot

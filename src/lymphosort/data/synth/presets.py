@@ -345,13 +345,61 @@ def with_trait_means(preset: str | SimPreset, means: Mapping[str, float | str]) 
         c = classes[cname]
         classes[cname] = replace(c, **{trait: replace(getattr(c, trait), mean=mean)})
     name = f"{base.name}+" + ",".join(f"{k}={v}" for k, v in means.items())
-    return replace(base, name=name, classes=tuple(classes[c.name] for c in base.classes))
+    # a design variant keeps its base's sessions: the two differ only in the traits moved
+    return replace(base, name=name, classes=tuple(classes[c.name] for c in base.classes),
+                   session_salt=base.session_salt or base.name)
+
+
+def with_trait_factors(preset: str | SimPreset, factors: Mapping[str, float | str]) -> SimPreset:
+    """`preset` with one trait rescaled in every class, keyed "TRAIT" (e.g. {"roughness": 4}):
+    mean, spread and clip range times the factor, so the classes overlap as before but the
+    trait is larger in the image (how visible a trait is, apart from how well it separates
+    the classes); named `<name>+<trait>*<factor>`, on its base's sessions."""
+    base = get_preset(preset)
+    classes = base.classes
+    for trait, value in factors.items():
+        if trait not in CLASS_TRAITS:
+            raise ConfigError(f"bad trait {trait!r}: choose one of {CLASS_TRAITS}")
+        try:
+            k = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{trait}: factor must be a number, got {value!r}") from None
+        if not k > 0:
+            raise ConfigError(f"{trait}: factor must be > 0, got {k}")
+        classes = tuple(replace(c, **{trait: _times(getattr(c, trait), k)}) for c in classes)
+    name = f"{base.name}+" + ",".join(f"{t}*{v}" for t, v in factors.items())
+    return replace(base, name=name, classes=classes, session_salt=base.session_salt or base.name)
+
+
+def _times(t: Trait, k: float) -> Trait:
+    return Trait(t.mean * k, t.sd * k, t.lo * k, t.hi * k)
+
+
+def _derived(spec: str) -> SimPreset:
+    """A design variant by name, as `with_trait_means` / `with_trait_factors` name them:
+    "BASE+ITEM,ITEM,...", each item "CLASS.TRAIT=mean" or "TRAIT*factor", applied in order
+    (e.g. "default+roughness*4,B.grain=2.4")."""
+    base_name, _, items = spec.partition("+")
+    pre = get_preset(base_name)
+    for item in filter(None, items.split(",")):
+        if "*" in item:
+            trait, _, factor = item.partition("*")
+            pre = with_trait_factors(pre, {trait.strip(): factor})
+        elif "=" in item:
+            key, _, mean = item.partition("=")
+            pre = with_trait_means(pre, {key.strip(): mean})
+        else:
+            raise ConfigError(f"preset {spec!r}: item {item!r} is neither CLASS.TRAIT=mean nor TRAIT*factor")
+    return replace(pre, name=spec)
 
 
 def get_preset(preset: str | SimPreset) -> SimPreset:
-    """A preset by name (or a `SimPreset` passed through); `ConfigError` lists the names."""
+    """A preset by name (or a `SimPreset` passed through); `ConfigError` lists the names.
+    "BASE+..." names a design variant of a preset (see `_derived`)."""
     if isinstance(preset, SimPreset):
         return preset
+    if isinstance(preset, str) and "+" in preset:
+        return _derived(preset)
     try:
         return PRESETS[preset]
     except (KeyError, TypeError):

@@ -37,3 +37,28 @@ def test_routed_report_gives_the_slowest_clock_and_used_resources(tmp_path: Path
                                                "DP16KD": {"used": 0, "available": 208}}}))
     got = read_pnr_report(rep)
     assert got == {"fmax_mhz": 75.85, "utilisation": {"TRELLIS_COMB": {"used": 48199, "available": 83640}}}
+
+
+def test_a_stopped_nextpnr_keeps_what_it_reached(tmp_path: Path, monkeypatch) -> None:
+    # a stand-in nextpnr: packs (writes the report), then "routes" until a signal ends it
+    import os
+    import signal
+    import sys
+
+    from lymphosort.export.rtl import synth
+
+    fake = tmp_path / "fake_nextpnr.py"
+    fake.write_text(f"""import json, os, signal, sys
+if "--pack-only" in sys.argv:
+    json.dump({{"utilization": {{"TRELLIS_COMB": {{"used": 10, "available": 100}}}}}}, open("pack_report.json", "w"))
+    sys.exit(0)
+open("nextpnr.log", "w").write({LOG!r})
+os.kill(os.getpid(), signal.SIGTERM)
+""")
+    monkeypatch.setattr(synth, "_nextpnr", lambda: [sys.executable, str(fake)])
+    monkeypatch.setattr(synth, "nextpnr_version", lambda: "fake")
+    rec = synth.pnr_ecp5({}, tmp_path)
+    assert rec["ran"] is False and f"stopped by signal {int(signal.SIGTERM)}" in rec["reason"]
+    assert rec["packed"] == {"TRELLIS_COMB": {"used": 10, "available": 100}}
+    assert (rec["placed_fmax_mhz_estimate"], rec["router_iterations"], rec["router_overused_wires"]) == (54.65, 11, 5897)
+    assert "fmax_mhz" not in rec and os.path.exists(tmp_path / "nextpnr.log")

@@ -133,7 +133,10 @@ def pnr_ecp5(synth: dict[str, Any], work: Path, *, device: str = "85k", package:
     record["seconds"] = round(time.perf_counter() - t0, 1)
     record["tool"] = nextpnr_version()
     if proc.returncode != 0 or not (work / "pnr_report.json").exists():
-        record["reason"] = f"nextpnr failed (rc {proc.returncode}, see {work / 'nextpnr.log'})"
+        # stopped by a signal (rc < 0: a user or a scheduler ended it) or failed: keep what it reached
+        why = f"stopped by signal {-proc.returncode}" if proc.returncode < 0 else f"failed (rc {proc.returncode})"
+        record["reason"] = f"nextpnr {why}, see {work / 'nextpnr.log'}"
+        record.update(placement_progress(work / "nextpnr.log"))
         return record
     record.update(ran=True, **read_pnr_report(work / "pnr_report.json"))
     return record

@@ -127,18 +127,21 @@ def pnr_ecp5(synth: dict[str, Any], work: Path, *, device: str = "85k", package:
         proc = subprocess.run([*base, "--router", "router2", "--report", "pnr_report.json", "--log", "nextpnr.log"],
                               capture_output=True, text=True, timeout=timeout_s, cwd=work)
     except subprocess.TimeoutExpired:
-        record["reason"] = f"nextpnr did not finish in {timeout_s:.0f} s (see {work / 'nextpnr.log'})"
-        record.update(placement_progress(work / "nextpnr.log"))
-        return record
+        return _unfinished(record, f"did not finish in {timeout_s:.0f} s", work)
     record["seconds"] = round(time.perf_counter() - t0, 1)
     record["tool"] = nextpnr_version()
     if proc.returncode != 0 or not (work / "pnr_report.json").exists():
-        # stopped by a signal (rc < 0: a user or a scheduler ended it) or failed: keep what it reached
+        # stopped by a signal (rc < 0: a user or a scheduler ended it) or failed
         why = f"stopped by signal {-proc.returncode}" if proc.returncode < 0 else f"failed (rc {proc.returncode})"
-        record["reason"] = f"nextpnr {why}, see {work / 'nextpnr.log'}"
-        record.update(placement_progress(work / "nextpnr.log"))
-        return record
+        return _unfinished(record, why, work)
     record.update(ran=True, **read_pnr_report(work / "pnr_report.json"))
+    return record
+
+
+def _unfinished(record: dict[str, Any], why: str, work: Path) -> dict[str, Any]:
+    """A nextpnr run that did not route: why, and what it reached (see `placement_progress`)."""
+    record["reason"] = f"nextpnr {why} (see {work / 'nextpnr.log'})"
+    record.update(placement_progress(work / "nextpnr.log"))
     return record
 
 

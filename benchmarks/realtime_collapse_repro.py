@@ -1,4 +1,4 @@
-"""Reproducer of the sorter path's rare precision collapse (an open bug, docs/realtime.md).
+"""Reproducer of the sorter path's former rare precision collapse (fixed: docs/realtime.md).
 
 Paced runs of the one-core path, each followed by the state that went wrong in collapsed runs:
 the tracker's speed prior per y-band and the detector background's range. Run two at once,

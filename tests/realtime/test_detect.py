@@ -219,18 +219,69 @@ def test_stream_detector_without_numba_gives_the_same_detections(flow_frames, mo
 
 
 def test_grid_background_is_the_full_resolution_running_mean_subsampled(flow_frames) -> None:
-    from lymphosort.realtime.detect import _self_background
-
-    cfg = DetectorConfig(bg_every=1)  # learn on every frame
+    """The grid background equals the rule run on full-resolution frames, then subsampled:
+    the warm-up's per-pixel median, then a running mean outside the cells (with a 2-px margin)
+    and inside them where a pixel held still for more than bg_heal_after updates."""
+    cfg = DetectorConfig(bg_every=1, bg_warmup=5, bg_heal_after=1)  # learn on every frame
     det = Detector(cfg)
-    full = None
-    for f in flow_frames[:40]:
+    warm, full, prev, still = [], None, None, None
+    n_healed = 0
+    for f in flow_frames[:60]:
         dets = det.detect(f.image)
+        img = f.image.astype(np.float32)
         if full is None:
-            full = _self_background(f.image.astype(np.float32))
-        delta = f.image.astype(np.float32) - full
-        for d in dets:  # the cells (with a 2-px margin) are not learnt
+            warm.append(img)
+            if len(warm) == cfg.bg_warmup:
+                full = np.median(np.stack(warm), axis=0)
+                still = np.zeros(img.shape, np.int64)
+            continue
+        held = np.zeros(img.shape, bool)
+        for d in dets:
             x0, y0, x1, y1 = d.box
-            delta[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2] = 0.0
-        full += delta * cfg.bg_alpha
+            held[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2] = True
+        same = np.zeros(img.shape, bool) if prev is None else np.abs(img - prev) <= det._thr
+        prev = img
+        still = np.where(held & same, still + 1, 0)
+        learn = ~held | (still > cfg.bg_heal_after)
+        n_healed += int((held & learn)[::cfg.step, ::cfg.step].sum())
+        full += np.where(learn, img - full, 0.0).astype(np.float32) * cfg.bg_alpha
         np.testing.assert_array_equal(det._bg, full[::cfg.step, ::cfg.step])
+    assert full is not None and n_healed > 0  # the heal branch ran (cell interiors that held still)
+
+
+def _channel(n: int, rng: np.random.Generator, h: int = 96, w: int = 320) -> np.ndarray:
+    """n empty-channel frames: a level with a gentle gradient and sigma-1.5 sensor noise."""
+    base = 128.0 + 6.0 * np.linspace(-1, 1, w)[None, :] + np.zeros((h, 1))
+    return np.clip(np.rint(base + rng.normal(0, 1.5, (n, h, w))), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("warmup", [15, 1])
+def test_a_crowded_first_frame_leaves_no_ghosts(warmup: int) -> None:
+    """Cells in the frame the background starts from must not stay in it: the warm-up's median
+    keeps them out, and (warm-up off) the heal unlearns them. Without either (the detector
+    before the fix) the first frame's cells are detected in every later frame."""
+    rng = np.random.default_rng(0)
+    frames = _channel(700, rng)  # the heal unlearns a 48-level ghost in ~35 updates of 16 frames
+    yy, xx = np.mgrid[:96, :320]
+    # first frame: two dark 60-px cells; in a 96-px strip they fill most of their columns,
+    # so the frame's own column medians (the start) take their level
+    for cx in (70, 220):
+        frames[0][(yy - 48) ** 2 + (xx - cx) ** 2 < 900] = 80
+    for cfg, ghosts in ((DetectorConfig(bg_warmup=warmup), False),
+                        (DetectorConfig(bg_warmup=1, bg_heal_after=10**6), True)):
+        det = Detector(cfg)
+        late = [len(det.detect(f)) for f in frames][-100:]
+        assert (sum(late) >= 100) is ghosts and (sum(late) == 0) is not ghosts
+
+
+def test_debris_that_stays_is_learnt_into_the_background() -> None:
+    """A dark particle that sticks to the channel is detected at first, then learnt (it holds
+    still inside its own detection); without the heal it would be a cell in every frame."""
+    rng = np.random.default_rng(1)
+    frames = _channel(700, rng)
+    frames[100:, 40:70, 150:180] = 90
+    for heal, stays in ((2, False), (10**6, True)):
+        det = Detector(DetectorConfig(bg_heal_after=heal))
+        counts = [len(det.detect(f)) for f in frames]
+        assert all(c == 1 for c in counts[100:120])  # found when it lands
+        assert (sum(counts[-100:]) == 100) is stays and (sum(counts[-100:]) == 0) is not stays

@@ -70,6 +70,15 @@ class DetectorConfig:
     edge_margin: int = 1  # px; a box within this of the left/right frame edge is partly out of view
     bg_alpha: float = 0.05  # running-mean rate per background update
     bg_every: int = 16  # update the background every N frames (it drifts over 100s of frames)
+    #: frames whose per-pixel median becomes the background (and whose per-pixel spread sets
+    #: the noise threshold): cells move on, so a pixel shows the channel in most of them. One
+    #: frame's own row/column medians (the start, and all of it with 1) can hold a crowded
+    #: frame's cells, which then stay as ghosts: the cause of the rare precision collapse
+    bg_warmup: int = 15
+    #: updates a grid pixel may stay inside detections while unchanged (within the threshold
+    #: at each of bg_heal_after + 1 samples bg_every frames apart) before it is learnt anyway:
+    #: a passing cell never holds still that long, a ghost of a wrong background always does
+    bg_heal_after: int = 2
     still_smooth: float = 1.0  # Gaussian sigma (px) before thresholding a still image
     still_min_area: float = 150.0  # px; in stills the smoothed mask of a debris dot reaches ~100
     #: px; in a still (no history to subtract) a relief cell shows as a dark and a bright
@@ -284,6 +293,9 @@ class Detector:
         self._shape: tuple[int, ...] | None = None  # frame shape the background belongs to
         self._thr = float(config.min_threshold)
         self._n = 0
+        self._warm: list[np.ndarray] | None = None  # grid samples of the warm-up (None: done)
+        self._prev: np.ndarray | None = None  # grid sample of the previous background update
+        self._still: np.ndarray | None = None  # per grid pixel: updates held inside detections unchanged
         self._rows = _rows_compiled()  # compiled once per process (a few s; ~0.1 s from numba's cache)
         self._coarse = max(1, int(round(config.merge_gap / config.step)))  # coarse-map block, grid px
         self._min_px = _min_px(config, config.step)
@@ -292,6 +304,7 @@ class Detector:
     def reset(self) -> None:
         self._bg = None
         self._n = 0
+        self._warm = self._prev = self._still = None
 
     def _init_background(self, image: np.ndarray) -> None:
         # Until frames accumulate, the image's own row/column medians are the best guess.
@@ -303,6 +316,20 @@ class Detector:
         self._shape = image.shape
         self._at = (np.arange(0, image.shape[0], s)[:, None] * image.shape[1] + np.arange(0, image.shape[1], s)).ravel()
         self._buf, self._mask = np.empty(bg.shape, np.uint8), np.empty(bg.shape, np.bool_)
+        self._warm = [] if self.config.bg_warmup > 1 else None
+        self._prev, self._still = None, np.zeros(bg.shape, np.uint8)
+        self._set_background(np.ascontiguousarray(bg))
+
+    def _end_warmup(self) -> None:
+        """The warm-up's per-pixel median as the background; noise from each pixel's median
+        distance to it (robust to the minority of samples a cell covers)."""
+        stack = np.stack(self._warm).astype(np.float32)
+        self._warm = None
+        bg = np.median(stack, axis=0)
+        sigma = float(1.4826 * np.median(np.median(np.abs(stack - bg), axis=0)))
+        if sigma > 0:  # quantised, near noise-free frames: keep the first frame's estimate
+            self.noise_sigma = sigma
+            self._thr = max(self.config.min_threshold, self.config.threshold_sigma * sigma)
         self._set_background(np.ascontiguousarray(bg))
 
     def _set_background(self, bg: np.ndarray) -> None:
@@ -327,20 +354,34 @@ class Detector:
             rows = _rows(mask, lambda idx: np.abs(flat[at[idx]] - bg[idx]), s, cfg)
         dets = _detections(rows, s, w, h, cfg)
         self._n += 1
-        if self._n % cfg.bg_every == 0:
+        if self._warm is not None:
+            self._warm.append(image[::s, ::s].copy())
+            if len(self._warm) >= cfg.bg_warmup:
+                self._end_warmup()
+        elif self._n % cfg.bg_every == 0:
             self._update(image[::s, ::s], dets)
         return dets
 
     def _update(self, sub: np.ndarray, dets: list[Detection]) -> None:
-        """Running mean on the grid; grid pixel (gy, gx) is frame pixel (s*gy, s*gx), so the
-        frame-pixel margin [y0 - 2, y1 + 2) around a cell is grid rows [ceil((y0-2)/s), ceil((y1+2)/s))."""
-        assert self._bg is not None
+        """Running mean on the grid, except under detections (cells are not learnt) unless a
+        pixel there has held still for bg_heal_after updates. Grid pixel (gy, gx) is frame
+        pixel (s*gy, s*gx), so the frame-pixel margin [y0 - 2, y1 + 2) around a cell is grid
+        rows [ceil((y0-2)/s), ceil((y1+2)/s))."""
+        assert self._bg is not None and self._still is not None
         s = self.config.step
         delta = sub.astype(np.float32)
         delta -= self._bg
-        for d in dets:  # do not learn the cells into the background
+        held = np.zeros(sub.shape, np.bool_)
+        for d in dets:
             x0, y0, x1, y1 = d.box
-            delta[-(-max(0, y0 - 2) // s):-(-(y1 + 2) // s), -(-max(0, x0 - 2) // s):-(-(x1 + 2) // s)] = 0.0
+            held[-(-max(0, y0 - 2) // s):-(-(y1 + 2) // s), -(-max(0, x0 - 2) // s):-(-(x1 + 2) // s)] = True
+        if self._prev is None:
+            still = np.zeros(sub.shape, np.bool_)
+        else:  # unchanged since the previous update, bg_every frames ago
+            still = np.abs(sub.astype(np.int16) - self._prev) <= self._thr
+        self._prev = sub.astype(np.int16)
+        self._still = np.where(held & still, np.minimum(self._still, 254) + 1, 0).astype(np.uint8)
+        delta[held & (self._still <= self.config.bg_heal_after)] = 0.0
         delta *= self.config.bg_alpha
         self._bg += delta
         self._set_background(self._bg)

@@ -70,10 +70,10 @@ class DetectorConfig:
     edge_margin: int = 1  # px; a box within this of the left/right frame edge is partly out of view
     bg_alpha: float = 0.05  # running-mean rate per background update
     bg_every: int = 16  # update the background every N frames (it drifts over 100s of frames)
-    #: frames whose per-pixel median becomes the background (and whose per-pixel spread sets
-    #: the noise threshold): cells move on, so a pixel shows the channel in most of them. One
-    #: frame's own row/column medians (the start, and all of it with 1) can hold a crowded
-    #: frame's cells, which then stay as ghosts: the cause of the rare precision collapse
+    #: frames whose per-pixel consensus (the level most of them agree on) becomes the
+    #: background, and whose spread there sets the noise threshold: cells move on, the
+    #: channel stays. One frame's own row/column medians (the start, and all of it with 1) can
+    #: hold a crowded frame's cells, which then stay as ghosts: the rare precision collapse
     bg_warmup: int = 15
     #: updates a grid pixel may stay inside detections while unchanged (within the threshold
     #: at each of bg_heal_after + 1 samples bg_every frames apart) before it is learnt anyway:
@@ -247,8 +247,10 @@ def _rows_compiled() -> Callable[..., np.ndarray] | None:
     return fn
 
 
-def _detections(rows: list[list[float]], step: int, width: int, height: int, cfg: DetectorConfig) -> list[Detection]:
-    """Blob rows (see `_rows`) as detections in full-resolution px, after the shape filters.
+def _detections(rows: list[list[float]], step: int, width: int, height: int, cfg: DetectorConfig,
+                rejected: list[tuple[int, int, int, int]] | None = None) -> list[Detection]:
+    """Blob rows (see `_rows`) as detections in full-resolution px, after the shape filters
+    (the boxes of blobs rejected as walls go to `rejected` when given).
     Plain Python numbers: per-blob numpy scalar arithmetic costs microseconds."""
     out = []
     for x0, y0, x1, y1, cnt, ws, sx, sy in rows:
@@ -259,7 +261,9 @@ def _detections(rows: list[list[float]], step: int, width: int, height: int, cfg
         long_side, short_side = max(bw, bh), max(1, min(bw, bh))
         aspect = long_side / short_side
         if aspect > cfg.wall_aspect and long_side > cfg.max_extent:
-            continue  # a wall or a streak, not a cell
+            if rejected is not None:
+                rejected.append((bx0, by0, bx1, by1))
+            continue  # a wall, a streak or a train of touching cells: not one cell
         doublet = a > cfg.max_single_area or long_side > cfg.max_extent or aspect > cfg.doublet_aspect
         partial = bx0 <= cfg.edge_margin or bx1 >= width - cfg.edge_margin
         # centre: |diff|-weighted centroid of body and halo (robust to a clipped halo pixel)
@@ -294,12 +298,15 @@ class Detector:
         self._thr = float(config.min_threshold)
         self._n = 0
         self._warm: list[np.ndarray] | None = None  # grid samples of the warm-up (None: done)
-        self._prev: np.ndarray | None = None  # grid sample of the previous background update
+        self._prev: np.ndarray | None = None  # uint8 grid sample of the previous background update
         self._still: np.ndarray | None = None  # per grid pixel: updates held inside detections unchanged
         self._rows = _rows_compiled()  # compiled once per process (a few s; ~0.1 s from numba's cache)
         self._coarse = max(1, int(round(config.merge_gap / config.step)))  # coarse-map block, grid px
         self._min_px = _min_px(config, config.step)
         self.noise_sigma = float("nan")
+        #: boxes of the last frame's blobs rejected as walls: not cells, but not background
+        #: either (a static wall is in the background already; a train of cells is not)
+        self.rejected: list[tuple[int, int, int, int]] = []
 
     def reset(self) -> None:
         self._bg = None
@@ -321,22 +328,39 @@ class Detector:
         self._set_background(np.ascontiguousarray(bg))
 
     def _end_warmup(self) -> None:
-        """The warm-up's per-pixel median as the background; noise from each pixel's median
-        distance to it (robust to the minority of samples a cell covers)."""
-        stack = np.stack(self._warm).astype(np.float32)
+        """Per grid pixel, the value most warm-up samples agree on (within a noise window) as
+        the background, and the noise from those samples' spread. Cells move on and their
+        relief and texture scatter, while the channel repeats itself: in a dense flow a cell
+        covers a centre pixel in most frames, where a median would take the cell's level."""
+        stack = np.stack(self._warm)  # (K, gh, gw) uint8
         self._warm = None
-        bg = np.median(stack, axis=0)
-        sigma = float(1.4826 * np.median(np.median(np.abs(stack - bg), axis=0)))
+        w = min(int(max(self.config.min_threshold / 2, 2 * self.noise_sigma)), 127)
+        # |a - b| <= w in wrapping uint8: (a - b + w) mod 256 <= 2w; one sample at a time keeps
+        # this a few ms (it runs once, on the decision thread)
+        best_n = np.full(stack.shape[1:], -1, np.int16)
+        best = np.zeros(stack.shape[1:], np.uint8)
+        for v in stack:
+            n = ((stack - v + np.uint8(w)) <= 2 * w).sum(axis=0, dtype=np.int16)
+            more = n > best_n
+            best_n[more], best[more] = n[more], v[more]  # the sample with the most company
+        near = (stack - best + np.uint8(w)) <= 2 * w  # (K, gh, gw): samples that agree with it
+        stack = stack.astype(np.float32)
+        bg = (stack * near).sum(axis=0) / near.sum(axis=0)
+        resid = np.abs(stack - bg)[near]
+        sigma = float(1.4826 * np.median(resid)) if resid.size else 0.0
         if sigma > 0:  # quantised, near noise-free frames: keep the first frame's estimate
             self.noise_sigma = sigma
             self._thr = max(self.config.min_threshold, self.config.threshold_sigma * sigma)
-        self._set_background(np.ascontiguousarray(bg))
+        self._set_background(np.ascontiguousarray(bg, dtype=np.float32))
 
     def _set_background(self, bg: np.ndarray) -> None:
         self._bg = bg
         # v > floor(bg + thr)  <=>  v - bg > thr for integer pixels; likewise below
-        hi = np.clip(np.floor(bg + self._thr), 0, 255).astype(np.uint8)
-        self._lo = np.clip(np.ceil(bg - self._thr), 0, 255).astype(np.uint8)
+        # (in place, min/max for clip: this runs in the loop every bg_every frames)
+        t = np.add(bg, self._thr)
+        hi = np.minimum(np.floor(t, out=t), 255, out=t).astype(np.uint8)
+        t = np.subtract(bg, self._thr)
+        self._lo = np.maximum(np.ceil(t, out=t), 0, out=t).astype(np.uint8)
         self._span = hi - self._lo  # thr > 0, so hi >= lo: no wrap
 
     def detect(self, image: np.ndarray) -> list[Detection]:
@@ -352,36 +376,46 @@ class Detector:
             mask = np.greater(np.subtract(image[::s, ::s], self._lo, out=self._buf), self._span, out=self._mask)
             flat, bg, at = image.ravel(), self._bg.ravel(), self._at
             rows = _rows(mask, lambda idx: np.abs(flat[at[idx]] - bg[idx]), s, cfg)
-        dets = _detections(rows, s, w, h, cfg)
+        self.rejected.clear()
+        dets = _detections(rows, s, w, h, cfg, self.rejected)
         self._n += 1
         if self._warm is not None:
             self._warm.append(image[::s, ::s].copy())
             if len(self._warm) >= cfg.bg_warmup:
                 self._end_warmup()
         elif self._n % cfg.bg_every == 0:
-            self._update(image[::s, ::s], dets)
+            self._update(image[::s, ::s], [d.box for d in dets] + self.rejected)
         return dets
 
-    def _update(self, sub: np.ndarray, dets: list[Detection]) -> None:
-        """Running mean on the grid, except under detections (cells are not learnt) unless a
+    def _update(self, sub: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> None:
+        """Running mean on the grid, except under blobs' boxes (cells are not learnt) unless a
         pixel there has held still for bg_heal_after updates. Grid pixel (gy, gx) is frame
         pixel (s*gy, s*gx), so the frame-pixel margin [y0 - 2, y1 + 2) around a cell is grid
-        rows [ceil((y0-2)/s), ceil((y1+2)/s))."""
+        rows [ceil((y0-2)/s), ceil((y1+2)/s)). uint8 in-place steps: this runs in the loop."""
         assert self._bg is not None and self._still is not None
-        s = self.config.step
+        s, heal = self.config.step, min(self.config.bg_heal_after, 254)  # 255+: never heal (uint8 count)
         delta = sub.astype(np.float32)
         delta -= self._bg
         held = np.zeros(sub.shape, np.bool_)
-        for d in dets:
-            x0, y0, x1, y1 = d.box
+        for x0, y0, x1, y1 in boxes:
             held[-(-max(0, y0 - 2) // s):-(-(y1 + 2) // s), -(-max(0, x0 - 2) // s):-(-(x1 + 2) // s)] = True
-        if self._prev is None:
-            still = np.zeros(sub.shape, np.bool_)
-        else:  # unchanged since the previous update, bg_every frames ago
-            still = np.abs(sub.astype(np.int16) - self._prev) <= self._thr
-        self._prev = sub.astype(np.int16)
-        self._still = np.where(held & still, np.minimum(self._still, 254) + 1, 0).astype(np.uint8)
-        delta[held & (self._still <= self.config.bg_heal_after)] = 0.0
+        still = self._still
+        if self._prev is None:  # nothing to compare with yet
+            still[...] = 0
+            self._prev = np.empty(sub.shape, np.uint8)
+        else:  # |sub - prev| <= t in wrapping uint8: (sub - prev + t) mod 256 <= 2t (t < 128)
+            t = min(int(self._thr), 127)
+            same = np.subtract(sub, self._prev, out=self._buf)
+            same += np.uint8(t)
+            np.less_equal(same, 2 * t, out=self._mask)
+            self._mask &= held
+            np.minimum(still, heal + 1, out=still)
+            still += 1
+            still *= self._mask  # counts consecutive updates held and unchanged; 0 elsewhere
+        np.copyto(self._prev, sub)
+        learn = still > heal if heal < 254 else np.zeros(sub.shape, np.bool_)
+        learn |= ~held
+        delta *= learn
         delta *= self.config.bg_alpha
         self._bg += delta
         self._set_background(self._bg)

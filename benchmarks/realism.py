@@ -50,7 +50,7 @@ def main() -> None:
         raise SystemExit(f"needs the reference crops at {REFERENCE} (../shared)")
     machine = f"2-core build VM, CPU ({platform.machine()})"
     aims, rows = [], []
-    for preset in ("default", "relief-3.0", "brightfield"):
+    for preset in ("default", "relief-3.1", "relief-3.0", "brightfield"):
         res = _compare(preset, a.n, a.results / "realism")
         stats = res["statistics"]
         within = sum(bool(s["b_within_1sd_of_a"]) for s in stats.values())

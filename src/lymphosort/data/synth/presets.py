@@ -17,7 +17,7 @@ from typing import Mapping
 from lymphosort.errors import ConfigError
 
 #: Bumped whenever the image model changes what a (preset, seed) renders.
-SIM_VERSION = "3.1"
+SIM_VERSION = "3.2"
 #: the last version of the brightfield (2.x) image model, recorded by its history presets
 BRIGHTFIELD_VERSION = "2.1"
 #: LymphoMNIST's class shares (B, T4, T8) of about 80,000 images (../shared/reference/lymphomnist)
@@ -217,8 +217,23 @@ _RELIEF_CLASSES_3_0 = (
     ),
 )
 #: 3.1: finer granules (grain means x 0.86, spreads kept), fitted with the optics above
-_RELIEF_CLASSES = tuple(
+_RELIEF_CLASSES_3_1 = tuple(
     replace(c, grain=replace(c.grain, mean=m)) for c, m in zip(_RELIEF_CLASSES_3_0, (2.6, 3.6, 3.8))
+)
+
+
+def _times(t: Trait, k: float) -> Trait:
+    return Trait(t.mean * k, t.sd * k, t.lo * k, t.hi * k)
+
+
+#: 3.2: the class cues at a size the optics resolve. 3.1's outline roughness was sub-pixel
+#: (a ResNet-18 ignored it: benchmarks/deep_gap.py) and its granule sizes overlapped, so deep
+#: models stopped near 93% on T4 vs B where the real teacher reaches 98%: roughness x4 (mean,
+#: spread and range) and granule sizes B 2.4 / T4 3.8 / T8 4.0 px (probed in docs/lymphosim.md:
+#: compact teacher 92.1 -> 96.4%, the realism discriminator unchanged)
+_RELIEF_CLASSES = tuple(
+    replace(c, roughness=_times(c.roughness, 4.0), grain=replace(c.grain, mean=m))
+    for c, m in zip(_RELIEF_CLASSES_3_1, (2.4, 3.8, 4.0))
 )
 
 
@@ -299,6 +314,12 @@ PRESETS: Mapping[str, SimPreset] = MappingProxyType(
             _RELIEF_CLASSES,
             class_background_shift=(18.0, 0.0, -18.0),
         ),
+        # history: the 3.1 relief model (before 3.2 made the class cues resolvable)
+        "relief-3.1": SimPreset(
+            "relief-3.1",
+            "LymphoSim 3.1 default (history): sub-pixel outline roughness, overlapping granule sizes",
+            _RELIEF_CLASSES_3_1, version="3.1", session_salt="default",
+        ),
         # history: the 3.0 relief model (before the 3.1 re-fit against the discriminator)
         "relief-3.0": SimPreset(
             "relief-3.0",
@@ -369,10 +390,6 @@ def with_trait_factors(preset: str | SimPreset, factors: Mapping[str, float | st
         classes = tuple(replace(c, **{trait: _times(getattr(c, trait), k)}) for c in classes)
     name = f"{base.name}+" + ",".join(f"{t}*{v}" for t, v in factors.items())
     return replace(base, name=name, classes=classes, session_salt=base.session_salt or base.name)
-
-
-def _times(t: Trait, k: float) -> Trait:
-    return Trait(t.mean * k, t.sd * k, t.lo * k, t.hi * k)
 
 
 def _derived(spec: str) -> SimPreset:

@@ -393,7 +393,7 @@ class Detector:
         pixel (s*gy, s*gx), so the frame-pixel margin [y0 - 2, y1 + 2) around a cell is grid
         rows [ceil((y0-2)/s), ceil((y1+2)/s)). uint8 in-place steps: this runs in the loop."""
         assert self._bg is not None and self._still is not None
-        s, heal = self.config.step, min(self.config.bg_heal_after, 254)  # 255+: never heal (uint8 count)
+        s, heal = self.config.step, min(self.config.bg_heal_after, 254)  # >= 254: never heal (a uint8 count)
         delta = sub.astype(np.float32)
         delta -= self._bg
         held = np.zeros(sub.shape, np.bool_)

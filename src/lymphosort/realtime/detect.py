@@ -393,15 +393,14 @@ class Detector:
         pixel (s*gy, s*gx), so the frame-pixel margin [y0 - 2, y1 + 2) around a cell is grid
         rows [ceil((y0-2)/s), ceil((y1+2)/s)). uint8 in-place steps: this runs in the loop."""
         assert self._bg is not None and self._still is not None
-        s, heal = self.config.step, min(self.config.bg_heal_after, 254)  # >= 254: never heal (a uint8 count)
+        s = self.config.step
         delta = sub.astype(np.float32)
         delta -= self._bg
         held = np.zeros(sub.shape, np.bool_)
         for x0, y0, x1, y1 in boxes:
             held[-(-max(0, y0 - 2) // s):-(-(y1 + 2) // s), -(-max(0, x0 - 2) // s):-(-(x1 + 2) // s)] = True
         still = self._still
-        if self._prev is None:  # nothing to compare with yet
-            still[...] = 0
+        if self._prev is None:  # nothing to compare with yet (the counts are still zero)
             self._prev = np.empty(sub.shape, np.uint8)
         else:  # |sub - prev| <= t in wrapping uint8: (sub - prev + t) mod 256 <= 2t (t < 128)
             t = min(int(self._thr), 127)
@@ -409,11 +408,11 @@ class Detector:
             same += np.uint8(t)
             np.less_equal(same, 2 * t, out=self._mask)
             self._mask &= held
-            np.minimum(still, heal + 1, out=still)
+            np.minimum(still, 254, out=still)  # saturate at 255: a uint8 count never wraps
             still += 1
             still *= self._mask  # counts consecutive updates held and unchanged; 0 elsewhere
         np.copyto(self._prev, sub)
-        learn = still > heal if heal < 254 else np.zeros(sub.shape, np.bool_)
+        learn = still > self.config.bg_heal_after  # >= 255: never
         learn |= ~held
         delta *= learn
         delta *= self.config.bg_alpha

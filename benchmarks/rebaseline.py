@@ -69,6 +69,8 @@ KD = [f"{RUNS}/kd/tiny-32-whole-e8" + ("" if s == 0 else f"-s{s}") for s in rang
 KD_PAPER = [f"{RUNS}/kd/tiny-32-whole-paper-e8-s{s}" for s in range(3)]
 #: the shipped recipe itself (60 epochs, the best validation checkpoint): ~1 CPU-hour a seed
 KD60 = [f"{RUNS}/kd/tiny-32-whole-e60-s{s}" for s in range(3)]
+#: the 4-bit twin of the default student for the open RTL (8 QAT epochs from KD[0], as on 3.0)
+Q4 = f"{RUNS}/kd/tiny-32-whole-e8-q4-e8"
 
 
 def steps() -> list[Step]:
@@ -151,6 +153,17 @@ def steps() -> list[Step]:
                      "teacher, 5 epochs)|kd60|teacher|>=-1.5",
             "--out", f"{RES}/seed_table_e60_v{V}.json"), f"{RES}/seed_table_e60_v{V}.json",
             ("kd60-s0", "kd60-s1", "kd60-s2", "paper-s0", "paper-s1", "paper-s2")),
+        # the open-RTL row (issue 23): the default student's 4-bit twin (the 3.0 recipe), 16 pixels a cycle,
+        # checked bit for bit, synthesised, placed and routed (~1 CPU-hour); its record joins the table
+        Step("q4", _distill(Q4, "tiny-32-whole-q4", t, 8, 0, "--init-from", KD[0], "--method-kwargs", "alpha=0.5",
+                            "--method-kwargs", "mixup_alpha=0.0", "--method-kwargs", "temperature=2.0"),
+             f"{Q4}/metrics.json", ("kd-s0",)),
+        Step("rtl-q4", _lymphosort("export", "rtl", Q4, "--out", f"{RUNS}/rtl/q4-p16", "--data-root", DATA,
+                                   "--arch", "stream", "--pixels-per-cycle", "16", "--latency-cutoff", "2",
+                                   "--n-check", "2000", "--synth", "--pnr", "--pnr-timeout-s", "7200"),
+             f"{RUNS}/rtl/q4-p16/rtl.json", ("q4",)),
+        Step("rtl-record", ("cp", f"{RUNS}/rtl/q4-p16/rtl.json", f"{RES}/rtl/q4w_p16_v{V}.json"),
+             f"{RES}/rtl/q4w_p16_v{V}.json", ("rtl-q4",)),
         # timing: run these alone on an idle machine
         Step("realtime-accuracy", _py("realtime_bench.py", "accuracy", "--model", f"{RUNS}/export/tiny-32-whole-e8-onnx",
                                       "--backend", "onnx", "--frames", "3000", "--n-crops", "8000",

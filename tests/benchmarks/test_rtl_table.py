@@ -91,3 +91,23 @@ def test_twins_compare_by_their_loss_and_a_close_twin_shows_its_latency(tmp_path
     assert [a["target"] for a in aims] == ["<= 7 us", "<= 1 us", "within 0.5 points"]
     assert aims[0]["value"] == 4.8 and aims[2]["value"] == -0.4 and aims[2]["met"]
     assert "4-bit twin" in rtl_table.aims([old], [old["accuracy"]])[2]["aim"]  # no widths kept: the name's
+
+
+def test_a_rebaseline_takes_the_aims_from_the_newest_data_version(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A design routed within 7 us on a newer LymphoSim takes the aims over, even when an
+    older version's twin was closer to its parent or faster; the older rows stay as rows."""
+    old = _rec("tiny-32-whole-q4", "stream", 16, 330, 75.0, True, 0.875)  # 3.0: -0.5, 4.4 us
+    new = _rec("tiny-32-whole-q4", "stream", 16, 333, 66.6, True, 0.85)  # 3.2: -3.0, 5.0 us
+    new["accuracy"]["twin"]["data"]["version"] = "3.2"
+    doc = _table(tmp_path, monkeypatch, old, new)
+    pick, fastest, loss, close = doc["aims"]
+    assert pick["value"] == 5.0 and pick["data"].startswith("LymphoSim 3.2 default")
+    assert fastest["value"] == 5.0  # the fastest of that version, not the older 4.4
+    assert loss["value"] == -3.0 and not loss["met"]
+    # the older twin within 0.5 points still shows what closeness cost, with its version
+    assert close["value"] == 4.4 and close["data"].startswith("LymphoSim 3.0 default")
+    assert [r["latency us"] for r in doc["rows"]] == [4.4, 5.0]
+    # "3.10" is newer than "3.2" (versions compare as numbers, not text)
+    old["accuracy"]["twin"]["data"]["version"] = "3.10"
+    assert _table(tmp_path, monkeypatch, old, new)["aims"][0]["value"] == 4.4

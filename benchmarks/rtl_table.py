@@ -149,7 +149,8 @@ def aims(recs: list[dict[str, Any]], accs: list[dict[str, Any] | None]) -> list[
         # (a re-baseline replaces the older rows' aims), the twin closest to its float parent,
         # then the fastest
         fit = [r for r in routed if r["latency_us"] <= 7]
-        fit = [r for r in fit if _version(r) == max(map(_version, fit))] if fit else routed[:1]
+        newest = max(map(_version, fit), default=None)
+        fit = [r for r in fit if _version(r) == newest] or routed[:1]
         best = max(fit, key=lambda r: (-abs(loss(r)) if loss(r) is not None else -1e9, -r["latency_us"]))
         fastest = min((r for r in routed if _version(r) == _version(best)), key=lambda r: r["latency_us"])
         acc = accs[recs.index(best)]
@@ -210,14 +211,19 @@ def _latency(rec: dict[str, Any]) -> float | None:
     return rec["latency_cycles"] / est if est and rec.get("latency_cycles") else None
 
 
+def _twin_data(rec: dict[str, Any]) -> dict[str, Any]:
+    """The data card of the set the record's twin was scored on ({}: none kept)."""
+    return (((rec.get("accuracy") or {}).get("twin") or {}).get("data")) or {}
+
+
 def _version(rec: dict[str, Any]) -> tuple[int, ...]:
     """The LymphoSim version a record's twin was measured on, comparable ((0,): unknown)."""
-    v = str((((rec.get("accuracy") or {}).get("twin") or {}).get("data") or {}).get("version") or "0")
+    v = str(_twin_data(rec).get("version") or "0")
     return tuple(int(x) for x in v.split(".") if x.isdigit()) or (0,)
 
 
 def _data(rec: dict[str, Any]) -> str:
-    data = (((rec.get("accuracy") or {}).get("twin") or {}).get("data")) or {}
+    data = _twin_data(rec)
     if data.get("source") == "simulated":
         return f"LymphoSim {data.get('version')} {data.get('preset')} (simulated)"
     return "LymphoSim (simulated)" if "lymphosim" in str(rec.get("checked_on", "")) else str(rec.get("checked_on"))

@@ -74,6 +74,23 @@ def test_quantize_from_float_keeps_the_float_weights() -> None:
         quantize_from_float(f, bits=4, act_bits=[8, 4])
 
 
+def test_a_narrower_student_keeps_its_channels_in_its_twin_and_checkpoint(tmp_path: Path) -> None:
+    """`--model-kwargs channels=[...]` on the float student: its QAT twin has the same shape,
+    takes its weights, and reloads from the checkpoint's card."""
+    from lymphosort.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
+    from lymphosort.models.quant import quantize_from_float
+
+    torch.manual_seed(0)
+    f = create_model("tiny-32-whole", channels=[8, 12, 16])
+    q = quantize_from_float(f, bits=[8, 4, 4, 4], act_bits=[8, 6, 4], name="tiny-32-whole-q4")
+    assert q.features.conv2.weight.shape == (12, 8, 3, 3) and q.head.weight.shape == (2, 16 * 4 * 4)
+    assert torch.equal(q.features.conv3.weight, f.features.conv3.weight)
+    save_checkpoint(tmp_path, q, ModelCard.from_model(q, task="t4-vs-b", classes=["B", "T4"]))
+    q2, _ = load_checkpoint(tmp_path)
+    x = torch.randn(3, 1, 32, 32)
+    assert torch.equal(q.eval()(x), q2.eval()(x))
+
+
 def test_activation_ranges_start_from_the_float_activations() -> None:
     from lymphosort.models.quant import init_activation_ranges, quantize_from_float
 

@@ -230,10 +230,11 @@ def _register(name: str, bits: int) -> None:
         input_bits: int = 8,
         act_bits: int | Sequence[int] | None = None,
         weight_scale: str = "max",
+        channels: Sequence[int] = base["channels"],
     ) -> QuantConvStudent:
-        kw = {k: v for k, v in base.items() if k not in ("input_size", "fov")}
-        return QuantConvStudent(num_classes, input_size, bits=bits, input_bits=input_bits, act_bits=act_bits,
-                                weight_scale=weight_scale, **kw)
+        kw = {k: v for k, v in base.items() if k not in ("input_size", "fov", "channels")}
+        return QuantConvStudent(num_classes, input_size, channels=channels, bits=bits, input_bits=input_bits,
+                                act_bits=act_bits, weight_scale=weight_scale, **kw)
 
     factory.__doc__ = f"{name} with {bits}-bit power-of-two fixed-point weights and activations (Brevitas QAT)."
     register_model(quant_name(name, bits), input_size=base["input_size"], kind="student", fov=base.get("fov"))(factory)
@@ -264,7 +265,8 @@ def quantize_from_float(
         name = quant_name(spec.name, single if single in QUANT_BITS else QUANT_BITS[0])
     elif float_name(canonical_name(name)) != spec.name:
         raise ConfigError(f"{name!r} is not a QAT twin of {spec.name!r}")
-    kwargs: dict[str, Any] = {k: v for k, v in spec.create_kwargs.items() if k in ("input_size", "fov")}
+    # the float student's own shape (a narrower `channels` than its registration) goes with it
+    kwargs: dict[str, Any] = {k: v for k, v in spec.create_kwargs.items() if k in ("input_size", "fov", "channels")}
     if single not in QUANT_BITS or explicit:
         kwargs["bits"] = list(bits) if not isinstance(bits, int) else int(bits)
     if input_bits != 8:

@@ -219,6 +219,7 @@ def test_cli_exports_a_qat_student(tmp_path: Path, tiny_root: Path) -> None:
     assert rec["latency_cycles"] > 64 and rec["initiation_interval"] >= 64
     assert rec["fmax_mhz"] is None and rec["latency_us"] is None and rec["luts"] is None  # not measured here
     assert rec["widths"] == {"input": 8, "weights": [4, 4, 4, 4], "activations": [4, 4, 4]}
+    assert rec["channels"] == [8, 16, 24]  # tiny-32-centre's convs
     assert (out / "src" / "lymphosort_top.v").is_file() and (out / "fixedpoint.json").is_file()
 
 
@@ -240,3 +241,27 @@ def test_rtl_record_carries_the_twins_accuracy(tmp_path: Path) -> None:
     (twin / "model.json").write_text(json.dumps(card))
     assert twin_accuracy(twin)["float"] is None
     assert twin_accuracy(tmp_path / "never-evaluated") is None
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_plan_only_counts_each_circuit_once_a_copy_without_simulating(tmp_path: Path, lanes: int) -> None:
+    """`--plan-only` writes the Verilog and the da4ml cost of the whole design (no Verilator,
+    no data); a circuit's copies are the instances of it in the generated Verilog."""
+    pytest.importorskip("da4ml", reason="da4ml is not installed (pip install -e .[rtl])")
+    pytest.importorskip("brevitas")
+    import re
+
+    from lymphosort.cli import main
+    from tests.export.helpers import small_qat_run
+
+    run = small_qat_run(tmp_path / "run")
+    out = tmp_path / "plan"
+    assert main(["export", "rtl", str(run), "--out", str(out), "--plan-only", "--pixels-per-cycle", str(lanes)]) == 0
+    rec = json.loads((out / "rtl.json").read_text())
+    assert rec["plan_only"] and rec["n_checked"] is None and rec["latency_cycles"] is None
+    assert not (out / "sim").exists()
+    verilog = "\n".join(p.read_text() for p in (out / "src").glob("*.v"))
+    for st in rec["stages"]:
+        assert len(re.findall(rf"^\s*{st['name']}_mac_wrapper\b", verilog, re.M)) == st["copies"], st["name"]
+    assert {s["name"]: s["copies"] for s in rec["stages"]}["conv1"] == lanes
+    assert rec["da4ml_cost_total"] == pytest.approx(sum(s["da4ml_cost"] * s["copies"] for s in rec["stages"]), abs=0.1)

@@ -65,6 +65,11 @@ def _main_rtl(args: argparse.Namespace) -> int:
     from lymphosort.export.rtl.flow import export_rtl_run
 
     r = export_rtl_run(args.run, args.out, resolve_config(RtlExportConfig, args))
+    if r.get("plan_only"):
+        costs = ", ".join(f"{s['name']} {s['da4ml_cost']:,.0f} x {s['copies']}" for s in r["stages"])
+        print(f"{r['model']}: wrote {r['out']} (Verilog in src/, rtl.json; not simulated or synthesised)")
+        print(f"  da4ml cost {r['da4ml_cost_total']:,.0f} in all (a layer x its copies: {costs})")
+        return 0
     print(f"{r['model']}: wrote {r['out']} (Verilog in src/, Verilator testbench in sim/, rtl.json)")
     print(f"  RTL vs integer evaluator on {r['n_checked']} crops: {r['mismatches']} mismatches; latency "
           f"{r['latency_cycles']} cycles, a frame every {r['initiation_interval']} cycles")

@@ -73,3 +73,7 @@ class RtlExportConfig:
     n_gap_check: int = 50
     #: give place and route up to this many seconds (none: no limit)
     pnr_timeout_s: float | None = None
+    #: stop after generating the Verilog: rtl.json gets the plan (lanes, da4ml cost a layer and
+    #: in all), no simulation or synthesis; seconds, to choose a design before hours of place
+    #: and route
+    plan_only: bool = False

@@ -542,10 +542,14 @@ def emit_top(plan: StreamPlan, top: str = "lymphosort_top") -> str:
           "    if (rst) begin pix_valid <= 0; n_in <= 0; outstanding <= 0; proto_err <= 0; end",
           "    else begin",
           "      pix_valid <= in_fire;",
-          "      if (in_fire) begin pix <= s_tdata; n_in <= in_last ? 0 : n_in + 1'b1; end",
+          "      if (in_fire) n_in <= in_last ? 0 : n_in + 1'b1;",
           "      if (in_fire && (s_tlast != in_last)) proto_err <= 1;",
           "      outstanding <= outstanding + {1'b0, in_last} - {1'b0, out_fire};",
-          "    end", "  end"]
+          "    end",
+          # the pixel register loads every cycle (read only where pix_valid): no enable, so the
+          # handshake does not fan out to its 8P flops (nextpnr's next critical path, ~7 ns of routing)
+          "    pix <= s_tdata;",
+          "  end"]
     prev_v = "pix_valid"
     prev_d = "pix" if plan.table is None else "{" + ", ".join(f"qin(pix[{j * 8} +: 8])" for j in reversed(range(P))) + "}"
     errs = ["proto_err"]
@@ -571,19 +575,19 @@ def emit_top(plan: StreamPlan, top: str = "lymphosort_top") -> str:
         else:
             o += [f"  wire {v}; wire [{ow - 1}:0] {d};", f"  dense u_dense ({ports});"]
         prev_v, prev_d = v, d
-    # 2-deep output queue: never overflows, at most two finished images are outstanding
-    o += [f"  reg [{ow - 1}:0] q0, q1; reg [1:0] qn;",
+    # 2-deep output queue (never overflows: at most two finished images are outstanding), a
+    # ring of two slots: the consumer's m_tready moves a 1-bit read pointer and the count, never
+    # the result registers' enables, whose wide fan-out it drove across the die before
+    # (nextpnr's critical path: m_tready -> 64 load enables, ~15 ns of routing)
+    o += [f"  reg [{ow - 1}:0] q0, q1; reg [1:0] qn; reg qr, qw;",
           "  always @(posedge clk) begin",
-          "    if (rst) qn <= 0;",
+          "    if (rst) begin qn <= 0; qr <= 0; qw <= 0; end",
           "    else begin",
-          "      if (out_fire) q0 <= q1;",
-          f"      if ({prev_v}) begin",
-          f"        if (qn == 0 || (qn == 1 && out_fire)) q0 <= {prev_d};",
-          f"        else if (qn == 1 || (qn == 2 && out_fire)) q1 <= {prev_d};",
-          "      end",
+          f"      if ({prev_v}) begin if (qw) q1 <= {prev_d}; else q0 <= {prev_d}; qw <= !qw; end",
+          "      if (out_fire) qr <= !qr;",
           f"      qn <= qn + {{1'b0, {prev_v}}} - {{1'b0, out_fire}};",
           "    end", "  end",
-          "  assign m_tvalid = qn != 0;", "  assign m_tdata = q0;", "  assign m_tlast = 1'b1;",
+          "  assign m_tvalid = qn != 0;", "  assign m_tdata = qr ? q1 : q0;", "  assign m_tlast = 1'b1;",
           f"  assign err = {' | '.join(errs)};", "endmodule", ""]
     return "\n".join(o)
 

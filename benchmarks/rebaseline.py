@@ -71,6 +71,9 @@ KD_PAPER = [f"{RUNS}/kd/tiny-32-whole-paper-e8-s{s}" for s in range(3)]
 KD60 = [f"{RUNS}/kd/tiny-32-whole-e60-s{s}" for s in range(3)]
 #: the 4-bit twin of the default student for the open RTL (8 QAT epochs from KD[0], as on 3.0)
 Q4 = f"{RUNS}/kd/tiny-32-whole-e8-q4-e8"
+#: a narrower student for the open RTL (its twin within 0.5 points fits the part at 16 pixels a cycle)
+NARROW = f"{RUNS}/narrow/c8-8-16-none-e40"
+NARROW_TWIN = f"{NARROW}-w6444-a666"
 
 
 def steps() -> list[Step]:
@@ -164,6 +167,24 @@ def steps() -> list[Step]:
              f"{RUNS}/rtl/q4-p16/rtl.json", ("q4",)),
         Step("rtl-record", ("cp", f"{RUNS}/rtl/q4-p16/rtl.json", f"{RES}/rtl/q4w_p16_v{V}.json"),
              f"{RES}/rtl/q4w_p16_v{V}.json", ("rtl-q4",)),
+        # the same design with a narrower student (convs 8/8/16, labels only, 40 epochs) and the
+        # mixed-width twin chosen on validation: the cheapest whose validation accuracy is within 0.5
+        # points of its parent (docs/fpga.md); it fits the part at 16 pixels a cycle
+        Step("narrow", _train(NARROW, "tiny-32-whole", 40, "--model-kwargs", "channels=[8,8,16]"),
+             f"{NARROW}/metrics.json", ("data",)),
+        Step("narrow-twin", _distill(NARROW_TWIN, "tiny-32-whole-q4", NARROW, 1, 0, "--init-from", NARROW, "--lr", "1e-5",
+                                     "--model-kwargs", "bits=[6,4,4,4]", "--model-kwargs", "act_bits=[6,6,6]",
+                                     "--model-kwargs", "weight_scale=mse", "--method-kwargs", "alpha=0.9",
+                                     "--method-kwargs", "mixup_alpha=0.0"),
+             f"{NARROW_TWIN}/metrics.json", ("narrow",)),
+        Step("rtl-narrow", _lymphosort("export", "rtl", NARROW_TWIN, "--out", f"{RUNS}/rtl/c8816-w6444-a666-p16",
+                                       "--data-root", DATA, "--arch", "stream", "--pixels-per-cycle", "16",
+                                       "--latency-cutoff", "2", "--n-check", "2000", "--synth", "--pnr",
+                                       "--pnr-timeout-s", "7800"),
+             f"{RUNS}/rtl/c8816-w6444-a666-p16/rtl.json", ("narrow-twin",)),
+        Step("rtl-narrow-record", ("cp", f"{RUNS}/rtl/c8816-w6444-a666-p16/rtl.json",
+                                   f"{RES}/rtl/c8816_w6444_a666_p16_v{V}.json"),
+             f"{RES}/rtl/c8816_w6444_a666_p16_v{V}.json", ("rtl-narrow",)),
         # timing: run these alone on an idle machine
         Step("realtime-accuracy", _py("realtime_bench.py", "accuracy", "--model", f"{RUNS}/export/tiny-32-whole-e8-onnx",
                                       "--backend", "onnx", "--frames", "3000", "--n-crops", "8000",

@@ -111,3 +111,21 @@ def test_a_rebaseline_takes_the_aims_from_the_newest_data_version(tmp_path: Path
     # "3.10" is newer than "3.2" (versions compare as numbers, not text)
     old["accuracy"]["twin"]["data"]["version"] = "3.10"
     assert _table(tmp_path, monkeypatch, old, new)["aims"][0]["value"] == 4.4
+
+
+def test_a_narrower_student_is_named_and_never_the_default_students_pick(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A design of the default student built with narrower convs is not the default student:
+    the default's aims skip it; it can answer "twin within 0.5 points", named with its widths."""
+    default = _rec("tiny-32-whole-q4", "stream", 16, 330, 75.0, True, 0.85)  # -3.0, 4.4 us
+    narrow = _rec("tiny-32-whole-q4", "stream", 16, 320, 80.0, True, 0.876)  # -0.4, 4.0 us: faster and closer
+    narrow["channels"] = [8, 8, 16]
+    doc = _table(tmp_path, monkeypatch, default, narrow)
+    pick, fastest, loss, close = doc["aims"]
+    assert pick["value"] == 4.4 and loss["value"] == -3.0
+    # the latency table's best point is the family's fastest routed design, named with its widths
+    assert fastest["value"] == 4.0 and "with channels 8/8/16" in fastest["aim"]
+    assert close["value"] == 4.0 and close["met"] and "a narrower student, tiny-32-whole with channels 8/8/16" in close["aim"]
+    assert "channels 8/8/16" in doc["rows"][1]["design"] and "channels" not in doc["rows"][0]["design"]
+    default["channels"] = [8, 16, 24]  # the default's own widths, kept in the record: the same student
+    assert _table(tmp_path, monkeypatch, default, narrow)["aims"][0]["value"] == 4.4

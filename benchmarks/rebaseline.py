@@ -69,6 +69,9 @@ KD = [f"{RUNS}/kd/tiny-32-whole-e8" + ("" if s == 0 else f"-s{s}") for s in rang
 KD_PAPER = [f"{RUNS}/kd/tiny-32-whole-paper-e8-s{s}" for s in range(3)]
 #: the shipped recipe itself (60 epochs, the best validation checkpoint): ~1 CPU-hour a seed
 KD60 = [f"{RUNS}/kd/tiny-32-whole-e60-s{s}" for s in range(3)]
+#: the reference recipe at the shipped recipe's 60 epochs: the same budget for "the default student
+#: vs the same net with the reference recipe" (the 8-epoch pair above compares kd and paper at 8)
+PAPER60 = [f"{RUNS}/kd/tiny-32-whole-paper-e60-s{s}" for s in range(3)]
 #: the 4-bit twin of the default student for the open RTL (8 QAT epochs from KD[0], as on 3.0)
 Q4 = f"{RUNS}/kd/tiny-32-whole-e8-q4-e8"
 #: a narrower student for the open RTL (its twin within 0.5 points fits the part at 16 pixels a cycle)
@@ -156,6 +159,15 @@ def steps() -> list[Step]:
                      "teacher, 5 epochs)|kd60|teacher|>=-1.5",
             "--out", f"{RES}/seed_table_e60_v{V}.json"), f"{RES}/seed_table_e60_v{V}.json",
             ("kd60-s0", "kd60-s1", "kd60-s2", "paper-s0", "paper-s1", "paper-s2")),
+        *[Step(f"paper60-s{s}", _distill(run, "tiny-32-whole", t, 60, s, *PAPER), f"{run}/metrics.json", ("teacher",))
+          for s, run in enumerate(PAPER60)],
+        Step("paper60-table", _py(
+            "seed_table.py", "--task", "t4-vs-b", "--group", "kd60=" + ",".join(KD60),
+            "--group", "paper60=" + ",".join(PAPER60), "--baseline", "paper60",
+            "--aim", "default tiny student, the shipped recipe (kd, 60 epochs) vs the same net with the reference "
+                     "recipe at the same 60 epochs, 3 seeds paired|kd60|paper60|>=1",
+            "--out", f"{RES}/seed_table_paper60_v{V}.json"), f"{RES}/seed_table_paper60_v{V}.json",
+            ("kd60-s0", "kd60-s1", "kd60-s2", "paper60-s0", "paper60-s1", "paper60-s2")),
         # the open-RTL row (issue 23): the default student's 4-bit twin (the 3.0 recipe), 16 pixels a cycle,
         # checked bit for bit, synthesised, placed and routed (~1 CPU-hour); its record joins the table
         Step("q4", _distill(Q4, "tiny-32-whole-q4", t, 8, 0, "--init-from", KD[0], "--method-kwargs", "alpha=0.5",

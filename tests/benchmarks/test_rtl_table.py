@@ -127,5 +127,10 @@ def test_a_narrower_student_is_named_and_never_the_default_students_pick(tmp_pat
     assert fastest["value"] == 4.0 and "with channels 8/8/16" in fastest["aim"]
     assert close["value"] == 4.0 and close["met"] and "a narrower student, tiny-32-whole with channels 8/8/16" in close["aim"]
     assert "channels 8/8/16" in doc["rows"][1]["design"] and "channels" not in doc["rows"][0]["design"]
+    wide = dict(narrow, pixels_per_cycle=32, latency_cycles=200, fmax_mhz=None, latency_us=None,
+                place_and_route={"ran": False, "reason": "nextpnr stopped by signal 15",
+                                 "packed": {"TRELLIS_COMB": {"used": 80000, "available": 83640}}})
+    best_point = _table(tmp_path, monkeypatch, default, narrow, wide)["aims"][1]
+    assert best_point["value"] == 4.0 and "32 pixels a cycle takes 200 cycles but packs into 96%" in best_point["aim"]
     default["channels"] = [8, 16, 24]  # the default's own widths, kept in the record: the same student
     assert _table(tmp_path, monkeypatch, default, narrow)["aims"][0]["value"] == 4.4

@@ -128,8 +128,10 @@ def test_a_run_makes_no_cyclic_garbage_and_restores_the_collector(sim_source: Si
 
 
 def test_paced_block_policy_holds_frames_back_instead_of_dropping(sim_source: SimSource, tiny_onnx: Path) -> None:
-    backend = _SlowBackend(load_backend("onnx", tiny_onnx), 0.002)
-    cfg = RunConfig(max_frames=200, realtime=True, queue_size=2, drop="block")  # 1 kHz, slower than that
+    # 1 kHz frames; 5 ms a classified frame (only frames with a cell reach the backend, so the
+    # backlog grows with the cells: at 2 ms it read 4.6-4.9 ms, too near the bound to test it)
+    backend = _SlowBackend(load_backend("onnx", tiny_onnx), 0.005)
+    cfg = RunConfig(max_frames=200, realtime=True, queue_size=2, drop="block")
     rep = RealtimeRunner(sim_source, backend, Gate(1, 0.5), None, cfg).run()
     assert rep["frames"] == rep["frames_processed"] == 200 and rep["dropped_frames"] == 0
     assert rep["max_queue_depth"] <= 2

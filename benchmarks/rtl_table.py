@@ -50,6 +50,8 @@ def command(rec: dict[str, Any]) -> str:
     parts += [f"--arch {cfg['arch']}", f"--pixels-per-cycle {cfg['pixels_per_cycle']}",
               f"--latency-cutoff {cfg['latency_cutoff']:g}", f"--n-check {cfg['n_check']}"]
     parts += [flag for flag, on in (("--synth", cfg.get("synth")), ("--pnr", cfg.get("pnr"))) if on]
+    if cfg.get("pnr") and cfg.get("pnr_seed") is not None:
+        parts.append(f"--pnr-seed {cfg['pnr_seed']}")
     return " ".join(str(p) for p in parts)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from lymphosort.export.rtl.synth import placement_progress, read_pnr_report
 
 LOG = """Info: Max frequency for clock '$glbnet$clk': 48.10 MHz (FAIL at 100.00 MHz)
@@ -62,3 +64,30 @@ os.kill(os.getpid(), signal.SIGTERM)
     assert rec["packed"] == {"TRELLIS_COMB": {"used": 10, "available": 100}}
     assert (rec["placed_fmax_mhz_estimate"], rec["router_iterations"], rec["router_overused_wires"]) == (54.65, 11, 5897)
     assert "fmax_mhz" not in rec and os.path.exists(tmp_path / "nextpnr.log")
+
+
+@pytest.mark.parametrize("seed", [None, 7])
+def test_the_seed_reaches_place_and_route_only(tmp_path: Path, monkeypatch, seed) -> None:
+    """`--pnr-seed N` is passed to nextpnr's place-and-route run (not to packing) and recorded;
+    without it nextpnr keeps its own default."""
+    import sys
+
+    from lymphosort.export.rtl import synth
+
+    fake = tmp_path / "fake_nextpnr.py"
+    fake.write_text("""import json, sys
+name = "pack_argv.json" if "--pack-only" in sys.argv else "pnr_argv.json"
+json.dump(sys.argv[1:], open(name, "w"))
+if "--pack-only" in sys.argv:
+    json.dump({"utilization": {"TRELLIS_COMB": {"used": 10, "available": 100}}}, open("pack_report.json", "w"))
+sys.exit(0 if "--pack-only" in sys.argv else 3)
+""")
+    monkeypatch.setattr(synth, "_nextpnr", lambda: [sys.executable, str(fake)])
+    monkeypatch.setattr(synth, "nextpnr_version", lambda: "fake")
+    rec = synth.pnr_ecp5({}, tmp_path, seed=seed)
+    pack, pnr = (json.loads((tmp_path / f).read_text()) for f in ("pack_argv.json", "pnr_argv.json"))
+    assert "--seed" not in pack and rec["seed"] == seed and "failed (rc 3)" in rec["reason"]
+    if seed is None:
+        assert "--seed" not in pnr
+    else:
+        assert pnr[pnr.index("--seed") + 1] == "7"

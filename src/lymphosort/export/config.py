@@ -73,6 +73,9 @@ class RtlExportConfig:
     n_gap_check: int = 50
     #: give place and route up to this many seconds (none: no limit)
     pnr_timeout_s: float | None = None
+    #: nextpnr's random seed (none: its default); placement, and so whether a crowded design
+    #: routes in time, varies with it: another seed is a cheap second try
+    pnr_seed: int | None = None
     #: stop after generating the Verilog: rtl.json gets the plan (lanes, da4ml cost a layer and
     #: in all), no simulation or synthesis; seconds, to choose a design before hours of place
     #: and route

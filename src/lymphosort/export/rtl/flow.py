@@ -214,7 +214,7 @@ def export_rtl_run(run: str | Path, out: str | Path, cfg: RtlExportConfig = RtlE
         record["part"] = ECP5_PARTS[device][0] + " (yosys synth_ecp5 counts)"
         if cfg.pnr:
             pr = pnr_ecp5(syn, out / "synth", device=device, freq_mhz=round(1000.0 / clock_ns, 3),
-                           timeout_s=cfg.pnr_timeout_s)
+                           timeout_s=cfg.pnr_timeout_s, seed=cfg.pnr_seed)
             record["place_and_route"] = pr
             record["part"] = pr["part"]
             if pr.get("ran"):

@@ -98,7 +98,8 @@ def _stat_cells(text: str) -> dict[str, int]:
 
 
 def pnr_ecp5(synth: dict[str, Any], work: Path, *, device: str = "85k", package: str = "CABGA756", speed: int = 8,
-             freq_mhz: float = 100.0, force: bool = False, timeout_s: float | None = None) -> dict[str, Any]:
+             freq_mhz: float = 100.0, force: bool = False, timeout_s: float | None = None,
+             seed: int | None = None) -> dict[str, Any]:
     """nextpnr-ecp5 place and route of work/design.json: routed Fmax and utilisation.
 
     Packs first (~1 CPU-minute at 100k cells) and reads nextpnr's own utilisation: placement
@@ -106,7 +107,7 @@ def pnr_ecp5(synth: dict[str, Any], work: Path, *, device: str = "85k", package:
     anyway.
     """
     part = ECP5_PARTS[device][0]
-    record: dict[str, Any] = {"part": f"{part} {package} speed {speed}", "device": device, "ran": False}
+    record: dict[str, Any] = {"part": f"{part} {package} speed {speed}", "device": device, "ran": False, "seed": seed}
     # relative paths, run in `work`: YoWASP's WebAssembly sandbox sees the working directory
     base = [*_nextpnr(), f"--{device}", "--package", package, "--speed", str(speed), "--json", "design.json",
             "--lpf-allow-unconstrained", "--freq", str(freq_mhz), "--timing-allow-fail"]
@@ -124,7 +125,8 @@ def pnr_ecp5(synth: dict[str, Any], work: Path, *, device: str = "85k", package:
         return record
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([*base, "--router", "router2", "--report", "pnr_report.json", "--log", "nextpnr.log"],
+        seeded = [] if seed is None else ["--seed", str(int(seed))]
+        proc = subprocess.run([*base, *seeded, "--router", "router2", "--report", "pnr_report.json", "--log", "nextpnr.log"],
                               capture_output=True, text=True, timeout=timeout_s, cwd=work)
     except subprocess.TimeoutExpired:
         return _unfinished(record, f"did not finish in {timeout_s:.0f} s", work)

@@ -179,6 +179,15 @@ def steps() -> list[Step]:
              f"{RUNS}/rtl/q4-p16/rtl.json", ("q4",)),
         Step("rtl-record", ("cp", f"{RUNS}/rtl/q4-p16/rtl.json", f"{RES}/rtl/q4w_p16_v{V}.json"),
              f"{RES}/rtl/q4w_p16_v{V}.json", ("rtl-q4",)),
+        # the 8-bit twin on the part: the last conv and the dense layer time-shared on multipliers
+        # (--arch mixed), one pixel a cycle (its latency, >= 4,096 cycles, is not the point: the area is)
+        Step("rtl-q8-mixed", _lymphosort("export", "rtl", f"{KD[0]}-q8", "--out", f"{RUNS}/rtl/q8-mixed-p1",
+                                         "--data-root", DATA, "--arch", "mixed", "--pixels-per-cycle", "1",
+                                         "--latency-cutoff", "2", "--n-check", "2000", "--synth", "--pnr",
+                                         "--pnr-timeout-s", "10800"),
+             f"{RUNS}/rtl/q8-mixed-p1/rtl.json", ("qat8",)),
+        Step("rtl-q8-record", ("cp", f"{RUNS}/rtl/q8-mixed-p1/rtl.json", f"{RES}/rtl/q8w_mixed_p1_v{V}.json"),
+             f"{RES}/rtl/q8w_mixed_p1_v{V}.json", ("rtl-q8-mixed",)),
         # the same design with a narrower student (convs 8/8/16, labels only, 40 epochs) and the
         # mixed-width twin chosen on validation: the cheapest whose validation accuracy is within 0.5
         # points of its parent (docs/fpga.md); it fits the part at 16 pixels a cycle

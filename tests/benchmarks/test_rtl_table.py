@@ -134,3 +134,15 @@ def test_a_narrower_student_is_named_and_never_the_default_students_pick(tmp_pat
     assert best_point["value"] == 4.0 and "32 pixels a cycle takes 200 cycles but packs into 96%" in best_point["aim"]
     default["channels"] = [8, 16, 24]  # the default's own widths, kept in the record: the same student
     assert _table(tmp_path, monkeypatch, default, narrow)["aims"][0]["value"] == 4.4
+
+
+def test_the_8_bit_aim_reads_the_newest_attempt_and_how_far_the_router_got(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    old = _rec("tiny-32-whole-q8", "mixed", 1, 5290, None, False, 0.884)
+    new = _rec("tiny-32-whole-q8", "mixed", 1, 5292, None, False, 0.917)
+    new["accuracy"]["twin"]["data"]["version"] = "3.2"
+    new["place_and_route"].update(reason="nextpnr stopped by signal 15 (see x.log)", router_iterations=3,
+                                  router_overused_wires=66461)
+    q8 = [a for a in _table(tmp_path, monkeypatch, old, new)["aims"] if a["target"] == "placed and routed"][0]
+    assert q8["data"].startswith("LymphoSim 3.2") and not q8["met"]
+    assert q8["value"].endswith("stopped by signal 15 at router2 iteration 3 (66,461 overused wires)")

@@ -126,7 +126,7 @@ def row(rec: dict[str, Any], acc: dict[str, Any] | None) -> dict[str, Any]:
         "logic cells (nextpnr)": (f"{packed['used']:,} of {packed['available']:,} "
                                   f"({100 * packed['used'] / packed['available']:.0f}%)") if packed else None,
         "routed Fmax MHz": rec["fmax_mhz"], "latency us": rec["latency_us"],
-        "twin accuracy %": twin, "float accuracy %": flt,
+        "twin accuracy %": twin, "float accuracy %": flt, "data": _data(rec),
         "part": rec.get("part"), "command": command(rec),
     }
     notes = [pr["reason"].split(" (see ")[0]] if not pr.get("ran") and pr.get("reason") else []

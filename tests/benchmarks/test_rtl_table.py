@@ -56,6 +56,7 @@ def test_aims_follow_the_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert [r["latency us"] for r in doc["rows"]] == [12.941, None, 4.4, 5.0]
     assert all("--pixels-per-cycle" in r["command"] for r in doc["rows"])
     assert by["<= 7 us"]["data"].startswith("LymphoSim 3.0 default (simulated)")
+    assert {r["data"] for r in doc["rows"]} == {"LymphoSim 3.0 default (simulated)"}  # each row names its data
 
 
 def test_twins_compare_by_their_loss_and_a_close_twin_shows_its_latency(tmp_path: Path,

@@ -64,6 +64,18 @@ def _distill(out: str, model: str, teacher: str, epochs: int, seed: int, *extra:
                        "--epochs", str(epochs), "--seed", str(seed), "--threads", "1", *extra)
 
 
+def _rtl(names: tuple[str, str], run: str, folder: str, record: str, needs: str, arch: str, pixels: int,
+         timeout_s: int) -> list[Step]:
+    """`export rtl` of a QAT run (bit exact on 2,000 crops, synthesised, placed and routed) into
+    runs/.../rtl/FOLDER, then its rtl.json copied to benchmarks/results/rtl/RECORD_v<VERSION>.json."""
+    out, res = f"{RUNS}/rtl/{folder}", f"{RES}/rtl/{record}_v{V}.json"
+    export = _lymphosort("export", "rtl", run, "--out", out, "--data-root", DATA, "--arch", arch,
+                         "--pixels-per-cycle", str(pixels), "--latency-cutoff", "2", "--n-check", "2000",
+                         "--synth", "--pnr", "--pnr-timeout-s", str(timeout_s))
+    return [Step(names[0], export, f"{out}/rtl.json", (needs,)),
+            Step(names[1], ("cp", f"{out}/rtl.json", res), res, (names[0],))]
+
+
 PAPER = ("--method", "paper", "--method-kwargs", "mixup_alpha=1.0")
 KD = [f"{RUNS}/kd/tiny-32-whole-e8" + ("" if s == 0 else f"-s{s}") for s in range(3)]
 KD_PAPER = [f"{RUNS}/kd/tiny-32-whole-paper-e8-s{s}" for s in range(3)]
@@ -173,21 +185,11 @@ def steps() -> list[Step]:
         Step("q4", _distill(Q4, "tiny-32-whole-q4", t, 8, 0, "--init-from", KD[0], "--method-kwargs", "alpha=0.5",
                             "--method-kwargs", "mixup_alpha=0.0", "--method-kwargs", "temperature=2.0"),
              f"{Q4}/metrics.json", ("kd-s0",)),
-        Step("rtl-q4", _lymphosort("export", "rtl", Q4, "--out", f"{RUNS}/rtl/q4-p16", "--data-root", DATA,
-                                   "--arch", "stream", "--pixels-per-cycle", "16", "--latency-cutoff", "2",
-                                   "--n-check", "2000", "--synth", "--pnr", "--pnr-timeout-s", "7200"),
-             f"{RUNS}/rtl/q4-p16/rtl.json", ("q4",)),
-        Step("rtl-record", ("cp", f"{RUNS}/rtl/q4-p16/rtl.json", f"{RES}/rtl/q4w_p16_v{V}.json"),
-             f"{RES}/rtl/q4w_p16_v{V}.json", ("rtl-q4",)),
+        *_rtl(("rtl-q4", "rtl-record"), Q4, "q4-p16", "q4w_p16", "q4", "stream", 16, 7200),
         # the 8-bit twin on the part: the last conv and the dense layer time-shared on multipliers
         # (--arch mixed), one pixel a cycle (its latency, >= 4,096 cycles, is not the point: the area is)
-        Step("rtl-q8-mixed", _lymphosort("export", "rtl", f"{KD[0]}-q8", "--out", f"{RUNS}/rtl/q8-mixed-p1",
-                                         "--data-root", DATA, "--arch", "mixed", "--pixels-per-cycle", "1",
-                                         "--latency-cutoff", "2", "--n-check", "2000", "--synth", "--pnr",
-                                         "--pnr-timeout-s", "10800"),
-             f"{RUNS}/rtl/q8-mixed-p1/rtl.json", ("qat8",)),
-        Step("rtl-q8-record", ("cp", f"{RUNS}/rtl/q8-mixed-p1/rtl.json", f"{RES}/rtl/q8w_mixed_p1_v{V}.json"),
-             f"{RES}/rtl/q8w_mixed_p1_v{V}.json", ("rtl-q8-mixed",)),
+        *_rtl(("rtl-q8-mixed", "rtl-q8-record"), f"{KD[0]}-q8", "q8-mixed-p1", "q8w_mixed_p1", "qat8", "mixed", 1,
+              10800),
         # the same design with a narrower student (convs 8/8/16, labels only, 40 epochs) and the
         # mixed-width twin chosen on validation: the cheapest whose validation accuracy is within 0.5
         # points of its parent (docs/fpga.md); it fits the part at 16 pixels a cycle
@@ -198,14 +200,8 @@ def steps() -> list[Step]:
                                      "--model-kwargs", "weight_scale=mse", "--method-kwargs", "alpha=0.9",
                                      "--method-kwargs", "mixup_alpha=0.0"),
              f"{NARROW_TWIN}/metrics.json", ("narrow",)),
-        Step("rtl-narrow", _lymphosort("export", "rtl", NARROW_TWIN, "--out", f"{RUNS}/rtl/c8816-w6444-a666-p16",
-                                       "--data-root", DATA, "--arch", "stream", "--pixels-per-cycle", "16",
-                                       "--latency-cutoff", "2", "--n-check", "2000", "--synth", "--pnr",
-                                       "--pnr-timeout-s", "7800"),
-             f"{RUNS}/rtl/c8816-w6444-a666-p16/rtl.json", ("narrow-twin",)),
-        Step("rtl-narrow-record", ("cp", f"{RUNS}/rtl/c8816-w6444-a666-p16/rtl.json",
-                                   f"{RES}/rtl/c8816_w6444_a666_p16_v{V}.json"),
-             f"{RES}/rtl/c8816_w6444_a666_p16_v{V}.json", ("rtl-narrow",)),
+        *_rtl(("rtl-narrow", "rtl-narrow-record"), NARROW_TWIN, "c8816-w6444-a666-p16", "c8816_w6444_a666_p16",
+              "narrow-twin", "stream", 16, 7800),
         # timing: run these alone on an idle machine
         Step("realtime-accuracy", _py("realtime_bench.py", "accuracy", "--model", f"{RUNS}/export/tiny-32-whole-e8-onnx",
                                       "--backend", "onnx", "--frames", "3000", "--n-crops", "8000",

@@ -157,10 +157,11 @@ def export_rtl_run(run: str | Path, out: str | Path, cfg: RtlExportConfig = RtlE
     arch, clock_ns, device = cfg.arch, cfg.clock_ns, cfg.device
     design = generate(fp, out, arch=arch, latency_cutoff=cfg.latency_cutoff, pixels_per_cycle=cfg.pixels_per_cycle)
     gen_s = time.perf_counter() - t0
-    images, source = (None, None) if cfg.plan_only else check_images(
-        card, Path(cfg.data_root) if cfg.data_root else None, cfg.n_check)
+    copies = circuit_copies(design)
+    stages = [{"name": n, "da4ml_cost": c.cost, "copies": copies[n], "mac_latency": c.latency, "n_in": c.n_in,
+               "n_out": c.n_out} for n, c in design.circuits.items()]
     record: dict[str, Any] = {
-        "arch": arch, "pixels_per_cycle": cfg.pixels_per_cycle, "model": card.model, "run": str(run), "classes": list(card.classes), "checked_on": source,
+        "arch": arch, "pixels_per_cycle": cfg.pixels_per_cycle, "model": card.model, "run": str(run), "classes": list(card.classes), "checked_on": None,
         "n_checked": None, "mismatches": None, "latency_cycles": None, "initiation_interval": None,
         "fmax_mhz": None, "latency_us": None, "part": None, "luts": None, "ffs": None, "dsps": None, "brams": None,
         "clock_ns_target": clock_ns,
@@ -173,9 +174,10 @@ def export_rtl_run(run: str | Path, out: str | Path, cfg: RtlExportConfig = RtlE
                       "output": f"one beat, {len(card.classes)} x {LOGIT_BITS}-bit signed logits, lane j = class j, "
                                 f"logit = value * 2**{fp.layers[-1].acc_exp}"},
         "latency_definition": "clock edges from accepting a frame's first pixel to taking its logits, frames back to back",
-        "stages": [{"name": n, "da4ml_cost": c.cost, "copies": circuit_copies(design)[n], "mac_latency": c.latency,
-                    "n_in": c.n_in, "n_out": c.n_out} for n, c in design.circuits.items()],
-        "da4ml_cost_total": round(da4ml_cost_total(design), 1),
+        "stages": stages,
+        # da4ml's LUT-equivalent cost of all the arithmetic: it tracks the logic cells a design packs
+        # into (docs/fpga.md), so it ranks designs in seconds
+        "da4ml_cost_total": round(sum(st["da4ml_cost"] * st["copies"] for st in stages), 1),
         "lanes": {st.name: st.lanes for st in design.plan.stages},
         "channels": [int(layer.weight.shape[0]) for layer in fp.layers if layer.kind == "conv"],
         "widths": {"input": int(fp.input_bits), "weights": [int(layer.w_bits) for layer in fp.layers],
@@ -195,6 +197,7 @@ def export_rtl_run(run: str | Path, out: str | Path, cfg: RtlExportConfig = RtlE
         write_record(out / RTL_JSON, record)
         record["out"] = str(out)
         return record
+    images, record["checked_on"] = check_images(card, Path(cfg.data_root) if cfg.data_root else None, cfg.n_check)
     images = np.asarray(images)
     try:
         sim = check(design, fp, images, out / "sim")
@@ -231,13 +234,6 @@ def circuit_copies(design: RtlDesign) -> dict[str, int]:
     """How many copies of each da4ml circuit the design holds: a conv's once a lane, the dense once."""
     return {st.name: st.lanes if isinstance(st, ConvStage) else 1
             for st in design.plan.stages if st.name in design.circuits}
-
-
-def da4ml_cost_total(design: RtlDesign) -> float:
-    """da4ml's LUT-equivalent cost of the whole design's arithmetic (each circuit x its copies).
-    It tracks the logic cells a design packs into (docs/fpga.md), so it ranks designs in seconds."""
-    copies = circuit_copies(design)
-    return sum(c.cost * copies[name] for name, c in design.circuits.items())
 
 
 def twin_accuracy(run: Path) -> dict[str, Any] | None:

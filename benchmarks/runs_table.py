@@ -49,10 +49,16 @@ def run_command(folder: Path) -> str | None:
     if (folder / "transfer.json").is_file():
         from lymphosort.models.checkpoint import read_card
 
+        from lymphosort.transfer.finetune import DEFAULT_LR
+
         t = json.loads((folder / "transfer.json").read_text())
         root = t.get("data_root") or read_card(folder).data_root
+        cfg = t.get("config") or {}
+        # the knobs that differ from the command's defaults (an older record has no config)
+        knobs = [*(["--epochs", str(cfg["epochs"])] if cfg.get("epochs") else []),
+                 *(["--lr", f"{cfg['lr']:g}"] if cfg.get("lr") not in (None, DEFAULT_LR.get(t["mode"])) else [])]
         return " ".join(["lymphosort transfer finetune", t["source_run"], "--task", t["task"], "--mode", t["mode"],
-                         "--shots", str(t["shots"]), *(["--data-root", str(root)] if root else []),
+                         "--shots", str(t["shots"]), *knobs, *(["--data-root", str(root)] if root else []),
                          "--out", str(folder)])
     metrics = folder / "metrics.json"
     m = json.loads(metrics.read_text()) if metrics.is_file() else {}

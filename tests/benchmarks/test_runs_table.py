@@ -27,4 +27,14 @@ def test_transfer_folders_name_their_command(tmp_path: Path) -> None:
                                                   "shots": 5}))  # an older record: the card names the root
     (ft / "model.json").write_text(json.dumps({"format": 1, "model": "resnet18", "data": {"root": "data/card"}}))
     assert runs_table.run_command(ft).endswith(f"--shots 5 --data-root data/card --out {ft}")
+    (ft / "transfer.json").write_text(json.dumps({"source_run": "runs/r18", "task": "t8-vs-b", "mode": "full",
+                                                  "shots": "all", "data_root": "d",
+                                                  "config": {"epochs": 8, "lr": 3e-4}}))
+    assert runs_table.run_command(ft) == (f"lymphosort transfer finetune runs/r18 --task t8-vs-b --mode full "
+                                          f"--shots all --epochs 8 --data-root d --out {ft}")
+    (ft / "transfer.json").write_text(json.dumps({"source_run": "runs/r18", "task": "t8-vs-b", "mode": "full",
+                                                  "shots": "all", "data_root": "d",
+                                                  "config": {"epochs": None, "lr": 1e-3}}))
+    assert runs_table.run_command(ft) == (f"lymphosort transfer finetune runs/r18 --task t8-vs-b --mode full "
+                                          f"--shots all --lr 0.001 --data-root d --out {ft}")
     assert runs_table.run_command(tmp_path / "nothing") is None

@@ -295,6 +295,26 @@ def test_trait_factor_rescales_one_trait_and_design_variants_are_named_presets()
             get_preset(bad)
 
 
+def test_optics_variants_change_one_nuisance_on_the_base_sessions() -> None:
+    from lymphosort.data.synth.presets import get_preset
+    from lymphosort.errors import ConfigError
+
+    base = get_preset("default")
+    v = get_preset("default+optics.relief_crop_sd=0.1,optics.read_noise=0.2:0.4,B.grain=2.5")
+    assert v.sessions.relief_crop_sd == 0.1 and v.sessions.read_noise == (0.2, 0.4)
+    assert v.sessions.crop_side == base.sessions.crop_side and v.classes[0].grain.mean == 2.5
+    assert v.classes[1] == base.classes[1] and v.session_salt == "default"
+    # the same draws on the same sessions; only the crop-to-crop relief gain spread differs
+    _, _, ma = render_crops(24, seed=1, preset="default")
+    _, _, mb = render_crops(24, seed=1, preset="default+optics.relief_crop_sd=0.0")
+    assert np.array_equal(ma["session"], mb["session"]) and np.array_equal(ma["radius"], mb["radius"])
+    assert mb["relief"].std() < ma["relief"].std()
+    for bad in ("default+optics.nope=1", "default+optics.read_noise=0.5", "default+optics.read_noise=0.5:0.2",
+                "default+optics.relief_crop_sd=big", "default+optics.relief_crop_sd", "default+optics.crop_side=1:2:3"):
+        with pytest.raises(ConfigError):
+            get_preset(bad)
+
+
 def test_moving_one_class_leaves_the_other_classes_pixels_unchanged() -> None:
     # Why 2.1 (T8 radius only) keeps every T4-vs-B crop of 2.0: sessions are salted by the
     # preset's name and trait draws are shifted normals, so another class's traits cannot

@@ -392,14 +392,52 @@ def with_trait_factors(preset: str | SimPreset, factors: Mapping[str, float | st
     return replace(base, name=name, classes=classes, session_salt=base.session_salt or base.name)
 
 
+def with_optics(preset: str | SimPreset, values: Mapping[str, float | str]) -> SimPreset:
+    """`preset` with acquisition nuisances changed, keyed by a field of its `ReliefRanges` /
+    `SessionRanges` (e.g. {"relief_crop_sd": 0.15, "read_noise": "0.2:0.5"}; a range is
+    "lo:hi"), for fitting the optics against real crops (`data compare`); named
+    `<name>+optics.<field>=<value>`, on its base's session salt."""
+    base = get_preset(preset)
+    ranges = base.sessions
+    kinds = {f.name: type(getattr(ranges, f.name)) for f in fields(ranges)}
+    changes: dict[str, object] = {}
+    for key, value in values.items():
+        if kinds.get(key) not in (float, int, tuple):
+            raise ConfigError(f"bad optics field {key!r}: choose one of "
+                              f"{sorted(k for k, t in kinds.items() if t in (float, int, tuple))}")
+        old = getattr(ranges, key)
+        parts = str(value).split(":")
+        try:
+            nums = [float(v) for v in parts]
+        except ValueError:
+            raise ConfigError(f"optics.{key}: {value!r} is not a number (or lo:hi)") from None
+        if kinds[key] is tuple:
+            if len(nums) != len(old) or (len(nums) == 2 and nums[0] > nums[1]):
+                raise ConfigError(f"optics.{key}: give {len(old)} numbers as lo:hi, got {value!r}")
+            changes[key] = tuple(type(o)(v) for o, v in zip(old, nums))
+        elif len(nums) != 1:
+            raise ConfigError(f"optics.{key}: give one number, got {value!r}")
+        else:
+            changes[key] = kinds[key](nums[0])
+    name = f"{base.name}+" + ",".join(f"optics.{k}={v}" for k, v in values.items())
+    return replace(base, name=name, sessions=replace(ranges, **changes),
+                   session_salt=base.session_salt or base.name)
+
+
 def _derived(spec: str) -> SimPreset:
-    """A design variant by name, as `with_trait_means` / `with_trait_factors` name them:
-    "BASE+ITEM,ITEM,...", each item "CLASS.TRAIT=mean" or "TRAIT*factor", applied in order
-    (e.g. "default+roughness*4,B.grain=2.4")."""
+    """A design variant by name, as `with_trait_means` / `with_trait_factors` / `with_optics`
+    name them: "BASE+ITEM,ITEM,...", each item "CLASS.TRAIT=mean", "TRAIT*factor" or
+    "optics.FIELD=value" (a range as lo:hi), applied in order (e.g.
+    "default+roughness*4,B.grain=2.4" or "default+optics.relief_crop_sd=0.15")."""
     base_name, _, items = spec.partition("+")
     pre = get_preset(base_name)
     for item in filter(None, items.split(",")):
-        if "*" in item:
+        if item.startswith("optics."):
+            key, sep, value = item[len("optics."):].partition("=")
+            if not sep:
+                raise ConfigError(f"preset {spec!r}: item {item!r} needs a value (optics.FIELD=value)")
+            pre = with_optics(pre, {key.strip(): value.strip()})
+        elif "*" in item:
             trait, _, factor = item.partition("*")
             pre = with_trait_factors(pre, {trait.strip(): factor})
         elif "=" in item:

@@ -305,6 +305,21 @@ def test_compare_writes_its_files(tmp_path: Path) -> None:
         assert im.width > 600 and im.height > 150
 
 
+def test_repeated_discriminator_readings(tmp_path: Path) -> None:
+    # two draws of one preset: readings near chance that move with the subsample and the folds
+    a = "sim:default"
+    one = compare_sets(a, "sim:default", tmp_path / "one", n=32, n_boot=50)
+    res = compare_sets(a, "sim:default", tmp_path / "out", n=32, n_boot=50, repeats=4)
+    r = res["discriminator"]["repeats"]
+    # the first reading is the reported one; the others subsample B and split the folds anew
+    assert r["n"] == 4 and len(r["auc"]) == 4 and r["auc"][0] == res["discriminator"]["auc"] == one["discriminator"]["auc"]
+    assert min(r["auc"]) <= r["mean"] <= max(r["auc"]) and r["sd"] == pytest.approx(np.std(r["auc"], ddof=1))
+    assert len(set(r["auc"])) > 1 and "repeats" not in one["discriminator"]
+    assert "over 4 subsamples" in (tmp_path / "out" / "compare.md").read_text()
+    with pytest.raises(ConfigError, match="repeats"):
+        compare_sets(a, "sim:default", tmp_path / "bad", n=32, repeats=0)
+
+
 def test_direction_summary_is_circular() -> None:
     s = realism._summary(np.array([170.0, -170.0, 175.0, -175.0]), angle=True)
     assert abs(abs(s["mean"]) - 180) < 1 and s["sd"] < 10

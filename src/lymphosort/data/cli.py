@@ -67,6 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--seed", type=int, default=0, help="which crops are drawn, CV folds (default: %(default)s)")
     q.add_argument("--out", type=Path, default=Path("compare"),
                    help="folder for compare.json, compare.md, montage.png (default: %(default)s)")
+    q.add_argument("--repeats", type=int, default=1,
+                   help="also run the discriminator on this many subsamples and CV splits: mean and sd "
+                   "(default: %(default)s)")
     q.add_argument("--no-resample", dest="resample", action="store_false",
                    help="measure each set at its own crop size (default: resample B smoothly to A's side)")
     add_config_file(q)
@@ -152,7 +155,8 @@ def _show(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from lymphosort.data.realism import compare_sets
 
-    result = compare_sets(args.set_a, args.set_b, args.out, n=args.n, seed=args.seed, resample=args.resample)
+    result = compare_sets(args.set_a, args.set_b, args.out, n=args.n, seed=args.seed, resample=args.resample,
+                          repeats=args.repeats)
     print(Path(result["files"]["md"]).read_text(), end="")
     print(f"wrote {result['files']['json']}, {result['files']['md']}, {result['files']['montage']}")
     return 0

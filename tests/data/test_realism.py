@@ -305,6 +305,22 @@ def test_compare_writes_its_files(tmp_path: Path) -> None:
         assert im.width > 600 and im.height > 150
 
 
+def test_feature_shift_reads_level_and_spread() -> None:
+    rng = np.random.default_rng(0)
+    k = len(realism.FEATURE_DOC)
+    a = rng.normal(0.0, 1.0, (400, k))
+    b = rng.normal(0.0, 1.0, (400, k))
+    b[:, 0] += 2.0  # a level shift of 2 sd in the first feature
+    b[:, 1] *= 3.0  # three times the spread in the second
+    b[:5, 2] = np.nan  # undefined in a few crops: read over the rest
+    a[:, 3] = 7.0  # constant in A: no scale to read a shift in, left out
+    sh = realism.feature_shift(a, b)
+    names = list(realism.FEATURE_DOC)
+    assert sh[names[0]]["d"] == pytest.approx(2.0, abs=0.2) and sh[names[0]]["sd_ratio"] == pytest.approx(1.0, abs=0.15)
+    assert sh[names[1]]["sd_ratio"] == pytest.approx(3.0, abs=0.4) and abs(sh[names[1]]["d"]) < 0.4
+    assert np.isfinite(sh[names[2]]["d"]) and names[3] not in sh
+
+
 def test_repeated_discriminator_readings(tmp_path: Path) -> None:
     # two draws of one preset: readings near chance that move with the subsample and the folds
     a = "sim:default"

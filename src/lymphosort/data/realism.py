@@ -112,6 +112,21 @@ def discriminate(
     }
 
 
+def feature_shift(feats_a: np.ndarray, feats_b: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per discriminator feature (``FEATURE_DOC`` order): B's mean shift in A's sds (``d``) and
+    B's sd over A's (``sd_ratio``), over the crops where the feature is defined: which features
+    tell the sets apart, in level or in spread."""
+    out: dict[str, dict[str, float]] = {}
+    for j, name in enumerate(FEATURE_DOC):
+        a, b = feats_a[:, j], feats_b[:, j]
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+        if len(a) < 2 or len(b) < 2 or not a.std(ddof=1) > 0:
+            continue
+        sa = float(a.std(ddof=1))
+        out[name] = {"d": float((b.mean() - a.mean()) / sa), "sd_ratio": float(b.std(ddof=1) / sa)}
+    return out
+
+
 # --------------------------------------------------------------------------- loading sets
 
 
@@ -298,6 +313,10 @@ def _markdown(result: dict[str, Any]) -> str:
         f"discriminator A vs B: ROC-AUC {d['auc']:.3f} (95% interval {d['ci95'][0]:.3f}-{d['ci95'][1]:.3f}; "
         f"{d['n_per_set']} crops per set, {d['folds']}-fold CV; 0.5 = indistinguishable)",
     ]
+    shift = sorted(d.get("feature_shift", {}).items(), key=lambda kv: -abs(kv[1]["d"]))[:8]
+    if shift:
+        lines += ["", "features that move most (B's mean shift in A's sds; B's sd / A's sd):",
+                  "; ".join(f"{k} {v['d']:+.2f} sd, x{v['sd_ratio']:.2f}" for k, v in shift)]
     if "repeats" in d:
         r = d["repeats"]
         lines.append(f"over {r['n']} subsamples and CV splits: ROC-AUC {r['mean']:.3f} +- {r['sd']:.3f} (sd)")
@@ -413,6 +432,7 @@ def compare_sets(
         "discriminator": discriminate(feats[0], feats[1], seed=seed, n_boot=n_boot),
         "feature_doc": FEATURE_DOC,
     }
+    result["discriminator"]["feature_shift"] = feature_shift(feats[0], feats[1])
     if repeats > 1:
         aucs = [result["discriminator"]["auc"]] + [
             discriminate(feats[0], feats[1], seed=seed + r, n_boot=1)["auc"] for r in range(1, repeats)]

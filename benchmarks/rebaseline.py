@@ -131,7 +131,8 @@ def steps() -> list[Step]:
             "--caption", f"Compact student (kd) against its teacher, {SIM}, T4 vs B test",
             "--row", f"compact teacher (5 epochs)={t}",
             *[a for e in COMPACT_EPOCHS for a in ("--row", f"compact student (kd, {e} epochs)={RUNS}/kd/compact-student-e{e}")],
-            "--aim", f"compact student vs compact teacher: accuracy|compact student (kd, {COMPACT_EPOCHS[-1]} epochs)|"
+            "--aim", f"compact student (kd, {COMPACT_EPOCHS[-1]} epochs) vs compact teacher (5 epochs): accuracy|"
+                     f"compact student (kd, {COMPACT_EPOCHS[-1]} epochs)|"
                      "loss<=1 vs compact teacher (5 epochs)",
             "--out", f"{RES}/compact_student_v{V}.json"), f"{RES}/compact_student_v{V}.json",
             tuple(f"compact-student{'' if e == 5 else f'-e{e}'}" for e in COMPACT_EPOCHS)),

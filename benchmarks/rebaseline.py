@@ -99,6 +99,12 @@ NARROW_TWIN = f"{NARROW}-w6444-a666"
 
 def steps() -> list[Step]:
     t, r18 = f"{RUNS}/teacher", f"{RUNS}/r18"
+    # each training length's step name and run folder (the first length keeps the plain step name)
+    compact = {e: ("compact-student" if e == COMPACT_EPOCHS[0] else f"compact-student-e{e}",
+                   f"{RUNS}/kd/compact-student-e{e}") for e in COMPACT_EPOCHS}
+    ft = f"{RUNS}/transfer/r18-full-t8"
+    finetune = {e: ("finetune", ft) if e == FINETUNE_EPOCHS[0] else (f"finetune-e{e}", f"{ft}-e{e}")
+                for e in FINETUNE_EPOCHS}
     out = [
         Step("data", _lymphosort("data", "synth", "--root", DATA), f"{DATA}/LymphoMNIST/provenance.json"),
         Step("realism", _py("realism.py"), f"{RES}/realism/reference-vs-default.json"),
@@ -123,19 +129,18 @@ def steps() -> list[Step]:
             "--aim", "default tiny student (tiny-32-whole, kd 8 epochs, 3 seeds) vs its teacher (compact teacher, "
                      "5 epochs)|kd|teacher|>=-1.5",
             "--out", seed_out), seed_out, tuple(f"kd-s{s}" for s in range(3)) + tuple(f"paper-s{s}" for s in range(3))),
-        *[Step(f"compact-student{'' if e == 5 else f'-e{e}'}", _distill(f"{RUNS}/kd/compact-student-e{e}",
-                                                                       "compact-student", t, e, 0),
-               f"{RUNS}/kd/compact-student-e{e}/metrics.json", ("teacher",)) for e in COMPACT_EPOCHS],
+        *[Step(name, _distill(run, "compact-student", t, e, 0), f"{run}/metrics.json", ("teacher",))
+          for e, (name, run) in compact.items()],
         Step("compact-table", _py(
             "runs_table.py", "--area", "students",
             "--caption", f"Compact student (kd) against its teacher, {SIM}, T4 vs B test",
             "--row", f"compact teacher (5 epochs)={t}",
-            *[a for e in COMPACT_EPOCHS for a in ("--row", f"compact student (kd, {e} epochs)={RUNS}/kd/compact-student-e{e}")],
+            *[a for e, (_, run) in compact.items() for a in ("--row", f"compact student (kd, {e} epochs)={run}")],
             "--aim", f"compact student (kd, {COMPACT_EPOCHS[-1]} epochs) vs compact teacher (5 epochs): accuracy|"
                      f"compact student (kd, {COMPACT_EPOCHS[-1]} epochs)|"
                      "loss<=1 vs compact teacher (5 epochs)",
             "--out", f"{RES}/compact_student_v{V}.json"), f"{RES}/compact_student_v{V}.json",
-            tuple(f"compact-student{'' if e == 5 else f'-e{e}'}" for e in COMPACT_EPOCHS)),
+            tuple(name for name, _ in compact.values())),
         Step("r18", _train(r18, "resnet18", 6), f"{r18}/metrics.json", ("data",)),
         Step("zero-shot", _lymphosort("transfer", "zero-shot", r18, "--task", "t8-vs-b", "--data-root", DATA,
                                       "--no-latency"),
@@ -154,21 +159,19 @@ def steps() -> list[Step]:
             "--aim", "paper-student2 with the reference recipe, below the ResNet-18 teacher|paper-student2, reference "
                      "recipe (8 epochs)|below 4..10 vs ResNet-18 teacher (6 epochs)",
             "--out", f"{RES}/teacher_r18_v{V}.json"), f"{RES}/teacher_r18_v{V}.json", ("zero-shot", "paper-student2")),
-        *[Step(f"finetune{'' if e == 4 else f'-e{e}'}", _lymphosort(
+        *[Step(name, _lymphosort(
             "transfer", "finetune", r18, "--task", "t8-vs-b", "--mode", "full", "--shots", "all",
-            *([] if e == 4 else ["--epochs", str(e)]), "--data-root", DATA, "--threads", "1", "--quiet",
-            "--out", f"{RUNS}/transfer/r18-full-t8{'' if e == 4 else f'-e{e}'}"),
-            f"{RUNS}/transfer/r18-full-t8{'' if e == 4 else f'-e{e}'}/metrics.json", ("r18",)) for e in FINETUNE_EPOCHS],
+            *([] if e == FINETUNE_EPOCHS[0] else ["--epochs", str(e)]), "--data-root", DATA, "--threads", "1",
+            "--quiet", "--out", run), f"{run}/metrics.json", ("r18",)) for e, (name, run) in finetune.items()],
         Step("transfer-table", _py(
             "runs_table.py", "--area", "transfer",
             "--caption", f"Transfer to T8 vs B from the ResNet-18 T4-vs-B teacher, {SIM}, T8 vs B test",
             "--row", f"zero-shot (no T8 image)={r18}/zero-shot/t8-vs-b",
-            *[a for e in FINETUNE_EPOCHS for a in (
-                "--row", f"full fine-tune, all shots ({e} epochs)={RUNS}/transfer/r18-full-t8{'' if e == 4 else f'-e{e}'}")],
+            *[a for e, (_, run) in finetune.items() for a in ("--row", f"full fine-tune, all shots ({e} epochs)={run}")],
             "--aim", f"full fine-tune T8 vs B (ResNet-18 teacher, all shots, {FINETUNE_EPOCHS[-1]} epochs)|"
                      f"full fine-tune, all shots ({FINETUNE_EPOCHS[-1]} epochs)|>=96",
             "--out", f"{RES}/transfer_v{V}.json"), f"{RES}/transfer_v{V}.json",
-            ("zero-shot", *(f"finetune{'' if e == 4 else f'-e{e}'}" for e in FINETUNE_EPOCHS))),
+            ("zero-shot", *(name for name, _ in finetune.values()))),
         Step("qat8", _distill(f"{KD[0]}-q8", "tiny-32-whole", t, 3, 0, "--qat", "8", "--init-from", KD[0], "--lr", "0.0003"),
              f"{KD[0]}-q8/metrics.json", ("kd-s0",)),
         Step("export-check", _py("export_check.py", "--float-run", KD[0], "--qat-run", f"{KD[0]}-q8", "--data-root", DATA,

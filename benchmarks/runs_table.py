@@ -48,7 +48,6 @@ def run_command(folder: Path) -> str | None:
     for a `transfer zero-shot` or `transfer finetune` folder, that command from its record."""
     if (folder / "transfer.json").is_file():
         from lymphosort.models.checkpoint import read_card
-
         from lymphosort.transfer.finetune import DEFAULT_LR
 
         t = json.loads((folder / "transfer.json").read_text())

@@ -399,12 +399,13 @@ def with_optics(preset: str | SimPreset, values: Mapping[str, float | str]) -> S
     `<name>+optics.<field>=<value>`, on its base's session salt."""
     base = get_preset(preset)
     ranges = base.sessions
-    kinds = {f.name: type(getattr(ranges, f.name)) for f in fields(ranges)}
+    # the fields a variant may change: numbers and (lo, hi) ranges
+    kinds = {f.name: type(getattr(ranges, f.name)) for f in fields(ranges)
+             if isinstance(getattr(ranges, f.name), (float, int, tuple))}
     changes: dict[str, object] = {}
     for key, value in values.items():
-        if kinds.get(key) not in (float, int, tuple):
-            raise ConfigError(f"bad optics field {key!r}: choose one of "
-                              f"{sorted(k for k, t in kinds.items() if t in (float, int, tuple))}")
+        if key not in kinds:
+            raise ConfigError(f"bad optics field {key!r}: choose one of {sorted(kinds)}")
         old = getattr(ranges, key)
         parts = str(value).split(":")
         try:

@@ -131,6 +131,7 @@ class ReliefRanges:
     grain_band: tuple[float, float] = (0.57, 2.75)  # granule scales, x the cell's grain (px)
     grain_path: float = 2.25  # x granularity x unit band-pass texture
     speckle_path: float = 0.7  # granules near the optical resolution, every class alike
+    speckle_band: tuple[float, float] = (0.5, 1.2)  # their Gaussian scales (px)
     #: intensity loss of body and nucleus, x the session's `absorption`. A negative nucleus
     #: weight is an effective term, not absorption: the real crops' centres are brighter than
     #: their cytoplasm ring (the cell gathers light like a lens), which 3.0 missed.

@@ -58,7 +58,7 @@ def cell_path(p: dict[str, np.ndarray], center_xy: np.ndarray, w: int, rng: np.r
     o = optics
     body, nuc, rn = cell_shape(p, center_xy, w, flatness=o.flatness)
     grains = texture(n, w, rng, workers, p["grain"], band=o.grain_band)
-    speckle = texture(n, w, rng, workers, np.full(n, 1.0, np.float32), band=(0.5, 1.2))
+    speckle = texture(n, w, rng, workers, np.full(n, 1.0, np.float32), band=o.speckle_band)
     phase = (o.body_path * col(p["radius"]) * body + o.nucleus_path * rn * nuc
              + (o.grain_path * col(p["granularity"]) * grains + o.speckle_path * speckle) * np.sqrt(body))
     absorb = col(absorption) * (o.body_absorb * body + o.nucleus_absorb * nuc)

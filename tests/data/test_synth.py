@@ -55,7 +55,7 @@ def test_unknown_preset_lists_valid_names():
     with pytest.raises(ConfigError):
         next(iter(render_flow(1, seed=0, preset="nope")))
     assert {"default", "easy", "hard", "confounded", "brightfield"} <= set(PRESETS)
-    assert PRESETS["default"].version == "3.2" and PRESETS["default"].optics == "relief"
+    assert PRESETS["default"].version == "3.3" and PRESETS["default"].optics == "relief"
     assert PRESETS["brightfield"].version == "2.1" and PRESETS["brightfield"].optics == "brightfield"
 
 
@@ -63,7 +63,7 @@ def test_3_2_differs_from_its_history_preset_only_in_the_two_class_cues():
     """3.2 = 3.1 with outline roughness x4 and granule sizes B 2.4 / T4 3.8 / T8 4.0 px: the same
     seed draws the same cells and sessions, and only those two traits move."""
     _, lab1, old = render_crops(24, seed=0, preset="relief-3.1")
-    _, lab2, new = render_crops(24, seed=0)
+    _, lab2, new = render_crops(24, seed=0, preset="relief-3.2")
     assert (lab1 == lab2).all() and PRESETS["relief-3.1"].version == "3.1"
     for k in old:
         if k not in ("roughness", "grain"):
@@ -76,15 +76,41 @@ def test_3_2_differs_from_its_history_preset_only_in_the_two_class_cues():
         np.testing.assert_allclose(moved[inside], d, atol=1e-9)
 
 
+def test_3_3_moves_only_t8s_three_traits():
+    """3.3 = 3.2 with T8's granules coarser (4.8 px) and its granule amount and nucleus position
+    B's, on 3.2's optics: the same seed draws the same labels, sessions and cells, B and T4 keep
+    every trait, T8 moves in those three only (by the change of mean), and only T8 crops change
+    (but for B and T4 crops that show a piece of a T8 neighbour)."""
+    img1, lab1, old = render_crops(48, seed=0, preset="relief-3.2")
+    img2, lab2, new = render_crops(48, seed=0)
+    assert (lab1 == lab2).all() and (old["session"] == new["session"]).all()
+    assert PRESETS["relief-3.2"].version == "3.2" and PRESETS["relief-3.2"].sessions == PRESETS["default"].sessions
+    moved = {"grain": 4.8 - 4.0, "granularity": 0.60 - 0.82, "nucleus_offset": 0.20 - 0.48}
+    t8 = lab2 == 2
+    assert 0 < t8.sum() < len(lab2)
+    for k in ("radius", "aspect", "roughness", "nucleus_ratio", "angle", *moved):
+        np.testing.assert_array_equal(old[k][~t8], new[k][~t8], err_msg=k)
+    for k in ("radius", "aspect", "roughness", "nucleus_ratio"):
+        np.testing.assert_array_equal(old[k][t8], new[k][t8], err_msg=k)
+    for k, d in moved.items():
+        lo, hi = (getattr(PRESETS["default"].classes[2], k).lo, getattr(PRESETS["default"].classes[2], k).hi)
+        inside = (new[k][t8] > lo) & (new[k][t8] < hi) & (old[k][t8] > lo) & (old[k][t8] < hi)
+        np.testing.assert_allclose((new[k][t8] - old[k][t8])[inside], d, atol=1e-9, err_msg=k)
+    same = (img1 == img2).all(axis=(1, 2))
+    assert not same[t8].any() and same[~t8 & ~new["neighbour"]].all()
+
+
 def test_class_morphology_ordering(crops):
     _, lab, meta = crops
     mean = lambda k, c: meta[k][lab == c].mean()  # noqa: E731
-    # documented (3.0, presets.py): T8 largest, T4 smallest; T4 rougher than T8 and B; T4 and
-    # T8 coarser and more granular than B; nucleus ratio B > T8 > T4
+    # documented (presets.py): T8 largest, T4 smallest; T4 rougher than T8 and B; T8 coarser
+    # than T4, T4 coarser than B; T4 more granular than B and T8 (3.3: T8 has B's amount and
+    # nucleus position, T4's nucleus sits further off-centre); nucleus ratio B > T8 > T4
     assert mean("radius", 2) > mean("radius", 0) > mean("radius", 1)
-    assert mean("grain", 1) > mean("grain", 0) and mean("grain", 2) > mean("grain", 0)
+    assert mean("grain", 2) > mean("grain", 1) > mean("grain", 0)
     assert mean("roughness", 1) > mean("roughness", 2) and mean("roughness", 1) > mean("roughness", 0)
-    assert mean("granularity", 2) > mean("granularity", 0) and mean("granularity", 1) > mean("granularity", 0)
+    assert mean("granularity", 1) > mean("granularity", 0) and mean("granularity", 1) > mean("granularity", 2)
+    assert mean("nucleus_offset", 1) > mean("nucleus_offset", 0) and mean("nucleus_offset", 1) > mean("nucleus_offset", 2)
     assert mean("nucleus_ratio", 0) > mean("nucleus_ratio", 2) > mean("nucleus_ratio", 1)
     # overlapping, not separable: some B are smaller than the mean T4
     assert (meta["radius"][lab == 0] < mean("radius", 1)).any()

@@ -7,7 +7,7 @@ targets what a linear discriminator reads, with the spreads held as a constraint
 
     loss = Mahalanobis^2 of the simulated feature means from the reference's (reference
            covariance, Ledoit-Wolf shrunk)
-         + SPREAD_WEIGHT * sum over features of log(sim sd / reference sd)^2
+         + spread weight * sum over features of log(sim sd / reference sd)^2
          + a penalty on any of the 12 reference statistics leaving 0.8 reference sd
 
 over a box of `ReliefRanges` fields (their current values +- a factor), with Powell's method
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -32,12 +33,10 @@ from scipy import optimize
 from sklearn.covariance import LedoitWolf
 
 from lymphosort.atomic import write_json_atomic
-from lymphosort.data.appearance import FEATURE_DOC, crop_appearance, crop_features
-from lymphosort.data.realism import TABLE_STATS, compare_sets, load_image_set, resample_set
+from lymphosort.data.realism import TABLE_STATS, ImageSet, compare_sets, load_image_set, measure_set, resample_set
 from lymphosort.data.synth import get_preset, render_crops
 from lymphosort.data.synth.presets import ReliefRanges, SimPreset
-
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "lymphomnist" / "crops"
+from realism import REFERENCE  # benchmarks/realism.py: the 64 real crops
 #: the 12 table statistics must stay inside this many reference sds (the aim says 1)
 STAT_MARGIN = 0.8
 #: fields fitted: (lo, hi) ranges are fitted as their mid-point and half-width (both scaled),
@@ -52,12 +51,8 @@ FIT_FIELDS = (
 
 def _features(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Discriminator features [n, F] and the table statistics [n, 12] of a set of crops."""
-    feats, table = [], []
-    for im in images:
-        st = crop_appearance(im)
-        feats.append(crop_features(im, st))
-        table.append([st[k] for k in TABLE_STATS])
-    return np.array(feats), np.array(table)
+    stats, feats = measure_set(images)
+    return feats, np.array([[st[k] for k in TABLE_STATS] for st in stats])
 
 
 class Space:
@@ -99,7 +94,11 @@ class Space:
 
 
 class Objective:
-    def __init__(self, ref_feats: np.ndarray, ref_table: np.ndarray, base: SimPreset, n: int, seed: int) -> None:
+    """The loss of the module docstring for `ReliefRanges` on `base`'s classes: `n` crops drawn
+    with `seed` (the same draw for every candidate), resampled to the reference's `side`."""
+
+    def __init__(self, ref_feats: np.ndarray, ref_table: np.ndarray, base: SimPreset, n: int, seed: int,
+                 side: int = 59, mean_weight: float = 1.0, spread_weight: float = 1.0) -> None:
         keep = np.isfinite(ref_feats).all(axis=0) & (np.nanstd(ref_feats, axis=0) > 0)
         self.keep = keep
         r = ref_feats[:, keep]
@@ -107,10 +106,8 @@ class Objective:
         z = (r - self.mu) / self.sd
         self.prec = LedoitWolf().fit(z).precision_
         self.t_mu, self.t_sd = np.nanmean(ref_table, 0), np.nanstd(ref_table, 0, ddof=1)
-        self.base, self.n, self.seed = base, n, seed
-        self.side = 59
-        self.calls = 0
-        self.mean_weight, self.spread_weight = 1.0, 1.0
+        self.base, self.n, self.seed, self.side = base, n, seed, side
+        self.mean_weight, self.spread_weight = mean_weight, spread_weight
 
     def parts(self, ranges: ReliefRanges) -> dict[str, float]:
         pre = replace(self.base, sessions=ranges)
@@ -130,7 +127,6 @@ class Objective:
                 "worst_stat_sd": float(td.max())}
 
     def __call__(self, x: np.ndarray, space: Space) -> float:
-        self.calls += 1
         p = self.parts(space.ranges(np.clip(x, -1, 1)))
         return self.mean_weight * p["mahalanobis2"] + self.spread_weight * p["spread"] + p["stat_penalty"] + p["not_found"]
 
@@ -159,8 +155,8 @@ def main() -> None:
     if a.start:
         prior = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(a.start.read_text())["fitted"].items()}
         base = replace(base, sessions=replace(base.sessions, **prior))
-    obj = Objective(ref_feats, ref_table, base, a.n, a.seed)
-    obj.mean_weight, obj.spread_weight = a.mean_weight, a.spread_weight
+    side = int(np.median([im.shape[0] for im in ref.images]))
+    obj = Objective(ref_feats, ref_table, base, a.n, a.seed, side, a.mean_weight, a.spread_weight)
     space = Space(base.sessions, names)
     x0 = np.zeros(len(space.slots))
     t0 = time.time()
@@ -183,9 +179,6 @@ def main() -> None:
     for tag, ranges in (("base", base.sessions), ("fit", best)):
         pre = replace(base, sessions=ranges)
         ims, lab, _ = render_crops(512, seed=a.seed + 1000, preset=pre)
-        from lymphosort.data.realism import ImageSet
-        import tempfile
-
         with tempfile.TemporaryDirectory() as tmp:
             r = compare_sets(str(REFERENCE), ImageSet(list(ims), lab, f"{tag}"), tmp, n=512, seed=1, repeats=10)
         stats = r["statistics"]

@@ -93,7 +93,8 @@ def test_3_3_moves_only_t8s_three_traits():
     for k in ("radius", "aspect", "roughness", "nucleus_ratio"):
         np.testing.assert_array_equal(old[k][t8], new[k][t8], err_msg=k)
     for k, d in moved.items():
-        lo, hi = (getattr(PRESETS["default"].classes[2], k).lo, getattr(PRESETS["default"].classes[2], k).hi)
+        trait = getattr(PRESETS["default"].classes[2], k)
+        lo, hi = trait.lo, trait.hi
         inside = (new[k][t8] > lo) & (new[k][t8] < hi) & (old[k][t8] > lo) & (old[k][t8] < hi)
         np.testing.assert_allclose((new[k][t8] - old[k][t8])[inside], d, atol=1e-9, err_msg=k)
     same = (img1 == img2).all(axis=(1, 2))

@@ -35,6 +35,7 @@ __all__ = [
     "crop_features",
     "discriminate",
     "load_image_set",
+    "measure_set",
     "resample_set",
 ]
 
@@ -267,6 +268,13 @@ def resample_set(images: Sequence[np.ndarray], side: int) -> list[np.ndarray]:
 # --------------------------------------------------------------------------- compare
 
 
+def measure_set(images: Sequence[np.ndarray]) -> tuple[list[dict[str, float]], np.ndarray]:
+    """Each crop's appearance statistics (``crop_appearance``) and the discriminator's feature
+    matrix [n, len(FEATURE_DOC)], the statistics measured once for both."""
+    stats_ = [crop_appearance(im) for im in images]
+    return stats_, np.stack([crop_features(im, st) for im, st in zip(images, stats_)])
+
+
 def _summary(values: np.ndarray, angle: bool) -> dict[str, float]:
     v = values[np.isfinite(values)]
     if v.size == 0:
@@ -411,10 +419,8 @@ def compare_sets(
         else:
             note = f"not needed: both sets are {side} px"
     log.info("measuring %d + %d crops", len(set_a.images), len(set_b.images))
-    measured = [[crop_appearance(im) for im in s.images] for s in (set_a, set_b)]
-    feats = [
-        np.stack([crop_features(im, st) for im, st in zip(s.images, sts)]) for s, sts in zip((set_a, set_b), measured)
-    ]
+    (measured_a, feats_a), (measured_b, feats_b) = (measure_set(s.images) for s in (set_a, set_b))
+    measured, feats = [measured_a, measured_b], [feats_a, feats_b]
     table: dict[str, Any] = {}
     for name in TABLE_STATS:
         angle = name in _ANGLES

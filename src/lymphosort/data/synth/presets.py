@@ -218,9 +218,12 @@ _RELIEF_CLASSES_3_0 = (
     ),
 )
 #: 3.1: finer granules (grain means x 0.86, spreads kept), fitted with the optics above
-_RELIEF_CLASSES_3_1 = tuple(
-    replace(c, grain=replace(c.grain, mean=m)) for c, m in zip(_RELIEF_CLASSES_3_0, (2.6, 3.6, 3.8))
-)
+def _with_means(c: ClassMorphology, means: Mapping[str, float]) -> ClassMorphology:
+    """`c` with the named traits' means moved (spreads and clip ranges kept)."""
+    return replace(c, **{t: replace(getattr(c, t), mean=float(m)) for t, m in means.items()})
+
+
+_RELIEF_CLASSES_3_1 = tuple(_with_means(c, {"grain": m}) for c, m in zip(_RELIEF_CLASSES_3_0, (2.6, 3.6, 3.8)))
 
 
 def _times(t: Trait, k: float) -> Trait:
@@ -233,7 +236,7 @@ def _times(t: Trait, k: float) -> Trait:
 #: spread and range) and granule sizes B 2.4 / T4 3.8 / T8 4.0 px (probed in docs/lymphosim.md:
 #: compact teacher 92.1 -> 96.4%, the realism discriminator unchanged)
 _RELIEF_CLASSES_3_2 = tuple(
-    replace(c, roughness=_times(c.roughness, 4.0), grain=replace(c.grain, mean=m))
+    _with_means(replace(c, roughness=_times(c.roughness, 4.0)), {"grain": m})
     for c, m in zip(_RELIEF_CLASSES_3_1, (2.4, 3.8, 4.0))
 )
 #: 3.3: T8 gets a cue of its own, on 3.2's optics. On 3.2 it was T4's texture on B's outline,
@@ -243,9 +246,7 @@ _RELIEF_CLASSES_3_2 = tuple(
 #: separates it from B is larger (probed in docs/lymphosim.md: compact teacher zero-shot
 #: 94.1 -> 89.6%, its fine-tune 94.9 -> 97.9%)
 _RELIEF_CLASSES = _RELIEF_CLASSES_3_2[:2] + (
-    replace(_RELIEF_CLASSES_3_2[2], grain=replace(_RELIEF_CLASSES_3_2[2].grain, mean=4.8),
-            granularity=replace(_RELIEF_CLASSES_3_2[2].granularity, mean=0.60),
-            nucleus_offset=replace(_RELIEF_CLASSES_3_2[2].nucleus_offset, mean=0.20)),
+    _with_means(_RELIEF_CLASSES_3_2[2], {"grain": 4.8, "granularity": 0.60, "nucleus_offset": 0.20}),
 )
 
 
@@ -381,8 +382,7 @@ def with_trait_means(preset: str | SimPreset, means: Mapping[str, float | str]) 
             mean = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: mean must be a number, got {value!r}") from None
-        c = classes[cname]
-        classes[cname] = replace(c, **{trait: replace(getattr(c, trait), mean=mean)})
+        classes[cname] = _with_means(classes[cname], {trait: mean})
     name = f"{base.name}+" + ",".join(f"{k}={v}" for k, v in means.items())
     # a design variant keeps its base's sessions: the two differ only in the traits moved
     return replace(base, name=name, classes=tuple(classes[c.name] for c in base.classes),

@@ -124,10 +124,9 @@ def steps() -> list[Step]:
         Step("seed-table", _py(
             "seed_table.py", "--task", "t4-vs-b", "--group", "kd=" + ",".join(KD), "--group", "paper=" + ",".join(KD_PAPER),
             "--group", f"teacher={t}", "--baseline", "paper",
-            "--aim", "default tiny student (tiny-32-whole, kd 8 epochs) vs the same net with the reference recipe "
-                     "(paper, 8 epochs), 3 seeds paired|kd|paper|>=1",
-            "--aim", "default tiny student (tiny-32-whole, kd 8 epochs, 3 seeds) vs its teacher (compact teacher, "
-                     "5 epochs)|kd|teacher|>=-1.5",
+            # a short proxy of the shipped 60-epoch recipe (its aims read kd60 below): a table, not an aim
+            "--caption", "The default tiny student at 8 epochs, a short proxy of the shipped 60: kd against the "
+                         "reference recipe (paper) and the compact teacher, 3 seeds paired",
             "--out", seed_out), seed_out, tuple(f"kd-s{s}" for s in range(3)) + tuple(f"paper-s{s}" for s in range(3))),
         *[Step(name, _distill(run, "compact-student", t, e, 0), f"{run}/metrics.json", ("teacher",))
           for e, (name, run) in compact.items()],

@@ -18,6 +18,9 @@ per-seed differences (runs paired by position).
 `--aim "AIM|A|B|>=X"` (repeatable) records for BENCHMARKS.md that group A's mean test
 accuracy minus group B's is at least X points (paired bootstrap interval; X may be negative:
 ">=-1.5" reads "at most 1.5 points below B"). A one-run group (a teacher) is fine.
+`--caption TEXT` also shows the groups as a small table in BENCHMARKS.md's Students section
+(one row a group: runs, mean test accuracy, difference from the baseline with its interval),
+for comparisons worth seeing that are not aims (a short proxy of the shipped recipe).
 
 Nothing is trained or timed here: it only reads what the runs wrote.
 """
@@ -96,6 +99,26 @@ def seed_table(groups: dict[str, list[Path]], task: str, baseline: str | None = 
     return out
 
 
+def _data_text(data: dict[str, Any], task: str) -> str:
+    sim = f"LymphoSim {data.get('version')} {data.get('preset')} (simulated)" if data.get("source") == "simulated" \
+        else str(data.get("source"))
+    return f"{sim}, {task} test"
+
+
+def rows(table: dict[str, Any]) -> list[dict[str, Any]]:
+    """One BENCHMARKS.md row a group: its runs, mean test accuracy, and its paired difference
+    from the baseline group (points, 95% interval); the baseline's own cells stay empty."""
+    out = []
+    for label, g in table["groups"].items():
+        d = g.get("vs_baseline")
+        out.append({
+            "setting": label, "runs": len(g["runs"]), "mean test accuracy (%)": round(100 * g["mean_accuracy"], 2),
+            f"minus {table['baseline']} (points)": None if d is None else round(100 * d["difference"], 2),
+            "95% interval": None if d is None else " to ".join(f"{100 * x:+.2f}" for x in d["interval"]),
+        })
+    return out
+
+
 def aim(spec: str, groups: dict[str, list[Path]], task: str, n_boot: int, command: str) -> dict[str, Any]:
     """One BENCHMARKS.md aim: group A's mean accuracy minus group B's, paired over the test crops."""
     try:
@@ -105,13 +128,10 @@ def aim(spec: str, groups: dict[str, list[Path]], task: str, n_boot: int, comman
     except (ValueError, KeyError):
         raise SystemExit(f"bad --aim {spec!r}: use 'AIM|A|B|>=X' with groups {sorted(groups)}") from None
     d = paired_accuracy_difference(ra[0]["_labels"], [r["_pred"] for r in ra], [r["_pred"] for r in rb], n_boot=n_boot)
-    data = ra[0]["data"]
-    sim = f"LymphoSim {data.get('version')} {data.get('preset')} (simulated)" if data.get("source") == "simulated" \
-        else str(data.get("source"))
     return {"aim": f"{text} ({len(ra)} vs {len(rb)} run(s): {100 * d['mean_a']:.2f}% vs {100 * d['mean_b']:.2f}%)",
             "target": f">= {least:+g} points", "value": round(100 * d["difference"], 2),
             "interval": [round(100 * x, 2) for x in d["interval"]], "unit": "points",
-            "met": bool(100 * d["difference"] >= least), "data": f"{sim}, {task} test", "command": command,
+            "met": bool(100 * d["difference"] >= least), "data": _data_text(ra[0]["data"], task), "command": command,
             "machine": "2-core build VM, CPU", "area": "students"}
 
 
@@ -147,7 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
     ap.add_argument("--aim", action="append", default=[], metavar="AIM|A|B|>=X")
+    ap.add_argument("--caption", default=None, help="show the groups as a table in BENCHMARKS.md (needs --baseline)")
     args = ap.parse_args(argv)
+    if args.caption is not None and args.baseline is None:
+        ap.error("--caption needs --baseline (the table's differences are read against it)")
     groups: dict[str, list[Path]] = {}
     for spec in args.group:
         label, sep, paths = spec.partition("=")
@@ -163,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         from lymphosort.atomic import write_text_atomic  # a killed run leaves no half file
         doc = {**table, "command": command, **({"aims": aims} if aims else {})}
+        if args.caption is not None:
+            doc |= {"area": "students", "caption": f"{args.caption} ({_data_text(table['data'], args.task)})",
+                    "rows": rows(table)}
         write_text_atomic(args.out, json.dumps(doc, indent=2) + "\n")
     print(markdown(table))
     return 0

@@ -62,3 +62,21 @@ def test_seed_table_refuses_incomparable_runs(runs: dict[str, Path]) -> None:
         seed_table.main(["--group", f"a={a}", "--task", "t8-vs-b"])
     with pytest.raises(SystemExit, match="not a group"):
         seed_table.main(["--group", f"a={a}", "--baseline", "c"])
+
+
+def test_seed_table_caption_writes_a_row_table(runs: dict[str, Path], tmp_path: Path) -> None:
+    a0, a1 = runs["s0"], runs["s1"]
+    out = tmp_path / "t.json"
+    assert seed_table.main(["--group", f"a={a0},{a1}", "--group", f"b={a1}", "--baseline", "b", "--n-boot", "50",
+                            "--caption", "a proxy", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert "aims" not in doc and doc["area"] == "students" and doc["caption"].startswith("a proxy (LymphoSim ")
+    a, b = doc["rows"]
+    d = doc["groups"]["a"]["vs_baseline"]
+    assert (a["setting"], a["runs"], b["setting"], b["runs"]) == ("a", 2, "b", 1)
+    assert a["mean test accuracy (%)"] == round(100 * doc["groups"]["a"]["mean_accuracy"], 2)
+    assert a["minus b (points)"] == round(100 * d["difference"], 2) and b["minus b (points)"] is None
+    lo, hi = (float(x) for x in a["95% interval"].split(" to "))
+    assert lo <= a["minus b (points)"] <= hi
+    with pytest.raises(SystemExit):  # a caption without a baseline has nothing to read the differences against
+        seed_table.main(["--group", f"a={a0}", "--caption", "x"])

@@ -193,7 +193,10 @@ def aims(recs: list[dict[str, Any]], accs: list[dict[str, Any] | None]) -> list[
                 data=f"{_data(best)}, test split ({acc['twin']['n']:,} crops)")
         # what a twin within 0.5 points costs in latency: routed, or placed with nextpnr's estimate;
         # a narrower student of the same design counts, named as such with its own float parent
-        close = sorted((r for r, _ in variants if loss(r) is not None and abs(loss(r)) <= 0.5 and _latency(r)),
+        # (on the newest data version that has one, as above: an older version's faster design is history)
+        close = [r for r, _ in variants if loss(r) is not None and abs(loss(r)) <= 0.5 and _latency(r)]
+        close_top = max(map(_version, close), default=None)
+        close = sorted((r for r in close if _version(r) == close_top),
                        key=lambda r: (not r.get("latency_us"), _latency(r)))
         if close and abs(loss(best)) > 0.5:
             r = close[0]

@@ -127,6 +127,11 @@ def test_a_narrower_student_is_named_and_never_the_default_students_pick(tmp_pat
     # the latency table's best point is the family's fastest routed design, named with its widths
     assert fastest["value"] == 4.0 and "with channels 8/8/16" in fastest["aim"]
     assert close["value"] == 4.0 and close["met"] and "a narrower student, tiny-32-whole with channels 8/8/16" in close["aim"]
+    # a re-baseline's close design replaces an older version's, even a faster one
+    renarrow = json.loads(json.dumps(narrow))
+    renarrow["latency_us"], renarrow["accuracy"]["twin"]["data"]["version"] = 4.2, "3.3"
+    close = _table(tmp_path, monkeypatch, default, narrow, renarrow)["aims"][3]
+    assert close["value"] == 4.2 and close["data"].startswith("LymphoSim 3.3 default")
     assert "channels 8/8/16" in doc["rows"][1]["design"] and "channels" not in doc["rows"][0]["design"]
     wide = dict(narrow, pixels_per_cycle=32, latency_cycles=200, fmax_mhz=None, latency_us=None,
                 place_and_route={"ran": False, "reason": "nextpnr stopped by signal 15",

@@ -3,7 +3,8 @@
 A new image model re-opens every number (issue 21): this runs the chain of commands that
 produced them, in order, with the runs under runs/v<VERSION>/ and the data under
 data/lymphosim-v<VERSION>/. A step whose output exists is skipped, so the chain resumes
-where it stopped (it is long: about 4-5 CPU-hours on the 2-core build VM; training steps
+where it stopped (it is long: on 3.3, 5.5 CPU-hours on the 2-core build VM without the two
+slowest place-and-route steps, each ~1 CPU-hour more; training steps
 run one thread each, so two chains of independent steps can share the machine with
 `--only` and `taskset`: a step another chain is running is skipped, and a step waits for
 what it needs from the other chain). Each step's output goes to runs/v<VERSION>/logs/<step>.log.
@@ -13,7 +14,8 @@ what it needs from the other chain). Each step's output goes to runs/v<VERSION>/
 
 The result tables are written as benchmarks/results/<name>_v<VERSION>.json; then run
 `python benchmarks/make_tables.py`. Timing rows (real time) want an idle machine: run those
-steps alone. Architecture-only rows (speed ratios, busy machine) do not depend on the data
+steps alone (or pause the chains' training processes with `kill -STOP`, time, then `kill -CONT`:
+a paused step resumes where it was). Architecture-only rows (speed ratios, busy machine) do not depend on the data
 and are not part of the chain.
 """
 

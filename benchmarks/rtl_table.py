@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from runs_table import run_command
+from runs_table import data_label, run_command
 
 from lymphosort.atomic import write_json_atomic
 from lymphosort.export.rtl.flow import twin_accuracy
@@ -160,9 +160,7 @@ def aims(recs: list[dict[str, Any]], accs: list[dict[str, Any] | None]) -> list[
         # the deployable design: of those within 7 us on the newest data version that has one
         # (a re-baseline replaces the older rows' aims), the twin closest to its float parent,
         # then the fastest
-        fit = [r for r in routed if r["latency_us"] <= 7]
-        newest = max(map(_version, fit), default=None)
-        fit = [r for r in fit if _version(r) == newest] or routed[:1]
+        fit = _of_newest([r for r in routed if r["latency_us"] <= 7]) or routed[:1]
         best = max(fit, key=lambda r: (-abs(loss(r)) if loss(r) is not None else -1e9, -r["latency_us"]))
         # the latency table's best point: any routed design of the default student's family (a
         # narrower one named as such) on the newest data version that has a design within 7 us
@@ -195,9 +193,7 @@ def aims(recs: list[dict[str, Any]], accs: list[dict[str, Any] | None]) -> list[
         # a narrower student of the same design counts, named as such with its own float parent
         # (on the newest data version that has one, as above: an older version's faster design is history)
         close = [r for r, _ in variants if loss(r) is not None and abs(loss(r)) <= 0.5 and _latency(r)]
-        close_top = max(map(_version, close), default=None)
-        close = sorted((r for r in close if _version(r) == close_top),
-                       key=lambda r: (not r.get("latency_us"), _latency(r)))
+        close = sorted(_of_newest(close), key=lambda r: (not r.get("latency_us"), _latency(r)))
         if close and abs(loss(best)) > 0.5:
             r = close[0]
             a = accs[recs.index(r)]
@@ -253,10 +249,16 @@ def _version(rec: dict[str, Any]) -> tuple[int, ...]:
     return tuple(int(x) for x in v.split(".") if x.isdigit()) or (0,)
 
 
+def _of_newest(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of the newest data version among `recs` (a re-baseline replaces older aims)."""
+    newest = max(map(_version, recs), default=None)
+    return [r for r in recs if _version(r) == newest]
+
+
 def _data(rec: dict[str, Any]) -> str:
     data = _twin_data(rec)
     if data.get("source") == "simulated":
-        return f"LymphoSim {data.get('version')} {data.get('preset')} (simulated)"
+        return data_label(data)
     return "LymphoSim (simulated)" if "lymphosim" in str(rec.get("checked_on", "")) else str(rec.get("checked_on"))
 
 

@@ -25,6 +25,14 @@ from typing import Any
 from lymphosort.atomic import write_json_atomic
 
 
+def data_label(data: dict[str, Any]) -> str:
+    """The data column of a row from a run's data provenance: "LymphoSim 3.3 default (simulated)"
+    for simulated data, else its source."""
+    if data.get("source") == "simulated":
+        return f"LymphoSim {data.get('version', '?')} {data.get('preset', '?')} (simulated)"
+    return str(data.get("source", "?"))
+
+
 def _row(name: str, folder: Path) -> dict[str, Any]:
     path = folder / "metrics.json"
     if not path.is_file():
@@ -34,13 +42,10 @@ def _row(name: str, folder: Path) -> dict[str, Any]:
         m["task"] = json.loads((folder / "transfer.json").read_text())["task"]
         m["data"] = json.loads((folder / "model.json").read_text()).get("data") or {}
     lo, hi = m["intervals"]["accuracy"]
-    data = m.get("data") or {}
-    sim = f"LymphoSim {data.get('version', '?')} {data.get('preset', '?')} (simulated)" \
-        if data.get("source") == "simulated" else str(data.get("source", "?"))
     return {"row": name, "task": m["task"], "n test": m["n"], "accuracy %": round(100 * m["accuracy"], 2),
             "_interval": [round(100 * lo, 2), round(100 * hi, 2)],
             "95% interval": f"[{100 * lo:.2f}, {100 * hi:.2f}]", "params": m.get("params"), "MACs": m.get("macs"),
-            "data": sim, "folder": str(folder)}
+            "data": data_label(m.get("data") or {}), "folder": str(folder)}
 
 
 def run_command(folder: Path) -> str | None:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from runs_table import data_label  # benchmarks/runs_table.py: the data column's label
 
 from lymphosort.evaluate.metrics import paired_accuracy_difference
 from lymphosort.train.config import load_config
@@ -100,9 +101,7 @@ def seed_table(groups: dict[str, list[Path]], task: str, baseline: str | None = 
 
 
 def _data_text(data: dict[str, Any], task: str) -> str:
-    sim = f"LymphoSim {data.get('version')} {data.get('preset')} (simulated)" if data.get("source") == "simulated" \
-        else str(data.get("source"))
-    return f"{sim}, {task} test"
+    return f"{data_label(data)}, {task} test"
 
 
 def rows(table: dict[str, Any]) -> list[dict[str, Any]]:

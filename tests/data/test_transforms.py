@@ -156,6 +156,25 @@ def test_flips_and_rot90_permute_pixels(seed: int, square: bool) -> None:
         assert any(c.shape == b.shape and torch.equal(c, b) for c in cands)
 
 
+def test_default_keeps_the_relief_direction() -> None:
+    # A relief image: bright towards the lower right. The default augmentation may rotate a
+    # little, shift, blur and change the levels, but never shows it lit from another side.
+    g = torch.linspace(0.2, 0.8, 32)
+    ramp = ((g[:, None] + g[None, :]) / 2).expand(64, 1, 32, 32).contiguous()
+    y = BatchAugment(AugmentConfig())(ramp, _gen(3))
+    lower_right, upper_left = y[..., 16:, 16:].mean(dim=(1, 2, 3)), y[..., :16, :16].mean(dim=(1, 2, 3))
+    assert bool((lower_right > upper_left + 0.1).all())
+    # with flips and quarter turns (isotropic optics) most samples face another way
+    z = BatchAugment(AugmentConfig(flip_p=0.5, rot90=True))(ramp, _gen(3))
+    assert int((z[..., 16:, 16:].mean(dim=(1, 2, 3)) < z[..., :16, :16].mean(dim=(1, 2, 3))).sum()) >= 16
+
+
+def test_to_dict_round_trips() -> None:
+    cfg = AugmentConfig(scale=(0.9, 1.1), flip_p=0.25)
+    d = cfg.to_dict()
+    assert d["scale"] == [0.9, 1.1] and AugmentConfig(**d) == cfg
+
+
 def test_flip_p_one_always_flips_both_axes() -> None:
     x = _batch(4)
     y = BatchAugment(OFF.replace(flip_p=1.0))(x, _gen())

@@ -37,6 +37,13 @@ def test_learns_a_separable_toy_set_and_writes_the_run_folder(tmp_path: Path) ->
     model, card = load_checkpoint(run)
     assert card.task == "t4-vs-b" and card.classes == ["B", "T"] and card.split_id == "toy-split"
     assert card.data["preset"] == "toy" and card.config["model"] == "tiny-32"
+    # the augmentation is recorded whole (defaults resolved), so a later default cannot change it
+    from lymphosort.data.transforms import AugmentConfig
+    from lymphosort.train.config import load_config
+
+    saved = load_config(run / "config.yaml").augment
+    assert saved is not None and AugmentConfig(**saved) == AugmentConfig(**(_cfg().augment or {}))
+    assert set(saved) == set(AugmentConfig().to_dict())
     assert "root" not in card.data  # the data was passed in, not read from cfg.data_root
     assert card.metrics["val"]["val_bacc"] == res.best_val["val_bacc"]
     # The saved weights are the best epoch's and reproduce its validation accuracy.

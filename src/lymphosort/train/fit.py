@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from lymphosort.data.transforms import AugmentConfig
 from lymphosort.distill.losses import make_loss
 from lymphosort.errors import ConfigError, DatasetNotFoundError
 from lymphosort.train.callbacks import HistoryCallback, plot_history
@@ -235,8 +236,11 @@ def _fit(  # one run's steps in order (data, models, loss, trainer, outputs): re
         auto_s, auto_t = default_feature_layers(student, teacher)
         s_layers, t_layers = s_layers or auto_s, t_layers or auto_t
         cfg = cfg.replace(student_layers=s_layers, teacher_layers=t_layers)
-    # Record the loss's full hyper-parameters (defaults included) in the resolved config.
+    # Record the loss's and the augmentation's full settings (defaults included) in the
+    # resolved config, so a run reads the same when a default changes later.
     cfg = cfg.replace(method_kwargs=loss.config())
+    if cfg.augment is not None:
+        cfg = cfg.replace(augment=AugmentConfig(**cfg.augment).to_dict())
 
     module = LymphoModule(
         student,

@@ -54,7 +54,9 @@ class TrainConfig:
     patience: int = 8
     monitor: str = "val_bacc"
     seed: int = 0
-    #: keyword arguments of `data.transforms.AugmentConfig`; None disables augmentation.
+    #: keyword arguments of `data.transforms.AugmentConfig`; None disables augmentation. The
+    #: default keeps the relief microscope's lighting direction (no flips or quarter turns);
+    #: isotropic optics: flip_p=0.5, rot90=true.
     augment: dict[str, Any] | None = field(default_factory=dict)
     #: draw every class equally often (sampling with replacement, 1/class-count weights).
     balanced: bool = True

@@ -8,6 +8,9 @@ slowest place-and-route steps, each ~1 CPU-hour more; training steps
 run one thread each, so two chains of independent steps can share the machine with
 `--only` and `taskset`: a step another chain is running is skipped, and a step waits for
 what it needs from the other chain). Each step's output goes to runs/v<VERSION>/logs/<step>.log.
+A change of a training default re-opens the trained rows the same way: on 2026-12-07 the
+augmentation default stopped flipping crops (docs/DESIGN.md), and runs/v3.3 was started again
+(the data, realism and classical markers copied over: they train nothing).
 
     python benchmarks/rebaseline.py --list
     python benchmarks/rebaseline.py [--only STEP[,STEP...]] [--from STEP] [--dry-run]

@@ -78,6 +78,11 @@ def run_command(folder: Path) -> str | None:
     from lymphosort.train.config import DistillConfig, load_config
 
     cfg = load_config(folder / "config.yaml")
+    if cfg.augment:  # recorded whole since 2026-12-07: print only what differs from today's default
+        from lymphosort.data.transforms import AugmentConfig
+
+        default = AugmentConfig().to_dict()
+        cfg = cfg.replace(augment={k: v for k, v in cfg.augment.items() if default.get(k) != v})
     verb = "distill" if isinstance(cfg, DistillConfig) else "train"
     return " ".join(["lymphosort", verb, "--out", str(folder), *command_flags(cfg)])
 

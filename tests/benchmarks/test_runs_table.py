@@ -38,3 +38,16 @@ def test_transfer_folders_name_their_command(tmp_path: Path) -> None:
     assert runs_table.run_command(ft) == (f"lymphosort transfer finetune runs/r18 --task t8-vs-b --mode full "
                                           f"--shots all --lr 0.001 --data-root d --out {ft}")
     assert runs_table.run_command(tmp_path / "nothing") is None
+
+
+def test_a_train_run_names_only_the_augmentation_it_changed(tmp_path: Path) -> None:
+    from lymphosort.data.transforms import AugmentConfig
+    from lymphosort.train.config import TrainConfig, save_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    # a run records its augmentation whole (defaults resolved); the command shows what differs
+    save_config(TrainConfig(epochs=2, augment=AugmentConfig().to_dict()), run / "config.yaml")
+    assert runs_table.run_command(run) == f"lymphosort train --out {run} --epochs 2"
+    save_config(TrainConfig(epochs=2, augment=AugmentConfig(flip_p=0.5, rot90=True).to_dict()), run / "config.yaml")
+    assert runs_table.run_command(run) == f"lymphosort train --out {run} --epochs 2 --augment flip_p=0.5 --augment rot90=true"

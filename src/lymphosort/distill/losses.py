@@ -247,7 +247,8 @@ class PaperLoss(DistillLoss):
 
     Kept from our shared training loop rather than the reference, so that the comparison
     isolates the loss: optimiser, schedule, batch size and augmentation (the reference ran
-    a constant lr 1e-3 with gradient-norm clipping at 1, batch 64), and the student module
+    a constant lr 1e-3 with gradient-norm clipping at 1, batch 64, weight decay 1e-4 and no
+    augmentation: its student_final.py only resizes), and the student module
     (the reference's had dropout 0.5 and a softmax inside it, under the loss's log_softmax).
     """
 

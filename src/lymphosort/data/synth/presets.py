@@ -137,13 +137,6 @@ class ReliefRanges:
     #: their cytoplasm ring (the cell gathers light like a lens), which 3.0 missed.
     body_absorb: float = 1.0
     nucleus_absorb: float = -1.55
-    #: refractile granules (3.4 probe): sparse points inside the body with exponential
-    #: heights, blurred to `granule_sigma` px; path height per unit draw, and intensity gain
-    #: (a negative absorption: refractile granules shine). 0: none (3.3 and before).
-    granule_path: float = 0.0
-    granule_glow: float = 0.0
-    granule_density: float = 0.04  # expected granules per native px^2 of body
-    granule_sigma: tuple[float, float] = (0.6, 1.0)  # their size, per cell (native px)
 
 
 #: the relief model as LymphoSim 3.0 rendered it (the `relief-3.0` history preset)

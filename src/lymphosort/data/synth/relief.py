@@ -62,28 +62,7 @@ def cell_path(p: dict[str, np.ndarray], center_xy: np.ndarray, w: int, rng: np.r
     phase = (o.body_path * col(p["radius"]) * body + o.nucleus_path * rn * nuc
              + (o.grain_path * col(p["granularity"]) * grains + o.speckle_path * speckle) * np.sqrt(body))
     absorb = col(absorption) * (o.body_absorb * body + o.nucleus_absorb * nuc)
-    if o.granule_path or o.granule_glow:  # no draws when off: older models render as they did
-        g = granules(body, rng, o.granule_density, o.granule_sigma, workers)
-        phase = phase + o.granule_path * g
-        absorb = absorb - o.granule_glow * g
     return phase.astype(np.float32), absorb.astype(np.float32)
-
-
-def granules(body: np.ndarray, rng: np.random.Generator, density: float, sigma: tuple[float, float],
-             workers: int = 1) -> np.ndarray:
-    """Sparse granules [n, w, w] inside `body` (height > 0.2): Poisson points, exponential heights
-    (a heavy bright tail, which band-pass Gaussian noise lacks), each a Gaussian bump of the
-    cell's sigma with unit peak per unit height, less their expectation: texture, not a
-    change of the cell's mean level."""
-    n, h, w = body.shape
-    inside = body > 0.2
-    pts = (rng.random(body.shape, dtype=np.float32) < density) & inside
-    amp = np.where(pts, rng.exponential(1.0, body.shape).astype(np.float32), 0.0) - np.float32(density) * inside
-    s = rng.uniform(*sigma, n).astype(np.float32).reshape(n, 1, 1)
-    f2 = (sfft.fftfreq(h)[:, None] ** 2 + sfft.rfftfreq(w)[None, :] ** 2).astype(np.float32)
-    # Gaussian transfer with unit peak in space: 2 pi s^2 x the unit-area kernel's
-    kern = 2.0 * np.pi * s**2 * np.exp(-2.0 * np.pi**2 * s**2 * f2)
-    return sfft.irfft2(sfft.rfft2(amp, workers=workers) * kern, s=(h, w), workers=workers).astype(np.float32)
 
 
 def relief_sessions(preset: SimPreset, ids: np.ndarray) -> dict[str, np.ndarray]:

@@ -245,10 +245,9 @@ Results on LymphoSim 1.0 and 2.x live in git history and in `benchmarks/results/
 bright field, a ~20 px cell), where LymphoMNIST is high-magnification relief (DIC-like),
 so their numbers do not carry over to 3.x. Rows re-measured on a newer 3.x moved their
 earlier versions to `benchmarks/results/v3.0/`, `v3.1/` and `v3.2/`; rows that still say an earlier
-version above await the re-measurement (`python benchmarks/rebaseline.py`). Rows whose data
-column says "trained with flips and quarter turns" predate the 2026-12-07 augmentation default
-(docs/DESIGN.md) and await it too; to reproduce one as recorded, add `--augment flip_p=0.5
---augment rot90=true` to the training commands behind it."""
+version above await the re-measurement (`python benchmarks/rebaseline.py`). Every 3.3 row was
+measured again after the 2026-12-07 augmentation default (no flips or quarter turns:
+docs/DESIGN.md); git history has the rows before it."""
 
 
 def render(aims: Sequence[Aim], tables: Sequence[RowTable]) -> str:

@@ -138,6 +138,9 @@ def test_a_narrower_student_is_named_and_never_the_default_students_pick(tmp_pat
                                  "packed": {"TRELLIS_COMB": {"used": 80000, "available": 83640}}})
     best_point = _table(tmp_path, monkeypatch, default, narrow, wide)["aims"][1]
     assert best_point["value"] == 4.0 and "32 pixels a cycle takes 200 cycles but packs into 96%" in best_point["aim"]
+    # a design with a cycle fewer at the same 16 pixels a cycle is no step towards 1 us
+    same = dict(default, latency_cycles=319)
+    assert "packs into" not in _table(tmp_path, monkeypatch, same, narrow)["aims"][1]["aim"]
     default["channels"] = [8, 16, 24]  # the default's own widths, kept in the record: the same student
     assert _table(tmp_path, monkeypatch, default, narrow)["aims"][0]["value"] == 4.4
 

@@ -2,7 +2,8 @@
 image model (docs/lymphosim.md, "Realism, measured").
 
 `stats`: per set, the interior's fine texture (the crop minus its Gaussian blur, inside 0.7 R
-of the fitted cell): its grey sd (mean and crop-to-crop sd) and its anisotropy, the mean
+of the fitted cell): its grey sd (mean and crop-to-crop sd), its shape (skew, excess
+kurtosis: 0 for a Gaussian) and its anisotropy, the mean
 squared gradient along the relief's shear (the diagonal towards the lower right, where the
 real crops' bright rim faces) over that across it (1 = isotropic; a relief image of a
 phase texture streaks along its shear).
@@ -23,7 +24,7 @@ import tempfile
 
 import numpy as np
 from realism import REFERENCE  # benchmarks/realism.py: the 64 real crops
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from lymphosort.data.appearance import crop_appearance
 from lymphosort.data.realism import ImageSet, compare_sets, load_image_set, resample_set
@@ -42,8 +43,10 @@ def _geometry(img: np.ndarray) -> tuple[float, float, float]:
     return st["centre_x"], st["centre_y"], st["diam_px"] / 2
 
 
-def interior_texture(img: np.ndarray, sigma: float = 4.0, inner: float = 0.7) -> tuple[float, float] | None:
-    """(residual grey sd, along/across-shear gradient ratio) inside `inner` R; None: no cell found."""
+def interior_texture(img: np.ndarray, sigma: float = 4.0,
+                     inner: float = 0.7) -> tuple[float, float, float, float] | None:
+    """(residual grey sd, along/across-shear gradient ratio, skew, excess kurtosis) inside
+    `inner` R; None: no cell found."""
     img = np.asarray(img, dtype=np.float64)
     cx, cy, r = _geometry(img)
     if not np.isfinite(r):
@@ -53,7 +56,9 @@ def interior_texture(img: np.ndarray, sigma: float = 4.0, inner: float = 0.7) ->
     res = residual(img, sigma)
     gx, gy = ndimage.sobel(res, 1)[inside], ndimage.sobel(res, 0)[inside]
     along, across = (gx + gy) / np.sqrt(2), (gx - gy) / np.sqrt(2)
-    return float(res[inside].std()), float(np.mean(along**2) / max(np.mean(across**2), 1e-12))
+    v = res[inside]
+    ratio = float(np.mean(along**2) / max(np.mean(across**2), 1e-12))
+    return float(v.std()), ratio, float(stats.skew(v)), float(stats.kurtosis(v))
 
 
 def graft(sim: list[np.ndarray], real: list[np.ndarray], band: tuple[float, float], sigma: float,
@@ -107,7 +112,8 @@ def main() -> None:
         for name, s in [("real (64 crops)", real), *sims.items()]:
             v = np.array([t for t in (interior_texture(im, a.sigma) for im in s.images) if t is not None])
             print(f"{name}: residual sd {v[:, 0].mean():.2f} +- {v[:, 0].std():.2f}, along/across-shear gradient "
-                  f"{v[:, 1].mean():.2f} +- {v[:, 1].std():.2f} ({len(v)} cells)")
+                  f"{v[:, 1].mean():.2f} +- {v[:, 1].std():.2f}, skew {v[:, 2].mean():+.2f}, excess kurtosis "
+                  f"{v[:, 3].mean():+.2f} ({len(v)} cells)")
         return
     lo, hi = (float(x) for x in a.band.split(":"))
     for name, s in sims.items():

@@ -206,8 +206,8 @@ def steps() -> list[Step]:
             "--out", f"{RES}/seed_table_paper60_v{V}.json"), f"{RES}/seed_table_paper60_v{V}.json",
             ("kd60-s0", "kd60-s1", "kd60-s2", "paper60-s0", "paper60-s1", "paper60-s2")),
         # the open-RTL row (issue 23): the default student's 4-bit twin (the 3.0 recipe), 16 pixels a cycle,
-        # checked bit for bit, synthesised, placed and routed (~1 CPU-hour on 3.2; its 3.3 route
-        # ran past 2 h in the WebAssembly nextpnr, hence the 3 h limit); its record joins the table
+        # checked bit for bit, synthesised, placed and routed (~1 CPU-hour: on 3.3 router2 converged at
+        # iteration 55 after 36 min; its pace follows the netlist, hence a 3 h limit); its record joins the table
         Step("q4", _distill(Q4, "tiny-32-whole-q4", t, 8, 0, "--init-from", KD[0], "--method-kwargs", "alpha=0.5",
                             "--method-kwargs", "mixup_alpha=0.0", "--method-kwargs", "temperature=2.0"),
              f"{Q4}/metrics.json", ("kd-s0",)),

@@ -137,10 +137,6 @@ class ReliefRanges:
     #: their cytoplasm ring (the cell gathers light like a lens), which 3.0 missed.
     body_absorb: float = 1.0
     nucleus_absorb: float = -1.55
-    #: mottle (3.4 probe): a class-free isotropic intensity texture (band-pass Gaussian noise in
-    #: the absorption, Gaussian scales `mottle_band` px) where the grains streak along the shear
-    mottle: float = 0.0
-    mottle_band: tuple[float, float] = (0.8, 2.0)
 
 
 #: the relief model as LymphoSim 3.0 rendered it (the `relief-3.0` history preset)

@@ -62,9 +62,6 @@ def cell_path(p: dict[str, np.ndarray], center_xy: np.ndarray, w: int, rng: np.r
     phase = (o.body_path * col(p["radius"]) * body + o.nucleus_path * rn * nuc
              + (o.grain_path * col(p["granularity"]) * grains + o.speckle_path * speckle) * np.sqrt(body))
     absorb = col(absorption) * (o.body_absorb * body + o.nucleus_absorb * nuc)
-    if o.mottle:  # no draws when off: older models render as they did
-        mottle = texture(n, w, rng, workers, np.full(n, 1.0, np.float32), band=o.mottle_band)
-        absorb = absorb + o.mottle * mottle * np.sqrt(body)
     return phase.astype(np.float32), absorb.astype(np.float32)
 
 

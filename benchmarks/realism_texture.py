@@ -11,7 +11,9 @@ phase texture streaks along its shear).
 `graft`: the real crops' fine texture put into simulated cells (each simulated cell gets a
 random real crop's residual at the same offsets from its centre, inside LO-HI R) and the
 `data compare` discriminator read again (mean +- sd of 10 readings): how much of the tell
-the texture carries. A probe, not a simulator.
+the texture carries. A probe, not a simulator. The donors are the reference crops themselves,
+which favours the graft; `--holdout` takes the donors from one half of the 64 and compares
+against the other half (32 vs 32: wider intervals, but no crop is its own donor).
 
     python benchmarks/realism_texture.py stats default
     python benchmarks/realism_texture.py graft default --band 0:0.9 --sigma 4
@@ -104,6 +106,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=512, help="simulated crops per preset")
     ap.add_argument("--sigma", type=float, default=4.0, help="blur removed to leave the fine texture (px)")
     ap.add_argument("--band", default="0:0.9", help="graft: radii LO:HI in units of R")
+    ap.add_argument("--holdout", action="store_true",
+                    help="graft: donors from the odd-numbered reference crops, compared against the even-numbered")
     a = ap.parse_args()
     if not REFERENCE.is_dir():
         raise SystemExit(f"needs the reference crops at {REFERENCE} (../shared)")
@@ -116,9 +120,12 @@ def main() -> None:
                   f"{v[:, 3].mean():+.2f} ({len(v)} cells)")
         return
     lo, hi = (float(x) for x in a.band.split(":"))
+    donors = real.images
+    if a.holdout:
+        donors, real = real.images[1::2], real._replace(images=real.images[::2])
     for name, s in sims.items():
         for tag, images in (("as rendered", s.images),
-                            (f"real texture grafted at {lo}-{hi} R", graft(s.images, real.images, (lo, hi), a.sigma,
+                            (f"real texture grafted at {lo}-{hi} R", graft(s.images, donors, (lo, hi), a.sigma,
                                                                            np.random.default_rng(0)))):
             with tempfile.TemporaryDirectory() as tmp:
                 d = compare_sets(real, s._replace(images=images), tmp, n=a.n, repeats=10)["discriminator"]

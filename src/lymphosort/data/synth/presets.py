@@ -137,9 +137,6 @@ class ReliefRanges:
     #: their cytoplasm ring (the cell gathers light like a lens), which 3.0 missed.
     body_absorb: float = 1.0
     nucleus_absorb: float = -1.55
-    #: edge softness (3.4 probe): extra Gaussian blur (px) of the body's height map alone, so the
-    #: rim's edge softens while the granules keep the optics' resolution (0: none, 3.3 and before)
-    edge_sigma: float = 0.0
 
 
 #: the relief model as LymphoSim 3.0 rendered it (the `relief-3.0` history preset)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 from scipy import fft as sfft
-from scipy import ndimage
 
 from lymphosort.data.synth.cells import cell_shape, sample_cells, texture
 from lymphosort.data.synth.optics import session_salt
@@ -59,8 +58,6 @@ def cell_path(p: dict[str, np.ndarray], center_xy: np.ndarray, w: int, rng: np.r
     o = optics
     body, nuc, rn = cell_shape(p, center_xy, w, flatness=o.flatness)
     grains = texture(n, w, rng, workers, p["grain"], band=o.grain_band)
-    if o.edge_sigma:  # no draws: older models render as they did
-        body = ndimage.gaussian_filter(body, (0, o.edge_sigma, o.edge_sigma))
     speckle = texture(n, w, rng, workers, np.full(n, 1.0, np.float32), band=o.speckle_band)
     phase = (o.body_path * col(p["radius"]) * body + o.nucleus_path * rn * nuc
              + (o.grain_path * col(p["granularity"]) * grains + o.speckle_path * speckle) * np.sqrt(body))

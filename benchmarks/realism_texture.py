@@ -8,6 +8,10 @@ squared gradient along the relief's shear (the diagonal towards the lower right,
 real crops' bright rim faces) over that across it (1 = isotropic; a relief image of a
 phase texture streaks along its shear).
 
+`rings`: the fine structure's grey sd (crop minus its blur, `--sigma`) in rings from the
+centre out past the rim, mean and crop-to-crop sd per ring: where it is too strong, and
+whether its strength is as even from crop to crop as the real one's.
+
 `graft`: the real crops' fine texture put into simulated cells (each simulated cell gets a
 random real crop's residual at the same offsets from its centre, inside LO-HI R) and the
 `data compare` discriminator read again (mean +- sd of 10 readings): how much of the tell
@@ -16,6 +20,7 @@ which favours the graft; `--holdout` takes the donors from one half of the 64 an
 against the other half (32 vs 32: wider intervals, but no crop is its own donor).
 
     python benchmarks/realism_texture.py stats default
+    python benchmarks/realism_texture.py rings default --sigma 1.5
     python benchmarks/realism_texture.py graft default --band 0:0.9 --sigma 4
 """
 
@@ -63,6 +68,22 @@ def interior_texture(img: np.ndarray, sigma: float = 4.0,
     return float(v.std()), ratio, float(stats.skew(v)), float(stats.kurtosis(v))
 
 
+#: rings of `rings`, in units of the fitted radius R
+RINGS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.1, 1.2, 1.4)
+
+
+def ring_texture(img: np.ndarray, sigma: float = 1.5) -> np.ndarray | None:
+    """Grey sd of the fine structure (crop minus its blur) in each ring of `RINGS`; None: no cell."""
+    img = np.asarray(img, dtype=np.float64)
+    cx, cy, r = _geometry(img)
+    if not np.isfinite(r):
+        return None
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    rr = np.hypot(xx - cx, yy - cy) / r
+    res = residual(img, sigma)
+    return np.array([res[(rr >= lo) & (rr < hi)].std() for lo, hi in zip(RINGS[:-1], RINGS[1:])])
+
+
 def graft(sim: list[np.ndarray], real: list[np.ndarray], band: tuple[float, float], sigma: float,
           rng: np.random.Generator) -> list[np.ndarray]:
     """`sim` crops with their fine texture inside band[0]-band[1] R replaced by a random real
@@ -101,7 +122,7 @@ def _sets(presets: list[str], n: int) -> tuple[ImageSet, dict[str, ImageSet]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("stats", "graft"))
+    ap.add_argument("mode", choices=("stats", "rings", "graft"))
     ap.add_argument("presets", nargs="+", help="LymphoSim presets (or BASE+ITEM,... variants)")
     ap.add_argument("--n", type=int, default=512, help="simulated crops per preset")
     ap.add_argument("--sigma", type=float, default=4.0, help="blur removed to leave the fine texture (px)")
@@ -118,6 +139,12 @@ def main() -> None:
             print(f"{name}: residual sd {v[:, 0].mean():.2f} +- {v[:, 0].std():.2f}, along/across-shear gradient "
                   f"{v[:, 1].mean():.2f} +- {v[:, 1].std():.2f}, skew {v[:, 2].mean():+.2f}, excess kurtosis "
                   f"{v[:, 3].mean():+.2f} ({len(v)} cells)")
+        return
+    if a.mode == "rings":
+        print("rings (R): " + " ".join(f"{lo:.1f}-{hi:.1f}" for lo, hi in zip(RINGS[:-1], RINGS[1:])))
+        for name, s in [("real (64 crops)", real), *sims.items()]:
+            v = np.array([t for t in (ring_texture(im, a.sigma) for im in s.images) if t is not None])
+            print(f"{name}: " + " ".join(f"{m:.2f} ({d:.2f})" for m, d in zip(v.mean(0), v.std(0))))
         return
     lo, hi = (float(x) for x in a.band.split(":"))
     donors = real.images

@@ -40,3 +40,18 @@ def test_a_set_grafted_onto_itself_is_unchanged_and_a_smooth_donor_removes_the_t
                      0, 255).astype(np.uint8)  # the same cell without its fine texture
     grafted = realism_texture.graft([img], [smooth], (0.0, 0.9), 4.0, np.random.default_rng(0))[0]
     assert realism_texture.interior_texture(grafted)[0] < 0.6 * realism_texture.interior_texture(img)[0]
+
+
+def test_rings_place_the_fine_structure_where_it_is() -> None:
+    img = _cell()
+    base = realism_texture.ring_texture(img)
+    assert base is not None and len(base) == len(realism_texture.RINGS) - 1
+    st = realism_texture.crop_appearance(img)
+    cx, cy, r = st["centre_x"], st["centre_y"], st["diam_px"] / 2
+    yy, xx = np.mgrid[:64, :64]
+    rr = np.hypot(xx - cx, yy - cy) / r
+    checker = 20.0 * ((xx + yy) % 2 * 2 - 1) * (rr < 0.4)  # finest texture, inner rings only
+    rings = realism_texture.ring_texture(img + checker)
+    assert rings is not None
+    assert (rings[:2] > base[:2] + 10).all() and np.allclose(rings[3:], base[3:])
+    assert realism_texture.ring_texture(np.full((64, 64), 120.0)) is None

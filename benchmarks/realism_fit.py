@@ -16,6 +16,7 @@ real discriminator (`compare_sets`, repeats). Writes a JSON with the fitted fiel
 parts and both readings; the fields go into `presets.py` by hand (a reviewed change).
 
     .venv/bin/python benchmarks/realism_fit.py --out runs/realism_fit.json --maxfev 600
+    .venv/bin/python benchmarks/realism_fit.py --explain --start FIT.json --preset BASE --out DIR.json
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from scipy import optimize
 from sklearn.covariance import LedoitWolf
 
 from lymphosort.atomic import write_json_atomic
-from lymphosort.data.realism import TABLE_STATS, ImageSet, compare_sets, load_image_set, measure_set, resample_set
+from lymphosort.data.realism import FEATURE_DOC, TABLE_STATS, ImageSet, compare_sets, load_image_set, measure_set, resample_set
 from lymphosort.data.synth import get_preset, render_crops
 from lymphosort.data.synth.presets import ReliefRanges, SimPreset
 from realism import REFERENCE  # benchmarks/realism.py: the 64 real crops
@@ -131,6 +132,31 @@ class Objective:
         return self.mean_weight * p["mahalanobis2"] + self.spread_weight * p["spread"] + p["stat_penalty"] + p["not_found"]
 
 
+def directions(ref_feats: np.ndarray, sim_feats: np.ndarray, names: list[str], top: int = 6) -> dict[str, Any]:
+    """Where the Mahalanobis term of the loss sits: the simulated mean shift along each
+    eigenvector of the reference's (standardised, Ledoit-Wolf) covariance, the `top` largest
+    shares with their heaviest features and the sets' sd ratio along them. A tight real
+    direction (small eigenvalue) that the simulator spreads wide is a coupling it lacks."""
+    keep = np.isfinite(ref_feats).all(axis=0) & (np.nanstd(ref_feats, axis=0) > 0)
+    r, s = ref_feats[:, keep], sim_feats[:, keep]
+    s = s[np.isfinite(s).all(axis=1)]
+    kept = [n for n, k in zip(names, keep) if k]
+    mu, sd = r.mean(0), r.std(0, ddof=1)
+    zr, zs = (r - mu) / sd, (s - mu) / sd
+    eig, vec = np.linalg.eigh(LedoitWolf().fit(zr).covariance_)
+    shift = vec.T @ zs.mean(0)
+    part = shift**2 / eig
+    rows = []
+    for i in np.argsort(-part)[:top]:
+        v = vec[:, i]
+        heavy = np.argsort(-np.abs(v))[:5]
+        rows.append({"eigenvalue": round(float(eig[i]), 3), "shift": round(float(shift[i]), 3),
+                     "share": round(float(part[i] / part.sum()), 3),
+                     "sd_ratio": round(float((zs @ v).std(ddof=1) / (zr @ v).std(ddof=1)), 2),
+                     "features": {kept[j]: round(float(v[j]), 2) for j in heavy}})
+    return {"mahalanobis2": float(part.sum()), "directions": rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="default", help="base preset (its classes and ranges)")
@@ -142,6 +168,9 @@ def main() -> None:
     ap.add_argument("--mean-weight", type=float, default=1.0, help="weight of the Mahalanobis term")
     ap.add_argument("--spread-weight", type=float, default=1.0, help="weight of the log sd-ratio term")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--explain", action="store_true",
+                    help="no fit: where the Mahalanobis term of --preset (with --start's fields) sits, "
+                         "on a fresh draw of 1,024 crops (seed + 1000), written to --out")
     a = ap.parse_args()
     base = get_preset(a.preset)
     assert isinstance(base.sessions, ReliefRanges), "the fit is for the relief (3.x) image model"
@@ -156,6 +185,14 @@ def main() -> None:
         prior = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(a.start.read_text())["fitted"].items()}
         base = replace(base, sessions=replace(base.sessions, **prior))
     side = int(np.median([im.shape[0] for im in ref.images]))
+    if a.explain:
+        ims, _, _ = render_crops(1024, seed=a.seed + 1000, preset=base)
+        sim_feats, _ = _features(resample_set(list(ims), side))
+        res_dirs = directions(ref_feats, sim_feats, list(FEATURE_DOC))
+        write_json_atomic(a.out, {"command": "python benchmarks/realism_fit.py --explain --preset " + a.preset
+                                  + (f" --start {a.start}" if a.start else ""), **res_dirs})
+        print(json.dumps(res_dirs, indent=1))
+        return
     obj = Objective(ref_feats, ref_table, base, a.n, a.seed, side, a.mean_weight, a.spread_weight)
     space = Space(base.sessions, names)
     x0 = np.zeros(len(space.slots))

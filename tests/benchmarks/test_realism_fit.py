@@ -38,3 +38,17 @@ def test_loss_is_small_for_the_same_model_and_grows_with_a_mismatch() -> None:
     off = obj.parts(replace(pre.sessions, relief=(0.5, 0.6), read_noise=(3.0, 4.0)))  # ~2.5x relief, noisy
     assert same["mahalanobis2"] < 1.0 and same["worst_stat_sd"] < 0.5
     assert off["mahalanobis2"] > 5 * same["mahalanobis2"] and off["stat_penalty"] > 0
+
+
+def test_directions_find_a_broken_coupling() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((400, 1))
+    ref = np.hstack([a, a + 0.1 * rng.standard_normal((400, 1)), rng.standard_normal((400, 2))])  # f0, f1 coupled
+    same = realism_fit.directions(ref, ref.copy(), ["f0", "f1", "f2", "f3"])
+    assert same["mahalanobis2"] < 1e-9
+    sim = ref.copy()
+    sim[:, 1] = sim[:, 0] - 0.3  # the coupling holds in shape but f1 sits 0.3 lower: small alone, large jointly
+    out = realism_fit.directions(ref, sim, ["f0", "f1", "f2", "f3"], top=2)
+    first = out["directions"][0]
+    assert out["mahalanobis2"] > 1.0 and first["share"] > 0.9 and first["eigenvalue"] < 0.1
+    assert set(list(first["features"])[:2]) == {"f0", "f1"}

@@ -293,7 +293,10 @@ def test_trait_means_move_one_class_trait_only() -> None:
     t8, b = moved.classes[2], moved.classes[0]
     assert t8.radius.mean == 12.5 and t8.radius.sd == base.classes[2].radius.sd
     assert b.granularity.mean == 0.05 and moved.classes[1] == base.classes[1]
-    for bad in ({"T9.radius": 1}, {"T8.size": 1}, {"T8.radius": "big"}):
+    spread = with_trait_means("default", {"T4.grain": "3.7:0.2"}).classes[1].grain
+    assert (spread.mean, spread.sd, spread.lo) == (3.7, 0.2, base.classes[1].grain.lo)
+    for bad in ({"T9.radius": 1}, {"T8.size": 1}, {"T8.radius": "big"}, {"T8.radius": "1:2:3"},
+                {"T8.radius": "20:-1"}):
         with pytest.raises(ConfigError):
             with_trait_means(base, bad)
 

@@ -137,6 +137,13 @@ class ReliefRanges:
     #: their cytoplasm ring (the cell gathers light like a lens), which 3.0 missed.
     body_absorb: float = 1.0
     nucleus_absorb: float = -1.55
+    #: edge softness (3.4 probe): extra Gaussian blur (px) of the body's height map alone, so the
+    #: rim's edge softens while the granules keep the optics' resolution (0: none, 3.3 and before)
+    edge_sigma: float = 0.0
+    #: focus coupling (3.4 probe): per unit |z| of the cell's defocus draw, its blur widens by
+    #: `focus_blur` (fraction of psf_sigma) and its relief gain drops by 1 / (1 + focus_dim)
+    focus_blur: float = 0.0
+    focus_dim: float = 0.0
 
 
 #: the relief model as LymphoSim 3.0 rendered it (the `relief-3.0` history preset)
@@ -371,7 +378,7 @@ def with_trait_scale(preset: str | SimPreset, k: float) -> SimPreset:
 
 def with_trait_means(preset: str | SimPreset, means: Mapping[str, float | str]) -> SimPreset:
     """`preset` with class trait means moved, keyed "CLASS.TRAIT" (e.g. {"T8.radius": 12.2}),
-    for designing a preset; named `<name>+<changes>`."""
+    for designing a preset; a value "mean:sd" sets the spread too; named `<name>+<changes>`."""
     base = get_preset(preset)
     classes = {c.name: c for c in base.classes}
     for key, value in means.items():
@@ -379,10 +386,15 @@ def with_trait_means(preset: str | SimPreset, means: Mapping[str, float | str]) 
         if cname not in classes or trait not in CLASS_TRAITS:
             raise ConfigError(f"bad trait key {key!r}: use CLASS.TRAIT, CLASS in {list(classes)}, TRAIT in {CLASS_TRAITS}")
         try:
-            mean = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: mean must be a number, got {value!r}") from None
-        classes[cname] = _with_means(classes[cname], {trait: mean})
+            nums = [float(v) for v in str(value).split(":")]
+        except ValueError:
+            nums = []
+        if len(nums) not in (1, 2) or (len(nums) == 2 and nums[1] < 0):
+            raise ConfigError(f"{key}: give a mean or mean:sd (sd >= 0), got {value!r}")
+        c = _with_means(classes[cname], {trait: nums[0]})
+        if len(nums) == 2:
+            c = replace(c, **{trait: replace(getattr(c, trait), sd=nums[1])})
+        classes[cname] = c
     name = f"{base.name}+" + ",".join(f"{k}={v}" for k, v in means.items())
     # a design variant keeps its base's sessions: the two differ only in the traits moved
     return replace(base, name=name, classes=tuple(classes[c.name] for c in base.classes),
@@ -445,7 +457,7 @@ def with_optics(preset: str | SimPreset, values: Mapping[str, float | str]) -> S
 
 def _derived(spec: str) -> SimPreset:
     """A design variant by name, as `with_trait_means` / `with_trait_factors` / `with_optics`
-    name them: "BASE+ITEM,ITEM,...", each item "CLASS.TRAIT=mean", "TRAIT*factor" or
+    name them: "BASE+ITEM,ITEM,...", each item "CLASS.TRAIT=mean[:sd]", "TRAIT*factor" or
     "optics.FIELD=value" (a range as lo:hi), applied in order (e.g.
     "default+roughness*4,B.grain=2.4" or "default+optics.relief_crop_sd=0.15")."""
     base_name, _, items = spec.partition("+")

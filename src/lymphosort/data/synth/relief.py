@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 from scipy import fft as sfft
+from scipy import ndimage
 
 from lymphosort.data.synth.cells import cell_shape, sample_cells, texture
 from lymphosort.data.synth.optics import session_salt
@@ -58,6 +59,8 @@ def cell_path(p: dict[str, np.ndarray], center_xy: np.ndarray, w: int, rng: np.r
     o = optics
     body, nuc, rn = cell_shape(p, center_xy, w, flatness=o.flatness)
     grains = texture(n, w, rng, workers, p["grain"], band=o.grain_band)
+    if o.edge_sigma:  # no draws: older models render as they did
+        body = ndimage.gaussian_filter(body, (0, o.edge_sigma, o.edge_sigma))
     speckle = texture(n, w, rng, workers, np.full(n, 1.0, np.float32), band=o.speckle_band)
     phase = (o.body_path * col(p["radius"]) * body + o.nucleus_path * rn * nuc
              + (o.grain_path * col(p["granularity"]) * grains + o.speckle_path * speckle) * np.sqrt(body))
@@ -145,8 +148,13 @@ def render_batch(pre: SimPreset, lab: np.ndarray, sess: np.ndarray, size: int,
     shift = np.zeros(b) if pre.class_background_shift is None else np.asarray(pre.class_background_shift)[lab]
     background = st["background"] + rng.normal(0, r.background_crop_sd, b) + shift
 
-    defocus = st["defocus"] + (rng.normal(0, r.defocus_crop_sd, b) if r.defocus_crop_sd else 0.0)
-    t = form_relief(phase, absorb, psf_sigma=st["psf_sigma"], gain=gain, shear_rad=shear,
+    z = rng.normal(0, 1.0, b) if r.defocus_crop_sd else np.zeros(b)  # the cell's height off focus
+    defocus = st["defocus"] + r.defocus_crop_sd * z
+    psf = st["psf_sigma"]
+    if r.focus_blur or r.focus_dim:  # off focus, the same cell also blurs and its relief fades
+        psf = psf * (1.0 + r.focus_blur * np.abs(z))
+        gain = gain / (1.0 + r.focus_dim * np.abs(z))
+    t = form_relief(phase, absorb, psf_sigma=psf, gain=gain, shear_rad=shear,
                     bias=st["bias"], defocus=defocus, halo_sigma=st["halo_sigma"], workers=workers)
     g = np.arange(CANVAS, dtype=np.float32) - (CANVAS - 1) / 2
     illum = 1.0 + col(st["illum_gx"]) * g[None, None, :] + col(st["illum_gy"]) * g[None, :, None]

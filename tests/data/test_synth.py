@@ -339,8 +339,14 @@ def test_optics_variants_change_one_nuisance_on_the_base_sessions() -> None:
     _, _, mb = render_crops(24, seed=1, preset="default+optics.relief_crop_sd=0.0")
     assert np.array_equal(ma["session"], mb["session"]) and np.array_equal(ma["radius"], mb["radius"])
     assert mb["relief"].std() < ma["relief"].std()
+    assert get_preset("default+optics.diam_frac=0.68:0.04").sessions.diam_frac == (0.68, 0.04)  # mean:sd
+    # 3.3's draw sits on its clip floor (0.66) for over half the crops; a lower floor frees it
+    _, _, mc = render_crops(64, seed=1, preset="default+optics.diam_frac_clip=0.5:0.86")
+    _, _, md = render_crops(64, seed=1, preset="default")
+    assert mc["diam_frac"].std() > 1.5 * md["diam_frac"].std()
     for bad in ("default+optics.nope=1", "default+optics.read_noise=0.5", "default+optics.read_noise=0.5:0.2",
-                "default+optics.relief_crop_sd=big", "default+optics.relief_crop_sd", "default+optics.crop_side=1:2:3"):
+                "default+optics.relief_crop_sd=big", "default+optics.relief_crop_sd", "default+optics.crop_side=1:2:3",
+                "default+optics.diam_frac=0.68:-0.01"):
         with pytest.raises(ConfigError):
             get_preset(bad)
 

@@ -116,6 +116,10 @@ class ReliefRanges:
     #: geometric cell diameter / crop side (mean, sd); the reference's 0.76 is measured at the
     #: outer edge of the blurred rim, ~4-5 px wider (`data compare` measures both alike)
     diam_frac: tuple[float, float] = (0.655, 0.03)
+    #: the range that draw is clipped to; 3.1-3.3 kept 3.0's (0.66, 0.86) while the fit moved the
+    #: mean to 0.655, so over half the crops sat on the floor and the cell's size in the crop
+    #: varied half as much as in the real crops (diameter sd 1.1 px against 2.0)
+    diam_frac_clip: tuple[float, float] = (0.66, 0.86)
     crop_side: tuple[int, int] = (51, 73)  # native crop sides the dataset cut (px)
     p_neighbour: float = 0.10  # a piece of another cell in a corner
     debris_rate: tuple[float, float] = (0.0, 0.6)  # small specks per crop
@@ -140,10 +144,6 @@ class ReliefRanges:
     #: edge softness (3.4 probe): extra Gaussian blur (px) of the body's height map alone, so the
     #: rim's edge softens while the granules keep the optics' resolution (0: none, 3.3 and before)
     edge_sigma: float = 0.0
-    #: focus coupling (3.4 probe): per unit |z| of the cell's defocus draw, its blur widens by
-    #: `focus_blur` (fraction of psf_sigma) and its relief gain drops by 1 / (1 + focus_dim)
-    focus_blur: float = 0.0
-    focus_dim: float = 0.0
 
 
 #: the relief model as LymphoSim 3.0 rendered it (the `relief-3.0` history preset)
@@ -422,10 +422,14 @@ def with_trait_factors(preset: str | SimPreset, factors: Mapping[str, float | st
     return replace(base, name=name, classes=classes, session_salt=base.session_salt or base.name)
 
 
+#: `ReliefRanges` pairs that are (mean, sd), not (lo, hi) ranges
+_MEAN_SD_FIELDS = frozenset({"diam_frac"})
+
+
 def with_optics(preset: str | SimPreset, values: Mapping[str, float | str]) -> SimPreset:
     """`preset` with acquisition nuisances changed, keyed by a field of its `ReliefRanges` /
     `SessionRanges` (e.g. {"relief_crop_sd": 0.15, "read_noise": "0.2:0.5"}; a range is
-    "lo:hi"), for fitting the optics against real crops (`data compare`); named
+    "lo:hi", `diam_frac` "mean:sd"), for fitting the optics against real crops (`data compare`); named
     `<name>+optics.<field>=<value>`, on its base's session salt."""
     base = get_preset(preset)
     ranges = base.sessions
@@ -443,8 +447,10 @@ def with_optics(preset: str | SimPreset, values: Mapping[str, float | str]) -> S
         except ValueError:
             raise ConfigError(f"optics.{key}: {value!r} is not a number (or lo:hi)") from None
         if kinds[key] is tuple:
-            if len(nums) != len(old) or (len(nums) == 2 and nums[0] > nums[1]):
-                raise ConfigError(f"optics.{key}: give {len(old)} numbers as lo:hi, got {value!r}")
+            mean_sd = key in _MEAN_SD_FIELDS
+            if len(nums) != len(old) or (len(nums) == 2 and (nums[1] < 0 if mean_sd else nums[0] > nums[1])):
+                form = "mean:sd (sd >= 0)" if mean_sd else "lo:hi"
+                raise ConfigError(f"optics.{key}: give {len(old)} numbers as {form}, got {value!r}")
             changes[key] = tuple(type(o)(v) for o, v in zip(old, nums))
         elif len(nums) != 1:
             raise ConfigError(f"optics.{key}: give one number, got {value!r}")

@@ -118,7 +118,7 @@ def render_batch(pre: SimPreset, lab: np.ndarray, sess: np.ndarray, size: int,
     # the dataset's cropper: a side that follows the cell (geometric diameter ~0.70 of it,
     # ~0.76 at the blurred rim's outer edge), clipped to the sides it cut, and a centre it
     # missed by about a pixel
-    frac = np.clip(rng.normal(r.diam_frac[0], r.diam_frac[1], b), 0.66, 0.86)
+    frac = np.clip(rng.normal(r.diam_frac[0], r.diam_frac[1], b), *r.diam_frac_clip)
     side = np.clip(np.rint(2.0 * cells["radius"] / frac), *r.crop_side).astype(np.int64)
     jit = np.clip(rng.normal(0, r.center_jitter, (b, 2)), -3, 3)
     centre = (CANVAS - 1) / 2 + jit
@@ -148,13 +148,8 @@ def render_batch(pre: SimPreset, lab: np.ndarray, sess: np.ndarray, size: int,
     shift = np.zeros(b) if pre.class_background_shift is None else np.asarray(pre.class_background_shift)[lab]
     background = st["background"] + rng.normal(0, r.background_crop_sd, b) + shift
 
-    z = rng.normal(0, 1.0, b) if r.defocus_crop_sd else np.zeros(b)  # the cell's height off focus
-    defocus = st["defocus"] + r.defocus_crop_sd * z
-    psf = st["psf_sigma"]
-    if r.focus_blur or r.focus_dim:  # off focus, the same cell also blurs and its relief fades
-        psf = psf * (1.0 + r.focus_blur * np.abs(z))
-        gain = gain / (1.0 + r.focus_dim * np.abs(z))
-    t = form_relief(phase, absorb, psf_sigma=psf, gain=gain, shear_rad=shear,
+    defocus = st["defocus"] + (rng.normal(0, r.defocus_crop_sd, b) if r.defocus_crop_sd else 0.0)
+    t = form_relief(phase, absorb, psf_sigma=st["psf_sigma"], gain=gain, shear_rad=shear,
                     bias=st["bias"], defocus=defocus, halo_sigma=st["halo_sigma"], workers=workers)
     g = np.arange(CANVAS, dtype=np.float32) - (CANVAS - 1) / 2
     illum = 1.0 + col(st["illum_gx"]) * g[None, None, :] + col(st["illum_gy"]) * g[None, :, None]

@@ -117,8 +117,8 @@ class ReliefRanges:
     #: outer edge of the blurred rim, ~4-5 px wider (`data compare` measures both alike)
     diam_frac: tuple[float, float] = (0.655, 0.03)
     #: the range that draw is clipped to; 3.1-3.3 kept 3.0's (0.66, 0.86) while the fit moved the
-    #: mean to 0.655, so over half the crops sat on the floor and the cell's size in the crop
-    #: varied half as much as in the real crops (diameter sd 1.1 px against 2.0)
+    #: mean to 0.655, so over a third of the crops sit on the floor and the size fraction's sd is
+    #: 0.020 against the real crops' 0.034 (docs/lymphosim.md)
     diam_frac_clip: tuple[float, float] = (0.66, 0.86)
     crop_side: tuple[int, int] = (51, 73)  # native crop sides the dataset cut (px)
     p_neighbour: float = 0.10  # a piece of another cell in a corner

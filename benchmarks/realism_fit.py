@@ -94,18 +94,23 @@ class Space:
         return replace(self.base, **self.values(x))
 
 
+def _reference_space(ref_feats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, LedoitWolf]:
+    """The features the loss uses (defined and varying in every reference crop), their
+    reference mean and sd, and the Ledoit-Wolf covariance of the standardised reference."""
+    keep = np.isfinite(ref_feats).all(axis=0) & (np.nanstd(ref_feats, axis=0) > 0)
+    r = ref_feats[:, keep]
+    mu, sd = r.mean(0), r.std(0, ddof=1)
+    return keep, mu, sd, LedoitWolf().fit((r - mu) / sd)
+
+
 class Objective:
     """The loss of the module docstring for `ReliefRanges` on `base`'s classes: `n` crops drawn
     with `seed` (the same draw for every candidate), resampled to the reference's `side`."""
 
     def __init__(self, ref_feats: np.ndarray, ref_table: np.ndarray, base: SimPreset, n: int, seed: int,
                  side: int = 59, mean_weight: float = 1.0, spread_weight: float = 1.0) -> None:
-        keep = np.isfinite(ref_feats).all(axis=0) & (np.nanstd(ref_feats, axis=0) > 0)
-        self.keep = keep
-        r = ref_feats[:, keep]
-        self.mu, self.sd = r.mean(0), r.std(0, ddof=1)
-        z = (r - self.mu) / self.sd
-        self.prec = LedoitWolf().fit(z).precision_
+        self.keep, self.mu, self.sd, cov = _reference_space(ref_feats)
+        self.prec = cov.precision_
         self.t_mu, self.t_sd = np.nanmean(ref_table, 0), np.nanstd(ref_table, 0, ddof=1)
         self.base, self.n, self.seed, self.side = base, n, seed, side
         self.mean_weight, self.spread_weight = mean_weight, spread_weight
@@ -137,13 +142,12 @@ def directions(ref_feats: np.ndarray, sim_feats: np.ndarray, names: list[str], t
     eigenvector of the reference's (standardised, Ledoit-Wolf) covariance, the `top` largest
     shares with their heaviest features and the sets' sd ratio along them. A tight real
     direction (small eigenvalue) that the simulator spreads wide is a coupling it lacks."""
-    keep = np.isfinite(ref_feats).all(axis=0) & (np.nanstd(ref_feats, axis=0) > 0)
-    r, s = ref_feats[:, keep], sim_feats[:, keep]
+    keep, mu, sd, cov = _reference_space(ref_feats)
+    s = sim_feats[:, keep]
     s = s[np.isfinite(s).all(axis=1)]
     kept = [n for n, k in zip(names, keep) if k]
-    mu, sd = r.mean(0), r.std(0, ddof=1)
-    zr, zs = (r - mu) / sd, (s - mu) / sd
-    eig, vec = np.linalg.eigh(LedoitWolf().fit(zr).covariance_)
+    zr, zs = (ref_feats[:, keep] - mu) / sd, (s - mu) / sd
+    eig, vec = np.linalg.eigh(cov.covariance_)
     shift = vec.T @ zs.mean(0)
     part = shift**2 / eig
     rows = []

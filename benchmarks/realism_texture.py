@@ -50,17 +50,26 @@ def _geometry(img: np.ndarray) -> tuple[float, float, float]:
     return st["centre_x"], st["centre_y"], st["diam_px"] / 2
 
 
-def interior_texture(img: np.ndarray, sigma: float = 4.0,
-                     inner: float = 0.7) -> tuple[float, float, float, float] | None:
-    """(residual grey sd, along/across-shear gradient ratio, skew, excess kurtosis) inside
-    `inner` R; None: no cell found."""
+def _cell_frame(img: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """(fine structure, each pixel's distance from the fitted cell centre in units of R);
+    None: no cell found."""
     img = np.asarray(img, dtype=np.float64)
     cx, cy, r = _geometry(img)
     if not np.isfinite(r):
         return None
     yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
-    inside = np.hypot(xx - cx, yy - cy) < inner * r
-    res = residual(img, sigma)
+    return residual(img, sigma), np.hypot(xx - cx, yy - cy) / r
+
+
+def interior_texture(img: np.ndarray, sigma: float = 4.0,
+                     inner: float = 0.7) -> tuple[float, float, float, float] | None:
+    """(residual grey sd, along/across-shear gradient ratio, skew, excess kurtosis) inside
+    `inner` R; None: no cell found."""
+    frame = _cell_frame(img, sigma)
+    if frame is None:
+        return None
+    res, rho = frame
+    inside = rho < inner
     gx, gy = ndimage.sobel(res, 1)[inside], ndimage.sobel(res, 0)[inside]
     along, across = (gx + gy) / np.sqrt(2), (gx - gy) / np.sqrt(2)
     v = res[inside]
@@ -74,14 +83,11 @@ RINGS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.1, 1.2, 1.4)
 
 def ring_texture(img: np.ndarray, sigma: float = 1.5) -> np.ndarray | None:
     """Grey sd of the fine structure (crop minus its blur) in each ring of `RINGS`; None: no cell."""
-    img = np.asarray(img, dtype=np.float64)
-    cx, cy, r = _geometry(img)
-    if not np.isfinite(r):
+    frame = _cell_frame(img, sigma)
+    if frame is None:
         return None
-    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
-    rr = np.hypot(xx - cx, yy - cy) / r
-    res = residual(img, sigma)
-    return np.array([res[(rr >= lo) & (rr < hi)].std() for lo, hi in zip(RINGS[:-1], RINGS[1:])])
+    res, rho = frame
+    return np.array([res[(rho >= lo) & (rho < hi)].std() for lo, hi in zip(RINGS[:-1], RINGS[1:])])
 
 
 def graft(sim: list[np.ndarray], real: list[np.ndarray], band: tuple[float, float], sigma: float,

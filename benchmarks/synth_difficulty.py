@@ -41,6 +41,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from lymphosort.atomic import write_json_atomic
 from lymphosort.data.synth import get_preset, render_crops
 from lymphosort.data.synth.cells import sample_cells
 from lymphosort.data.synth.presets import CLASS_TRAITS as TRAITS, with_trait_means, with_trait_scale
@@ -204,8 +205,7 @@ def main() -> None:
         res = {"preset": a.preset, "version": get_preset(a.preset).version, "seed": a.seed, "n": a.pixel_cues,
                "command": f"python benchmarks/synth_difficulty.py --pixel-cues {a.pixel_cues}{preset_flag}",
                "random_forest_3_class_only_this_trait": pixel_cues(a.preset, a.pixel_cues, a.seed)}
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+        write_json_atomic(a.out, res)
         return
     if a.classical:
         pre = get_preset(a.preset)

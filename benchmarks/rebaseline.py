@@ -3,7 +3,9 @@
 A new image model re-opens every number (issue 21): this runs the chain of commands that
 produced them, in order, with the runs under runs/v<VERSION>/ and the data under
 data/lymphosim-v<VERSION>/. A step whose output exists is skipped, so the chain resumes
-where it stopped (it is long: on 3.3, 5.5 CPU-hours on the 2-core build VM without the two
+where it stopped; a result table of this version already in benchmarks/results counts as done,
+and on a new machine (runs gone) only the runs of the tables still missing are made again (it is
+long: on 3.3, 5.5 CPU-hours on the 2-core build VM without the two
 slowest place-and-route steps, each ~1 CPU-hour more; training steps
 run one thread each, so two chains of independent steps can share the machine with
 `--only` and `taskset`: a step another chain is running is skipped, and a step waits for
@@ -115,7 +117,7 @@ def steps() -> list[Step]:
                 for e in FINETUNE_EPOCHS}
     out = [
         Step("data", _lymphosort("data", "synth", "--root", DATA), f"{DATA}/LymphoMNIST/provenance.json"),
-        Step("realism", _py("realism.py"), f"{RES}/realism/reference-vs-default.json"),
+        Step("realism", _py("realism.py"), f"{RES}/realism.json"),
         Step("classical", _py("synth_difficulty.py", "--classical", "2000,10000", "--out", f"{RES}/classical_baselines.json"),
              f"{RES}/classical_baselines.json"),
         Step("audit", _py("audit_presets.py", "--n-train", "8000", "--n-test", "3000", "--epochs", "5"),
@@ -289,6 +291,37 @@ def _lock(step: Step) -> Path:
     return ROOT / RUNS / "running" / step.name
 
 
+def _landed(step: Step) -> bool:
+    """A result table of this version already in benchmarks/results (landed by a session on
+    another machine, whose runs and markers are gone): named for the version, or recording it."""
+    path = ROOT / step.output
+    if not step.output.startswith(RES + "/") or not path.is_file():
+        return False
+    if f"_v{V}." in path.name:
+        return True
+    text = path.read_text(errors="replace")
+    return f"LymphoSim {V} " in text or f'"version": "{V}"' in text
+
+
+def _done(step: Step) -> bool:
+    return _marker(step).exists() or _landed(step)
+
+
+def _wanted(chain: list[Step], by_name: dict[str, Step]) -> list[Step]:
+    """The steps of `chain` still to run: every end of the chain (a result table: nothing needs
+    it) not done yet, and what it needs that is not done. On a new machine the runs are gone, so
+    a landed table's runs are not made again, and a table still to make gets its runs again."""
+    needed = {n for s in by_name.values() for n in s.needs}
+    want: set[str] = set()
+    todo = [s.name for s in chain if s.name not in needed and not _done(s)]
+    while todo:
+        n = todo.pop()
+        if n not in want:
+            want.add(n)
+            todo += [m for m in by_name[n].needs if not _done(by_name[m])]
+    return [s for s in chain if s.name in want]
+
+
 def _marker(step: Step) -> Path:
     """Done markers live with the version's runs: a fixed-name result (realism.json) written
     by an older simulator does not count as done for this one."""
@@ -316,15 +349,18 @@ def main() -> None:
         chain = chain[names.index(a.start):]
     if only:
         chain = [s for s in chain if s.name in only]
-    done = {s.name for s in steps() if _marker(s).exists()}
+    by_name = {s.name: s for s in steps()}
+    done = {s.name for s in steps() if _done(s)}
+    # without --only, a step no result still needs is skipped (--only runs what it names)
+    wanted = {s.name for s in (chain if only else _wanted(chain, by_name))}
     if a.list or a.dry_run:
         for s in chain:
-            state = "done" if s.name in done else "part" if _resumed(list(s.argv)) != list(s.argv) else "todo"
+            state = ("done" if s.name in done else "skip" if s.name not in wanted
+                     else "part" if _resumed(list(s.argv)) != list(s.argv) else "todo")
             print(f"{state:4s}  {s.name:20s} {' '.join(s.argv)}")  # part: resumes from its last.ckpt
         return
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    by_name = {s.name: s for s in steps()}
-    pending = [s for s in chain if not (s.timing and not (a.timing or s.name in only))]
+    pending = [s for s in chain if s.name in wanted and not (s.timing and not (a.timing or s.name in only))]
     while pending:
         s = _next(pending, by_name)
         if s is None:  # every step left waits for one another chain is running
@@ -347,14 +383,14 @@ def _next(pending: list[Step], by_name: dict[str, Step]) -> Step | None:
     inputs another chain is still making is passed over (not waited on), so this chain works
     on what it can meanwhile. A step missing an input that nobody is making stops the chain."""
     for s in list(pending):
-        if _marker(s).exists():
+        if _done(s):
             pending.remove(s)
             continue
         if _lock(s).exists():
             pending.remove(s)  # another chain runs it
             print(f"    {s.name}: running in another chain ({_lock(s)}), skipped", flush=True)
             continue
-        waiting = [n for n in s.needs if not _marker(by_name[n]).exists()]
+        waiting = [n for n in s.needs if not _done(by_name[n])]
         if not waiting:
             return s
         if not any(_lock(by_name[n]).exists() for n in waiting) and not any(

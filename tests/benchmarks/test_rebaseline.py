@@ -112,3 +112,45 @@ def test_a_step_waiting_on_another_chain_is_passed_over(tmp_path: Path, monkeypa
     rebaseline._marker(x).unlink()  # x failed over there: nobody makes it, so the chain stops
     with pytest.raises(SystemExit, match="late needs x"):
         rebaseline._next(pending, by_name)
+
+
+def test_every_run_feeds_a_result() -> None:
+    """The ends of the chain are result tables: a run no table reads would be made on every new
+    machine and never land."""
+    chain = rebaseline.steps()
+    by_name = {s.name: s for s in chain}
+    results = [s for s in chain if s.output.startswith(rebaseline.RES + "/")]
+    fed = set().union(*(_closure(s.name, by_name) for s in results))
+    assert {s.name for s in chain if s not in results} <= fed
+
+
+def test_a_landed_table_is_done_and_only_missing_tables_get_their_runs_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """On a new machine the runs are gone; a table of this version already landed is not made
+    again, nor are the runs only it needs; a missing table gets its runs made again."""
+    monkeypatch.setattr(rebaseline, "ROOT", tmp_path)
+    res, v = rebaseline.RES, rebaseline.V
+
+    def make(name: str, out: str, *needs: str) -> rebaseline.Step:
+        code = f"import pathlib; p = pathlib.Path({out!r}); p.parent.mkdir(parents=True, exist_ok=True); p.write_text('x')"
+        return rebaseline.Step(name, ("python", "-c", code), out, needs)
+
+    steps = [make("data", "data/x"), make("train-a", "runs/a/m.json", "data"), make("train-b", "runs/b/m.json", "data"),
+             make("table-a", f"{res}/a_v{v}.json", "train-a"), make("table-b", f"{res}/b_v{v}.json", "train-b"),
+             make("fixed", f"{res}/fixed.json", "data")]
+    monkeypatch.setattr(rebaseline, "steps", lambda: steps)
+    (tmp_path / res).mkdir(parents=True)
+    (tmp_path / res / f"a_v{v}.json").write_text("{}")  # landed by an earlier session
+    (tmp_path / res / "fixed.json").write_text('{"data": "LymphoSim 0.9 default"}')  # an older version's
+    monkeypatch.setattr(sys, "argv", ["rebaseline.py", "--list"])
+    rebaseline.main()
+    states = dict(line.split()[:2][::-1] for line in capsys.readouterr().out.splitlines())
+    assert states == {"data": "todo", "train-a": "skip", "train-b": "todo", "table-a": "done", "table-b": "todo",
+                      "fixed": "todo"}
+    monkeypatch.setattr(sys, "argv", ["rebaseline.py"])
+    rebaseline.main()
+    assert not (tmp_path / "runs/a").exists() and (tmp_path / "runs/b/m.json").is_file()
+    assert (tmp_path / res / f"b_v{v}.json").is_file() and (tmp_path / res / "fixed.json").read_text() == "x"
+    monkeypatch.setattr(sys, "argv", ["rebaseline.py", "--only", "train-a"])  # --only runs what it names
+    rebaseline.main()
+    assert (tmp_path / "runs/a/m.json").is_file()

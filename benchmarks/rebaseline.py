@@ -351,8 +351,9 @@ def main() -> None:
         chain = [s for s in chain if s.name in only]
     by_name = {s.name: s for s in steps()}
     done = {s.name for s in steps() if _done(s)}
-    # without --only, a step no result still needs is skipped (--only runs what it names)
-    wanted = {s.name for s in (chain if only else _wanted(chain, by_name))}
+    # without --only, a step no result still needs is skipped (--only runs what it names), and
+    # without --timing the timing rows do not count as needing their runs
+    wanted = {s.name for s in (chain if only else _wanted([s for s in chain if a.timing or not s.timing], by_name))}
     if a.list or a.dry_run:
         for s in chain:
             state = ("done" if s.name in done else "skip" if s.name not in wanted

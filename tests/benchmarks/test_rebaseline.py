@@ -137,7 +137,8 @@ def test_a_landed_table_is_done_and_only_missing_tables_get_their_runs_again(
 
     steps = [make("data", "data/x"), make("train-a", "runs/a/m.json", "data"), make("train-b", "runs/b/m.json", "data"),
              make("table-a", f"{res}/a_v{v}.json", "train-a"), make("table-b", f"{res}/b_v{v}.json", "train-b"),
-             make("fixed", f"{res}/fixed.json", "data")]
+             make("fixed", f"{res}/fixed.json", "data"), make("train-c", "runs/c/m.json", "data")]
+    steps.append(rebaseline.Step("speed", ("python", "-c", "pass"), f"{res}/speed_v{v}.json", ("train-c",), timing=True))
     monkeypatch.setattr(rebaseline, "steps", lambda: steps)
     (tmp_path / res).mkdir(parents=True)
     (tmp_path / res / f"a_v{v}.json").write_text("{}")  # landed by an earlier session
@@ -146,10 +147,11 @@ def test_a_landed_table_is_done_and_only_missing_tables_get_their_runs_again(
     rebaseline.main()
     states = dict(line.split()[:2][::-1] for line in capsys.readouterr().out.splitlines())
     assert states == {"data": "todo", "train-a": "skip", "train-b": "todo", "table-a": "done", "table-b": "todo",
-                      "fixed": "todo"}
+                      "fixed": "todo", "train-c": "skip", "speed": "skip"}  # timing rows want --timing
     monkeypatch.setattr(sys, "argv", ["rebaseline.py"])
     rebaseline.main()
-    assert not (tmp_path / "runs/a").exists() and (tmp_path / "runs/b/m.json").is_file()
+    assert not (tmp_path / "runs/a").exists() and not (tmp_path / "runs/c").exists()
+    assert (tmp_path / "runs/b/m.json").is_file()
     assert (tmp_path / res / f"b_v{v}.json").is_file() and (tmp_path / res / "fixed.json").read_text() == "x"
     monkeypatch.setattr(sys, "argv", ["rebaseline.py", "--only", "train-a"])  # --only runs what it names
     rebaseline.main()

@@ -350,7 +350,7 @@ def main() -> None:
     if only:
         chain = [s for s in chain if s.name in only]
     by_name = {s.name: s for s in steps()}
-    done = {s.name for s in steps() if _done(s)}
+    done = {n for n, s in by_name.items() if _done(s)}
     # without --only, a step no result still needs is skipped (--only runs what it names), and
     # without --timing the timing rows do not count as needing their runs
     wanted = {s.name for s in (chain if only else _wanted([s for s in chain if a.timing or not s.timing], by_name))}

@@ -234,9 +234,14 @@ _RELIEF_CLASSES_3_0 = (
     ),
 )
 #: 3.1: finer granules (grain means x 0.86, spreads kept), fitted with the optics above
+def _with_draws(c: ClassMorphology, draws: Mapping[str, tuple[float, float]]) -> ClassMorphology:
+    """`c` with the named traits' (mean, sd) replaced (clip ranges kept)."""
+    return replace(c, **{t: replace(getattr(c, t), mean=float(m), sd=float(sd)) for t, (m, sd) in draws.items()})
+
+
 def _with_means(c: ClassMorphology, means: Mapping[str, float]) -> ClassMorphology:
     """`c` with the named traits' means moved (spreads and clip ranges kept)."""
-    return replace(c, **{t: replace(getattr(c, t), mean=float(m)) for t, m in means.items()})
+    return _with_draws(c, {t: (m, getattr(c, t).sd) for t, m in means.items()})
 
 
 _RELIEF_CLASSES_3_1 = tuple(_with_means(c, {"grain": m}) for c, m in zip(_RELIEF_CLASSES_3_0, (2.6, 3.6, 3.8)))
@@ -264,11 +269,6 @@ _RELIEF_CLASSES_3_2 = tuple(
 _RELIEF_CLASSES_3_3 = _RELIEF_CLASSES_3_2[:2] + (
     _with_means(_RELIEF_CLASSES_3_2[2], {"grain": 4.8, "granularity": 0.60, "nucleus_offset": 0.20}),
 )
-
-
-def _with_draws(c: ClassMorphology, draws: Mapping[str, tuple[float, float]]) -> ClassMorphology:
-    """`c` with the named traits' (mean, sd) replaced (clip ranges kept)."""
-    return replace(c, **{t: replace(getattr(c, t), mean=float(m), sd=float(sd)) for t, (m, sd) in draws.items()})
 
 
 #: 3.4: class cues that raw pixels mostly miss, as on the real figure (classical models at 46-56%

@@ -155,14 +155,25 @@ def _workers_aims(rep: dict[str, Any], cmd: str) -> list[dict[str, Any]]:
             "<= 0.5%, p99 <= 1 ms and P/R >= 0.99 (15,000 cells/s cannot hold by construction on 2 cores: "
             "docs/realtime.md, Scaling out)", "target": ">= 1.8x (proposed)", "value": round(scaling, 2), "unit": "x",
             "met": scaling >= 1.8 and _ok(two, drops=0.005)})
-    if one is not None and one.get("accuracy") is not None and two.get("accuracy") is not None:
-        diff = 100 * (two["accuracy"] - one["accuracy"])
+    # Accuracy on the lane both runs decide: lane 2 is another flow (other sessions), whose
+    # accuracy differs by its cells, not by the number of workers (on 3.4: 91.7% vs 93.8%).
+    a1, a2 = (_lane(r, 0) if r is not None else None for r in (one, two))
+    if a1 is not None and a2 is not None:
+        diff = 100 * (a2["accuracy"] - a1["accuracy"])
+        others = [w for w in two.get("per_worker", []) if w.get("lane") != 0 and w.get("accuracy") is not None]
         aims.append({
-            **base, "aim": f"2 workers: accuracy on decided cells minus the one-worker run's ({two['accuracy']:.2%} "
-            f"of {two['accuracy_n']:,} against {one['accuracy']:.2%} of {one['accuracy_n']:,}; lane 2 is another "
-            "flow of the same preset)", "target": "within 1 point", "value": round(diff, 2), "unit": "points",
-            "met": abs(diff) <= 1.0})
+            **base, "aim": f"2 workers: accuracy on lane 1's decided cells minus the one-worker run's on the same "
+            f"lane ({a2['accuracy']:.2%} of {a2['accuracy_n']:,} against {a1['accuracy']:.2%} of "
+            f"{a1['accuracy_n']:,}" + "".join(f"; lane {w['lane'] + 1}, another flow: {w['accuracy']:.2%}"
+                                              for w in others) + ")",
+            "target": "within 1 point", "value": round(diff, 2), "unit": "points", "met": abs(diff) <= 1.0})
     return aims
+
+
+def _lane(run: dict[str, Any], lane: int) -> dict[str, Any] | None:
+    """The accuracy record of one lane of a workers run (None: not scored)."""
+    rec = next((w for w in run.get("per_worker", []) if w.get("lane") == lane), None)
+    return rec if rec is not None and rec.get("accuracy") is not None else None
 
 
 def _stream_data(rep: dict[str, Any]) -> str:

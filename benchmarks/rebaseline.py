@@ -242,7 +242,7 @@ def steps() -> list[Step]:
              f"{RES}/realtime_throughput_v{V}.json", ("onnx",), timing=True),
         Step("realtime-points", _py("realtime_bench.py", "points", "--model", f"{RUNS}/export/tiny-32-whole-e8-onnx",
                                     "--backend", "onnx", "--duration", "30", "--cpu", "0",
-                                    "--points", "0.8@5500,1.4@5500,1.4@6500,1.4@6800,1.4@7000,1.4@7200",
+                                    "--points", "0.8@5500,1.4@5500,1.4@6500,1.4@6650,1.4@6700,1.4@6800,1.4@7000,1.4@7200",
                                     "--out", f"{RES}/realtime_operating_points_v{V}.json"),
              f"{RES}/realtime_operating_points_v{V}.json", ("onnx",), timing=True),
         Step("realtime-workers", _py("realtime_bench.py", "workers", "--model", f"{RUNS}/export/tiny-32-whole-e8-onnx",

@@ -157,10 +157,11 @@ def _workers_aims(rep: dict[str, Any], cmd: str) -> list[dict[str, Any]]:
             "met": scaling >= 1.8 and _ok(two, drops=0.005)})
     # Accuracy on the lane both runs decide: lane 2 is another flow (other sessions), whose
     # accuracy differs by its cells, not by the number of workers (on 3.4: 91.7% vs 93.8%).
-    a1, a2 = (_lane(r, 0) if r is not None else None for r in (one, two))
+    lanes = _scored_lanes(two)
+    a1, a2 = (_scored_lanes(one) if one is not None else {}).get(0), lanes.get(0)
     if a1 is not None and a2 is not None:
         diff = 100 * (a2["accuracy"] - a1["accuracy"])
-        others = [w for w in two.get("per_worker", []) if w.get("lane") != 0 and w.get("accuracy") is not None]
+        others = [w for lane, w in sorted(lanes.items()) if lane != 0]
         aims.append({
             **base, "aim": f"2 workers: accuracy on lane 1's decided cells minus the one-worker run's on the same "
             f"lane ({a2['accuracy']:.2%} of {a2['accuracy_n']:,} against {a1['accuracy']:.2%} of "
@@ -170,10 +171,9 @@ def _workers_aims(rep: dict[str, Any], cmd: str) -> list[dict[str, Any]]:
     return aims
 
 
-def _lane(run: dict[str, Any], lane: int) -> dict[str, Any] | None:
-    """The accuracy record of one lane of a workers run (None: not scored)."""
-    rec = next((w for w in run.get("per_worker", []) if w.get("lane") == lane), None)
-    return rec if rec is not None and rec.get("accuracy") is not None else None
+def _scored_lanes(run: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Lane -> its worker's record, for the lanes of a workers run that were scored."""
+    return {w["lane"]: w for w in run.get("per_worker", []) if w.get("accuracy") is not None}
 
 
 def _stream_data(rep: dict[str, Any]) -> str:

@@ -152,6 +152,12 @@ def test_the_8_bit_aim_reads_the_newest_attempt_and_how_far_the_router_got(tmp_p
     new["accuracy"]["twin"]["data"]["version"] = "3.2"
     new["place_and_route"].update(reason="nextpnr stopped by signal 15 (see x.log)", router_iterations=3,
                                   router_overused_wires=66461)
-    q8 = [a for a in _table(tmp_path, monkeypatch, old, new)["aims"] if a["target"] == "placed and routed"][0]
+    new["note"] = "stopped by hand"
+    table = _table(tmp_path, monkeypatch, old, new)
+    q8 = [a for a in table["aims"] if a["target"] == "placed and routed"][0]
     assert q8["data"].startswith("LymphoSim 3.2") and not q8["met"]
     assert q8["value"].endswith("stopped by signal 15 at router2 iteration 3 (66,461 overused wires)")
+    # the design rows say the same, and the older attempt (no router line in its log) only why it stopped
+    notes = [r["note"] for r in table["rows"]]
+    assert notes == ["nextpnr did not finish in 1800 s",
+                     "nextpnr stopped by signal 15 at router2 iteration 3 (66,461 overused wires); stopped by hand"]

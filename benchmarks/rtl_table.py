@@ -132,7 +132,7 @@ def row(rec: dict[str, Any], acc: dict[str, Any] | None) -> dict[str, Any]:
         "twin accuracy %": twin, "float accuracy %": flt, "data": _data(rec),
         "part": rec.get("part"), "command": command(rec),
     }
-    notes = [pr["reason"].split(" (see ")[0] + _reached(pr)] if not pr.get("ran") and pr.get("reason") else []
+    notes = [_unrouted(pr, "")] if not pr.get("ran") and pr.get("reason") else []
     out["note"] = "; ".join(notes + ([rec["note"]] if rec.get("note") else [])) or None
     return out
 
@@ -224,7 +224,7 @@ def aims(recs: list[dict[str, Any]], accs: list[dict[str, Any] | None]) -> list[
             value = f"routed at {r['fmax_mhz']} MHz: {r['latency_cycles']:,} cycles = {r['latency_us']} us"
         else:
             value = (f"{packed['used']:,} of {packed['available']:,} logic cells, {r['dsps']} DSP; "
-                     + pr.get("reason", "not placed").split(" (see ")[0] + _reached(pr)) if packed else pr.get("reason", "not run")
+                     + _unrouted(pr, "not placed")) if packed else pr.get("reason", "not run")
         aim("the default student's 8-bit twin placed and routed whole on the part (--arch mixed: the last conv and "
             "the dense layer on DSP multipliers; bit exact on "
             f"{checked['n_checked'] - (checked['mismatches'] or 0):,} of {checked['n_checked']:,} crops; at 1 pixel a "
@@ -233,11 +233,12 @@ def aims(recs: list[dict[str, Any]], accs: list[dict[str, Any] | None]) -> list[
     return out
 
 
-def _reached(pr: dict[str, Any]) -> str:
-    """How far an unfinished route got ('' when the log showed no router iteration)."""
+def _unrouted(pr: dict[str, Any], default: str) -> str:
+    """Why a design was not routed (its log's path left out), and how far the router got."""
+    why = pr.get("reason", default).split(" (see ")[0]
     if not pr.get("router_iterations"):
-        return ""
-    return f" at router2 iteration {pr['router_iterations']} ({pr['router_overused_wires']:,} overused wires)"
+        return why
+    return f"{why} at router2 iteration {pr['router_iterations']} ({pr['router_overused_wires']:,} overused wires)"
 
 
 def _latency(rec: dict[str, Any]) -> float | None:
